@@ -1,0 +1,256 @@
+//! `/v1/jobs`: submit, list, status, chunks and cancel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::Caller;
+use super::extract::{Json, Path, Query};
+use super::problem::{ApiError, ErrorCode};
+use crate::audit::rfc3339;
+use crate::jobs::read::ChunkPage;
+use crate::jobs::submit::SubmitRequest;
+use crate::jobs::{JobRecord, JobStatus};
+
+/// The longest `POST /v1/jobs?wait=` may hold the answer.
+const MAX_SUBMIT_WAIT: f64 = 5.0;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitParams {
+    wait: Option<f64>,
+}
+
+pub async fn submit(
+    State(state): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Query(params): Query<SubmitParams>,
+    Json(request): Json<SubmitRequest>,
+) -> Result<Response, ApiError> {
+    let wait = wait_param(params.wait, MAX_SUBMIT_WAIT)?;
+    let submitted = state.jobs.submit(&who, request).await?;
+    let mut job = submitted.job;
+    let mut body = json!({
+        "jobId": job.id(),
+        "offset": job.spec.offset,
+        "fingerprint": job.spec.fingerprint,
+        "deduplicated": submitted.deduplicated,
+    });
+    if !wait.is_zero() {
+        // One round trip for fast queries: hold the answer until the first chunk exists.
+        let page = state.jobs.chunks(job, 0, 1, wait).await?;
+        if let Some(first) = page.chunks.first() {
+            body["firstChunk"] = serde_json::from_str(first).unwrap_or(Value::Null);
+        }
+        job = page.job;
+    }
+    if let Value::Object(map) = &mut body {
+        map.insert("status".into(), json!(job.status));
+        map.insert("expiresAt".into(), json!(job.expires_at.map(rfc3339)));
+        map.insert("links".into(), links(&job));
+    }
+    let location = format!("/v1/jobs/{}", job.id());
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        axum::Json(body),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Query(params): Query<ListParams>,
+) -> Result<Response, ApiError> {
+    let status = match params.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<JobStatus>().map_err(|()| {
+            ApiError::new(
+                ErrorCode::InvalidParameter,
+                format!(
+                    "`status` = {s:?}; use queued, running, completed, failed, cancelled or expired"
+                ),
+            )
+        })?),
+    };
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            "`limit` must be between 1 and 1000",
+        ));
+    }
+    let jobs = state.jobs.jobs_of(&who, status, limit).await?;
+    let jobs: Vec<Value> = jobs.iter().map(job_view).collect();
+    Ok(axum::Json(json!({ "jobs": jobs })).into_response())
+}
+
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = state.jobs.job(&who, &id).await?;
+    Ok(axum::Json(job_view(&job)).into_response())
+}
+
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = state.jobs.cancel(&who, &id).await?;
+    let status = if job.status.is_finished() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, axum::Json(job_view(&job))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkParams {
+    from: Option<u64>,
+    limit: Option<usize>,
+    wait: Option<f64>,
+}
+
+pub async fn chunks(
+    State(state): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    Query(params): Query<ChunkParams>,
+) -> Result<Response, ApiError> {
+    let job = state.jobs.job(&who, &id).await?;
+    read_chunks(&state, job, params).await
+}
+
+/// Shared by the job and offset chunk routes.
+pub async fn read_chunks(
+    state: &AppState,
+    job: JobRecord,
+    params: ChunkParams,
+) -> Result<Response, ApiError> {
+    let wait = wait_param(params.wait, state.jobs.settings.max_wait.as_secs_f64())?;
+    let limit = params.limit.unwrap_or(100);
+    if limit == 0 || limit > crate::jobs::read::MAX_CHUNKS_PER_READ {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!(
+                "`limit` must be between 1 and {}",
+                crate::jobs::read::MAX_CHUNKS_PER_READ
+            ),
+        ));
+    }
+    let page = state
+        .jobs
+        .chunks(job, params.from.unwrap_or(0), limit, wait)
+        .await?;
+    Ok(chunk_page_response(&page))
+}
+
+/// Chunks are stored as JSON text; the page is assembled around them
+/// without decoding, which keeps polls cheap.
+fn chunk_page_response(page: &ChunkPage) -> Response {
+    let mut body =
+        String::with_capacity(64 + page.chunks.iter().map(|c| c.len() + 1).sum::<usize>());
+    body.push_str(r#"{"jobId":""#);
+    body.push_str(&page.job.id().to_string());
+    body.push_str(r#"","offset":"#);
+    body.push_str(&page.job.spec.offset.to_string());
+    body.push_str(r#","status":""#);
+    body.push_str(page.job.status.as_str());
+    body.push_str(r#"","chunks":["#);
+    for (n, chunk) in page.chunks.iter().enumerate() {
+        if n > 0 {
+            body.push(',');
+        }
+        body.push_str(chunk);
+    }
+    body.push_str(r#"],"next":"#);
+    body.push_str(&page.next.to_string());
+    body.push('}');
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn wait_param(wait: Option<f64>, max: f64) -> Result<Duration, ApiError> {
+    match wait {
+        None => Ok(Duration::ZERO),
+        Some(w) if w.is_finite() && (0.0..=max).contains(&w) => Ok(Duration::from_secs_f64(w)),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("`wait` must be between 0 and {max} seconds"),
+        )),
+    }
+}
+
+fn links(job: &JobRecord) -> Value {
+    let id = job.id();
+    let offset = job.spec.offset;
+    json!({
+        "self": format!("/v1/jobs/{id}"),
+        "chunks": format!("/v1/jobs/{id}/chunks"),
+        "offset": format!("/v1/offsets/{offset}"),
+        "offsetChunks": format!("/v1/offsets/{offset}/chunks"),
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Timings {
+    /// Submission to a worker picking the job up.
+    queued_seconds: Option<f64>,
+    /// Submission to the first chunk being readable.
+    first_chunk_seconds: Option<f64>,
+    /// Submission to the last chunk.
+    total_seconds: Option<f64>,
+}
+
+pub fn job_view(job: &JobRecord) -> Value {
+    let since = |at: Option<DateTime<Utc>>| at.map(|t| (t - job.submitted_at).as_seconds_f64());
+    let time = |us: i64| DateTime::<Utc>::from_timestamp_micros(us).map(rfc3339);
+    let spec = &job.spec;
+    json!({
+        "jobId": spec.job_id,
+        "offset": spec.offset,
+        "fingerprint": spec.fingerprint,
+        "status": job.status,
+        "filter": spec.filter,
+        "timeRange": { "from": time(spec.from_us), "to": time(spec.to_us) },
+        "fields": spec.fields,
+        "order": spec.order,
+        "maxRows": spec.max_rows,
+        "rows": job.rows,
+        "chunks": job.chunks,
+        "truncated": job.truncated,
+        "error": job.error,
+        "cancelRequested": job.cancel_requested,
+        "submittedAt": rfc3339(job.submitted_at),
+        "startedAt": job.started_at.map(rfc3339),
+        "firstChunkAt": job.first_chunk_at.map(rfc3339),
+        "finishedAt": job.finished_at.map(rfc3339),
+        "expiresAt": job.expires_at.map(rfc3339),
+        "timings": Timings {
+            queued_seconds: since(job.started_at),
+            first_chunk_seconds: since(job.first_chunk_at),
+            total_seconds: since(job.finished_at),
+        },
+        "links": links(job),
+    })
+}

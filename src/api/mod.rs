@@ -1,0 +1,85 @@
+//! The HTTP API (axum): routes, authentication, and problem+json errors.
+//! Handlers are thin: they parse, call `Jobs`, and shape JSON.
+
+pub mod audit;
+pub mod auth;
+pub mod extract;
+pub mod jobs;
+pub mod offsets;
+pub mod problem;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use self::auth::ApiKeys;
+use self::problem::{ApiError, ErrorCode};
+use crate::jobs::Jobs;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub jobs: Arc<Jobs>,
+    pub keys: ApiKeys,
+}
+
+pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/jobs", get(jobs::list).post(jobs::submit))
+        .route("/v1/jobs/{job_id}", get(jobs::get).delete(jobs::cancel))
+        .route("/v1/jobs/{job_id}/chunks", get(jobs::chunks))
+        .route("/v1/offsets/{offset}", get(offsets::get))
+        .route("/v1/offsets/{offset}/chunks", get(offsets::chunks))
+        .route("/v1/audit", get(audit::search))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+/// Readiness: admitting jobs, and the coordinator answers.
+async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    if state.jobs.admission_closed.is_cancelled() {
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "the service is shutting down",
+        ));
+    }
+    let pool = state
+        .jobs
+        .backends
+        .coordinator
+        .pool_usage()
+        .await
+        .map_err(crate::jobs::JobError::from)?;
+    Ok(axum::Json(json!({
+        "status": "ready",
+        "offsets": { "leased": pool.leased, "size": pool.size },
+    }))
+    .into_response())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "no such route; the API lives under /v1 (see the README)",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this route does not support that method",
+    )
+}

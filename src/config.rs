@@ -1,0 +1,164 @@
+//! Every setting in one struct: a command-line flag, a `PSEUDOSTREAM_*`
+//! environment variable and a default, documented in the README.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Settings for `serve` (and the future `worker`). Durations accept
+/// humantime strings such as `5m`, `90d` or `250ms`.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "PSEUDOSTREAM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Parquet files to query: a directory or a glob such as `data/*.parquet`.
+    /// When unset, the demo dataset under the data directory is used (and
+    /// generated on first start).
+    #[arg(long, env = "PSEUDOSTREAM_SOURCE")]
+    pub source: Option<String>,
+
+    /// Column that orders results and bounds the time range.
+    #[arg(long, env = "PSEUDOSTREAM_TIME_COLUMN", default_value = "ts")]
+    pub time_column: String,
+
+    /// Where the demo dataset and the embedded audit database live.
+    #[arg(
+        long,
+        env = "PSEUDOSTREAM_DATA_DIR",
+        default_value = "./pseudostream-data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// API keys as comma-separated `key=user:tenant:role` entries (role is
+    /// `query` or `ops`). When empty, a development key is generated and printed.
+    #[arg(
+        long,
+        env = "PSEUDOSTREAM_API_KEYS",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub api_keys: String,
+
+    /// Number of result offsets (the fixed pool dashboards embed).
+    #[arg(long, env = "PSEUDOSTREAM_OFFSET_POOL_SIZE", default_value_t = 1000)]
+    pub offset_pool_size: u32,
+
+    /// Rows per result chunk.
+    #[arg(long, env = "PSEUDOSTREAM_CHUNK_ROWS", default_value_t = 10)]
+    pub chunk_rows: usize,
+
+    /// How long a finished job's result stays readable.
+    #[arg(long, env = "PSEUDOSTREAM_RESULT_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub result_ttl: Duration,
+
+    /// Per-user admission rate for new jobs, as `N/PERIOD` (e.g. `1/5s`).
+    /// Deduplicated submissions are free. `0/1s` disables the limit.
+    #[arg(long, env = "PSEUDOSTREAM_RATE_LIMIT", default_value = "1/5s", value_parser = parse_rate)]
+    pub rate_limit: RateLimit,
+
+    /// Row cap per job; the last chunk says `truncated` when it was hit.
+    #[arg(long, env = "PSEUDOSTREAM_MAX_ROWS", default_value_t = 500_000)]
+    pub max_rows: u64,
+
+    /// Longest time range a query may span.
+    #[arg(long, env = "PSEUDOSTREAM_MAX_TIME_RANGE", default_value = "90d", value_parser = humantime::parse_duration)]
+    pub max_time_range: Duration,
+
+    /// Concurrent query workers in this process.
+    #[arg(long, env = "PSEUDOSTREAM_WORKERS", default_value_t = 8)]
+    pub workers: usize,
+
+    /// Memory the embedded result log may hold; above it new jobs get 503.
+    #[arg(long, env = "PSEUDOSTREAM_RESULT_MEMORY", default_value = "1073741824")]
+    pub result_memory_bytes: u64,
+
+    /// Longest `wait` a chunk long-poll may ask for (kept well under the
+    /// dashboard gateway's 60 s timeout).
+    #[arg(long, env = "PSEUDOSTREAM_MAX_WAIT", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub max_wait: Duration,
+
+    /// How long shutdown waits for workers to flush before aborting them.
+    #[arg(long, env = "PSEUDOSTREAM_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// How often the expiry sweep runs.
+    #[arg(long, env = "PSEUDOSTREAM_EXPIRY_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub expiry_interval: Duration,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "PSEUDOSTREAM_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Rows per day of the generated demo dataset.
+    #[arg(long, env = "PSEUDOSTREAM_DEMO_ROWS_PER_DAY", default_value_t = crate::source::demo::DEMO_ROWS_PER_DAY)]
+    pub demo_rows_per_day: u32,
+
+    /// Days in the generated demo dataset, ending today (UTC).
+    #[arg(long, env = "PSEUDOSTREAM_DEMO_DAYS", default_value_t = crate::source::demo::DEMO_DAYS)]
+    pub demo_days: u32,
+}
+
+/// `count` new jobs per `per`, per user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl RateLimit {
+    pub fn is_disabled(&self) -> bool {
+        self.count == 0
+    }
+}
+
+fn parse_rate(text: &str) -> Result<RateLimit, String> {
+    let (count, per) = text
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}` is not a rate; write it as N/PERIOD, e.g. 1/5s"))?;
+    let count = count
+        .trim()
+        .parse::<u32>()
+        .map_err(|e| format!("rate count `{count}`: {e}"))?;
+    let per =
+        humantime::parse_duration(per.trim()).map_err(|e| format!("rate period `{per}`: {e}"))?;
+    if per.is_zero() {
+        return Err("the rate period must be longer than zero".into());
+    }
+    Ok(RateLimit { count, per })
+}
+
+impl Config {
+    /// Defaults as the CLI would give them with no flags or environment,
+    /// for tests and embedding.
+    pub fn defaults() -> Config {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: Config,
+        }
+        Only::parse_from(["pseudostream"]).config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rates() {
+        assert_eq!(
+            parse_rate("1/5s").unwrap(),
+            RateLimit {
+                count: 1,
+                per: Duration::from_secs(5)
+            }
+        );
+        assert!(parse_rate("5s").is_err());
+        assert!(parse_rate("1/0s").is_err());
+    }
+}

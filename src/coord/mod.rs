@@ -1,0 +1,121 @@
+//! Coordination state shared by every API instance and worker: dedup by
+//! fingerprint, the offset pool, job records, the job queue and the per-user
+//! rate limit. Each is a small trait; `memory` holds the embedded
+//! implementations used by default.
+
+pub mod limiter;
+pub mod memory;
+pub mod queue;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::filter::Fingerprint;
+use crate::jobs::model::{JobId, JobRecord, JobSpec, JobStatus, JobUpdate, Offset};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordError {
+    #[error("coordination backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("coordination backend timed out")]
+    Timeout,
+    #[error("job {0} does not exist")]
+    NotFound(JobId),
+}
+
+impl CoordError {
+    /// Whether a worker may retry the same operation.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CoordError::Unavailable(_) | CoordError::Timeout)
+    }
+}
+
+/// The outcome of trying to become the job for a fingerprint.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// No live job has this fingerprint; the caller now holds it and must
+    /// either insert the job or abandon the claim.
+    Won,
+    /// A live job has it: share that job.
+    Existing(Box<JobRecord>),
+    /// Another submission holds the claim and is being admitted right now;
+    /// ask again shortly.
+    Pending,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub leased: u32,
+    pub size: u32,
+}
+
+#[async_trait]
+pub trait Coordinator: Send + Sync + 'static {
+    async fn claim_fingerprint(
+        &self,
+        fingerprint: Fingerprint,
+        job: JobId,
+    ) -> Result<Claim, CoordError>;
+    /// Gives a won claim back when admission fails after it (rate limit, pool).
+    async fn abandon_fingerprint(
+        &self,
+        fingerprint: Fingerprint,
+        job: JobId,
+    ) -> Result<(), CoordError>;
+    /// Leases the next free offset after the last one handed out (round
+    /// robin); `None` when every offset is leased.
+    async fn lease_offset(&self, job: JobId) -> Result<Option<Offset>, CoordError>;
+    async fn release_offset(&self, offset: Offset, job: JobId) -> Result<(), CoordError>;
+    /// Stores a new job; its fingerprint claim becomes live and its offset
+    /// points at it.
+    async fn insert_job(&self, record: JobRecord) -> Result<(), CoordError>;
+    async fn job(&self, id: JobId) -> Result<Option<JobRecord>, CoordError>;
+    async fn job_at_offset(&self, offset: Offset) -> Result<Option<JobRecord>, CoordError>;
+    /// A user's own jobs, newest first.
+    async fn jobs_of(
+        &self,
+        tenant: &str,
+        user: &str,
+        status: Option<JobStatus>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, CoordError>;
+    /// Applies an update; `None` when the job is gone.
+    async fn update_job(
+        &self,
+        id: JobId,
+        update: JobUpdate,
+    ) -> Result<Option<JobRecord>, CoordError>;
+    /// Waits until the job's version passes `seen_version` or `timeout`
+    /// elapses, then returns the job as it is.
+    async fn wait_for_change(
+        &self,
+        id: JobId,
+        seen_version: u64,
+        timeout: Duration,
+    ) -> Result<Option<JobRecord>, CoordError>;
+    /// Marks every finished job whose TTL has passed as expired and returns
+    /// them. A job is returned by exactly one call, whichever instance makes it.
+    async fn begin_expiry(&self, now: DateTime<Utc>) -> Result<Vec<JobRecord>, CoordError>;
+    /// Forgets an expired job: drops its record and fingerprint and returns
+    /// its offset to the pool. Called after its chunks are deleted.
+    async fn finish_expiry(&self, record: &JobRecord) -> Result<(), CoordError>;
+    async fn pool_usage(&self) -> Result<PoolUsage, CoordError>;
+}
+
+/// Jobs waiting for a worker.
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    async fn enqueue(&self, spec: JobSpec) -> Result<(), CoordError>;
+    /// The next job to run; `None` once `shutdown` is cancelled.
+    async fn next(&self, shutdown: &CancellationToken) -> Result<Option<JobSpec>, CoordError>;
+}
+
+/// Admission control for new jobs, per user.
+#[async_trait]
+pub trait RateLimiter: Send + Sync + 'static {
+    /// `Err(retry_after)` when the user must wait before another new job.
+    async fn check(&self, user: &str) -> Result<(), Duration>;
+}

@@ -1,0 +1,47 @@
+//! The embedded job queue: a bounded channel shared by this process's workers.
+//!
+//! Its capacity is the offset pool size: every queued job holds an offset, so
+//! an accepted job always fits and `enqueue` never waits.
+
+use async_trait::async_trait;
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::{CoordError, JobQueue};
+use crate::jobs::model::JobSpec;
+
+pub struct LocalJobQueue {
+    sender: mpsc::Sender<JobSpec>,
+    receiver: Mutex<mpsc::Receiver<JobSpec>>,
+}
+
+impl LocalJobQueue {
+    pub fn new(capacity: usize) -> LocalJobQueue {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        LocalJobQueue {
+            sender,
+            receiver: Mutex::new(receiver),
+        }
+    }
+}
+
+#[async_trait]
+impl JobQueue for LocalJobQueue {
+    async fn enqueue(&self, spec: JobSpec) -> Result<(), CoordError> {
+        self.sender
+            .send(spec)
+            .await
+            .map_err(|_| CoordError::Unavailable("the job queue is closed".into()))
+    }
+
+    async fn next(&self, shutdown: &CancellationToken) -> Result<Option<JobSpec>, CoordError> {
+        let mut receiver = tokio::select! {
+            guard = self.receiver.lock() => guard,
+            _ = shutdown.cancelled() => return Ok(None),
+        };
+        tokio::select! {
+            spec = receiver.recv() => Ok(spec),
+            _ = shutdown.cancelled() => Ok(None),
+        }
+    }
+}

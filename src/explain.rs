@@ -1,0 +1,76 @@
+//! `pseudostream explain '<filter>'`: the canonical form and fingerprint of
+//! a filter, as the service would compute them, for debugging dedup.
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+
+use crate::config::Config;
+use crate::filter::{self, FingerprintInput, Limits, Order};
+use crate::source::QuerySource;
+use crate::source::files::ParquetSource;
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The filter text.
+    pub filter: String,
+    /// Tenant the fingerprint is computed for.
+    #[arg(long, default_value = "dev")]
+    pub tenant: String,
+    /// Range start (RFC 3339); with --to. Default: the 24 hours before now.
+    #[arg(long)]
+    pub from: Option<DateTime<Utc>>,
+    #[arg(long)]
+    pub to: Option<DateTime<Utc>>,
+    /// Comma-separated fields to return (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub fields: Vec<String>,
+    #[arg(long, value_enum, default_value = "desc")]
+    pub order: OrderArg,
+    #[arg(long)]
+    pub max_rows: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OrderArg {
+    Asc,
+    Desc,
+}
+
+pub async fn run(config: &Config, args: &ExplainArgs) -> anyhow::Result<()> {
+    let location = match &config.source {
+        Some(s) => s.clone(),
+        None => config.data_dir.join("demo").to_string_lossy().into_owned(),
+    };
+    let source = ParquetSource::open(&location, &config.time_column).await.map_err(|e| {
+        anyhow::anyhow!("{e}\n(explain reads the source's schema; run `pseudostream` once to generate the demo data, or pass --source)")
+    })?;
+    let compiled = match filter::compile(&args.filter, source.schema(), &Limits::default()) {
+        Ok(f) => f,
+        Err(e) => anyhow::bail!("{e}"),
+    };
+    let to = args.to.unwrap_or_else(Utc::now);
+    let from = args.from.unwrap_or(to - chrono::TimeDelta::hours(24));
+    let mut fields = args.fields.clone();
+    fields.sort();
+    fields.dedup();
+    let order = match args.order {
+        OrderArg::Asc => Order::Asc,
+        OrderArg::Desc => Order::Desc,
+    };
+    let fingerprint = FingerprintInput {
+        tenant: &args.tenant,
+        source: source.id(),
+        schema_version: source.schema_version(),
+        filter: &compiled,
+        from_us: from.timestamp_micros(),
+        to_us: to.timestamp_micros(),
+        fields: &fields,
+        order,
+        max_rows: args.max_rows.unwrap_or(config.max_rows),
+    }
+    .fingerprint();
+    println!("canonical:   {}", compiled.canonical());
+    println!("fingerprint: {fingerprint}");
+    println!("predicate:   {:?}", compiled.predicate());
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! Everything that can go wrong in a job's life, as the API reports it.
+
+use std::time::Duration;
+
+use crate::audit::AuditError;
+use crate::coord::CoordError;
+use crate::filter::FilterError;
+use crate::results::ResultError;
+use crate::source::SourceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    Filter(#[from] FilterError),
+    /// A request field has a value the service cannot use.
+    #[error("{detail}")]
+    InvalidRequest { field: &'static str, detail: String },
+    #[error("unknown field `{name}` in `fields`; known fields: {known}")]
+    UnknownField { name: String, known: String },
+    #[error("the time range spans {requested}, more than the allowed {max}; narrow `timeRange`")]
+    TimeRangeTooLong { requested: String, max: String },
+    #[error("job {0} does not exist, belongs to another tenant, or its result has expired")]
+    JobNotFound(String),
+    #[error("offset {0} holds no job of yours right now")]
+    OffsetNotFound(String),
+    #[error("new jobs are limited per user; retry after {} s (identical queries that are still live are free)", .retry_after.as_secs().max(1))]
+    RateLimited { retry_after: Duration },
+    #[error("every result offset is in use; retry after {} s, when results expire", .retry_after.as_secs().max(1))]
+    PoolExhausted { retry_after: Duration },
+    #[error("the result store is full; retry after {} s, when results expire", .retry_after.as_secs().max(1))]
+    Overloaded { retry_after: Duration },
+    #[error("the service is shutting down and accepts no new jobs; retry on another instance")]
+    ShuttingDown,
+    #[error("the audit log could not record the submission, so it was not accepted: {0}")]
+    Audit(#[from] AuditError),
+    #[error("{0}")]
+    Coord(#[from] CoordError),
+    #[error("{0}")]
+    Results(#[from] ResultError),
+    #[error("{0}")]
+    Source(#[from] SourceError),
+}

@@ -1,0 +1,55 @@
+//! Expiry: once a finished job's TTL has passed, delete its chunks, forget
+//! its fingerprint, return its offset to the pool and mark its audit rows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::Jobs;
+
+impl Jobs {
+    /// One sweep; returns how many jobs it expired.
+    pub async fn expire_due(&self) -> usize {
+        let b = &self.backends;
+        let due = match b.coordinator.begin_expiry(Utc::now()).await {
+            Ok(due) => due,
+            Err(e) => {
+                warn!(error = %e, "expiry sweep could not read the expiry index");
+                return 0;
+            }
+        };
+        for job in &due {
+            // Chunks go first: once the offset is free a new job may write to it.
+            if let Err(e) = b
+                .results
+                .delete(job.id(), job.spec.offset, job.chunks)
+                .await
+            {
+                warn!(job_id = %job.id(), error = %e, "could not delete an expired job's chunks");
+            }
+            if let Err(e) = b.coordinator.finish_expiry(job).await {
+                warn!(job_id = %job.id(), error = %e, "could not release an expired job");
+            }
+            if let Err(e) = b.audit.record_expired(job.id(), Utc::now()).await {
+                warn!(job_id = %job.id(), error = %e, "could not mark an expired job in the audit log");
+            }
+            info!(job_id = %job.id(), offset = %job.spec.offset, "job expired; offset returned to the pool");
+        }
+        due.len()
+    }
+
+    /// Sweeps every `interval` until `shutdown`.
+    pub async fn run_expiry(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { self.expire_due().await; }
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The job's life: submission (validate, fingerprint, dedup, rate limit,
+//! offset lease, audit, enqueue), reading its chunks, cancel and expiry. The
+//! domain code sees only the traits of `coord`, `results`, `audit` and `source`.
+
+pub mod error;
+pub mod expiry;
+pub mod model;
+pub mod read;
+pub mod submit;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::AuditLog;
+use crate::coord::{Coordinator, JobQueue, RateLimiter};
+use crate::filter::Limits;
+use crate::results::ResultTopic;
+use crate::source::QuerySource;
+
+pub use error::JobError;
+pub use model::{Chunk, JobId, JobRecord, JobSpec, JobStatus, Offset, Principal, Role};
+
+/// Limits and timings the job life follows; built from `Config`.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub chunk_rows: usize,
+    pub result_ttl: Duration,
+    pub max_rows: u64,
+    pub max_time_range: Duration,
+    pub max_wait: Duration,
+    pub filter_limits: Limits,
+    /// The `Retry-After` given when the pool or the result store is full.
+    pub full_retry_after: Duration,
+}
+
+impl JobSettings {
+    /// When a job finishing at `finished` is dropped.
+    pub fn expires_at(&self, finished: DateTime<Utc>) -> DateTime<Utc> {
+        chrono::TimeDelta::from_std(self.result_ttl)
+            .ok()
+            .and_then(|ttl| finished.checked_add_signed(ttl))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+}
+
+/// The backends a job passes through, built once in `main`.
+#[derive(Clone)]
+pub struct Backends {
+    pub coordinator: Arc<dyn Coordinator>,
+    pub queue: Arc<dyn JobQueue>,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub results: Arc<dyn ResultTopic>,
+    pub audit: Arc<dyn AuditLog>,
+    pub source: Arc<dyn QuerySource>,
+}
+
+/// Points where tests can hold a job in a known state. Empty in production.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    /// When set, a worker takes one permit before publishing each chunk, so a
+    /// test can hold a job mid-stream and release it chunk by chunk.
+    pub chunk_gate: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// The job service the API and the workers share.
+pub struct Jobs {
+    pub backends: Backends,
+    pub settings: JobSettings,
+    pub hooks: Hooks,
+    /// Cancelled when shutdown begins: from then on submissions get 503.
+    pub admission_closed: CancellationToken,
+}
+
+impl Jobs {
+    pub fn new(backends: Backends, settings: JobSettings, hooks: Hooks) -> Arc<Jobs> {
+        Arc::new(Jobs {
+            backends,
+            settings,
+            hooks,
+            admission_closed: CancellationToken::new(),
+        })
+    }
+}

@@ -1,0 +1,261 @@
+//! The job's vocabulary: identifiers, the public offset, states, the spec a
+//! worker runs and the record the coordinator keeps.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::filter::{Fingerprint, Order};
+
+/// A job's identity: a UUIDv7, so ids sort by submission time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub uuid::Uuid);
+
+impl Default for JobId {
+    fn default() -> Self {
+        JobId::new()
+    }
+}
+
+impl JobId {
+    pub fn new() -> JobId {
+        JobId(uuid::Uuid::now_v7())
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::parse_str(s).map(JobId)
+    }
+}
+
+/// A slot of the fixed result pool (0..pool size): the number dashboards
+/// embed. Not a Kafka partition offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Offset(pub u32);
+
+impl fmt::Display for Offset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+impl JobStatus {
+    /// A finished job publishes nothing more; its TTL is running.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled | JobStatus::Expired
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::Expired => "expired",
+        }
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "completed" => JobStatus::Completed,
+            "failed" => JobStatus::Failed,
+            "cancelled" => JobStatus::Cancelled,
+            "expired" => JobStatus::Expired,
+            _ => return Err(()),
+        })
+    }
+}
+
+/// Who submitted a job: the API key's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Principal {
+    pub user: String,
+    pub tenant: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Query,
+    Ops,
+}
+
+/// Everything a worker needs to run a job, serialisable so a distributed
+/// queue can carry it. The filter travels as canonical text: it re-parses to
+/// the same predicate (a property the filter tests pin).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSpec {
+    pub job_id: JobId,
+    pub offset: Offset,
+    pub fingerprint: Fingerprint,
+    pub tenant: String,
+    pub user: String,
+    pub filter: String,
+    pub from_us: i64,
+    pub to_us: i64,
+    pub fields: Vec<String>,
+    pub order: Order,
+    pub max_rows: u64,
+}
+
+/// The coordinator's view of a job: its spec plus where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRecord {
+    pub spec: JobSpec,
+    pub status: JobStatus,
+    pub rows: u64,
+    pub chunks: u64,
+    pub truncated: bool,
+    pub error: Option<String>,
+    pub cancel_requested: bool,
+    pub submitted_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub first_chunk_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Set when the job finishes: the moment its result is dropped.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Bumped on every change, so readers can wait for "anything new".
+    pub version: u64,
+}
+
+impl JobRecord {
+    pub fn new(spec: JobSpec, submitted_at: DateTime<Utc>) -> JobRecord {
+        JobRecord {
+            spec,
+            status: JobStatus::Queued,
+            rows: 0,
+            chunks: 0,
+            truncated: false,
+            error: None,
+            cancel_requested: false,
+            submitted_at,
+            started_at: None,
+            first_chunk_at: None,
+            finished_at: None,
+            expires_at: None,
+            version: 0,
+        }
+    }
+
+    pub fn id(&self) -> JobId {
+        self.spec.job_id
+    }
+}
+
+/// A change a worker or the API applies to a job record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobUpdate {
+    Started {
+        at: DateTime<Utc>,
+    },
+    /// A chunk was published and acknowledged.
+    Progress {
+        rows: u64,
+        chunks: u64,
+        at: DateTime<Utc>,
+    },
+    Finished {
+        status: JobStatus,
+        rows: u64,
+        chunks: u64,
+        truncated: bool,
+        error: Option<String>,
+        at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    },
+    CancelRequested,
+}
+
+impl JobRecord {
+    /// Applies an update; the one place that knows how each changes the record.
+    pub fn apply(&mut self, update: &JobUpdate) {
+        match update {
+            JobUpdate::Started { at } => {
+                if self.status == JobStatus::Queued {
+                    self.status = JobStatus::Running;
+                }
+                self.started_at.get_or_insert(*at);
+            }
+            JobUpdate::Progress { rows, chunks, at } => {
+                self.rows = *rows;
+                self.chunks = *chunks;
+                self.first_chunk_at.get_or_insert(*at);
+            }
+            JobUpdate::Finished {
+                status,
+                rows,
+                chunks,
+                truncated,
+                error,
+                at,
+                expires_at,
+            } => {
+                self.status = *status;
+                self.rows = *rows;
+                self.chunks = *chunks;
+                self.truncated = *truncated;
+                self.error = error.clone();
+                self.first_chunk_at.get_or_insert(*at);
+                self.finished_at = Some(*at);
+                self.expires_at = Some(*expires_at);
+            }
+            JobUpdate::CancelRequested => self.cancel_requested = true,
+        }
+        self.version += 1;
+    }
+}
+
+/// One published piece of a result, as readers see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Chunk {
+    pub job_id: JobId,
+    pub offset: Offset,
+    pub chunk_seq: u64,
+    pub is_last: bool,
+    pub rows: Vec<crate::source::Row>,
+    /// Only on the last chunk: how the job ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<JobStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

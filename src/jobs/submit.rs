@@ -1,0 +1,328 @@
+//! Submission, in the brief's order: validate, fingerprint, dedup, rate
+//! limit, lease an offset, audit (fail closed), enqueue.
+
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use super::model::{JobId, JobRecord, JobSpec, Principal};
+use super::{JobError, Jobs};
+use crate::audit::{AuditEntry, rfc3339};
+use crate::coord::Claim;
+use crate::filter::{self, FingerprintInput, Order};
+
+/// The body of `POST /v1/jobs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubmitRequest {
+    pub filter: String,
+    pub time_range: TimeRangeRequest,
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    #[serde(default)]
+    pub order: Option<Order>,
+    #[serde(default)]
+    pub max_rows: Option<u64>,
+}
+
+/// `{from, to}` (RFC 3339, `from` inclusive, `to` exclusive) or `{last: "7d"}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeRangeRequest {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub last: Option<String>,
+}
+
+/// A resolved, half-open time range in microseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from_us: i64,
+    pub to_us: i64,
+}
+
+/// What a submission got: the job (new or shared) and whether it was shared.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub job: JobRecord,
+    pub deduplicated: bool,
+}
+
+/// How long a submission waits for a concurrent identical one to be admitted
+/// before giving up with 503; admission takes milliseconds, so this is ample.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(5);
+
+impl Jobs {
+    pub async fn submit(
+        &self,
+        who: &Principal,
+        request: SubmitRequest,
+    ) -> Result<Submitted, JobError> {
+        if self.admission_closed.is_cancelled() {
+            return Err(JobError::ShuttingDown);
+        }
+        let now = Utc::now();
+        let source = &self.backends.source;
+        let filter = filter::compile(
+            &request.filter,
+            source.schema(),
+            &self.settings.filter_limits,
+        )?;
+        let range = self.resolve_range(&request.time_range, now)?;
+        let fields = self.resolve_fields(request.fields.as_deref())?;
+        let order = request.order.unwrap_or_default();
+        let max_rows = self.resolve_max_rows(request.max_rows)?;
+        let fingerprint = FingerprintInput {
+            tenant: &who.tenant,
+            source: source.id(),
+            schema_version: source.schema_version(),
+            filter: &filter,
+            from_us: range.from_us,
+            to_us: range.to_us,
+            fields: &fields,
+            order,
+            max_rows,
+        }
+        .fingerprint();
+        let spec = JobSpec {
+            job_id: JobId::new(),
+            offset: super::Offset(0),
+            fingerprint,
+            tenant: who.tenant.clone(),
+            user: who.user.clone(),
+            filter: filter.canonical().to_owned(),
+            from_us: range.from_us,
+            to_us: range.to_us,
+            fields,
+            order,
+            max_rows,
+        };
+
+        let coordinator = &self.backends.coordinator;
+        let started = tokio::time::Instant::now();
+        loop {
+            match coordinator
+                .claim_fingerprint(fingerprint, spec.job_id)
+                .await?
+            {
+                Claim::Won => break,
+                Claim::Existing(job) => return self.join(who, &request.filter, *job).await,
+                Claim::Pending if started.elapsed() < CLAIM_PATIENCE => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Claim::Pending => {
+                    return Err(JobError::Overloaded {
+                        retry_after: self.settings.full_retry_after,
+                    });
+                }
+            }
+        }
+        let admitted = self.admit(who, &request.filter, spec.clone(), now).await;
+        if admitted.is_err()
+            && let Err(e) = coordinator
+                .abandon_fingerprint(fingerprint, spec.job_id)
+                .await
+        {
+            // The claim is stuck until this fingerprint's next submission sees
+            // it; log so ops can tell why that one waits.
+            warn!(error = %e, %fingerprint, "could not give back a fingerprint claim");
+        }
+        admitted
+    }
+
+    /// Admits a new job for a won fingerprint claim.
+    async fn admit(
+        &self,
+        who: &Principal,
+        filter_text: &str,
+        mut spec: JobSpec,
+        now: DateTime<Utc>,
+    ) -> Result<Submitted, JobError> {
+        let b = &self.backends;
+        if b.results.is_full() {
+            return Err(JobError::Overloaded {
+                retry_after: self.settings.full_retry_after,
+            });
+        }
+        b.limiter
+            .check(&who.user)
+            .await
+            .map_err(|retry_after| JobError::RateLimited { retry_after })?;
+        spec.offset =
+            b.coordinator
+                .lease_offset(spec.job_id)
+                .await?
+                .ok_or(JobError::PoolExhausted {
+                    retry_after: self.settings.full_retry_after,
+                })?;
+        let record = JobRecord::new(spec.clone(), now);
+        if let Err(e) = b
+            .audit
+            .record_submission(&audit_entry(&record, filter_text, None))
+            .await
+        {
+            let _ = b.coordinator.release_offset(spec.offset, spec.job_id).await;
+            return Err(e.into());
+        }
+        b.coordinator.insert_job(record.clone()).await?;
+        b.queue.enqueue(spec.clone()).await?;
+        info!(job_id = %spec.job_id, offset = %spec.offset, fingerprint = %spec.fingerprint,
+            user = %who.user, tenant = %who.tenant, "job accepted");
+        Ok(Submitted {
+            job: record,
+            deduplicated: false,
+        })
+    }
+
+    /// Shares a live job with an identical submission: no work, no rate
+    /// limit, but an audit row of its own.
+    async fn join(
+        &self,
+        who: &Principal,
+        filter_text: &str,
+        job: JobRecord,
+    ) -> Result<Submitted, JobError> {
+        let mut entry = audit_entry(&job, filter_text, Some(job.id()));
+        entry.user_id = who.user.clone();
+        entry.submitted_at = rfc3339(Utc::now());
+        self.backends.audit.record_submission(&entry).await?;
+        info!(job_id = %job.id(), offset = %job.spec.offset, fingerprint = %job.spec.fingerprint,
+            user = %who.user, "submission deduplicated");
+        Ok(Submitted {
+            job,
+            deduplicated: true,
+        })
+    }
+
+    fn resolve_range(
+        &self,
+        request: &TimeRangeRequest,
+        now: DateTime<Utc>,
+    ) -> Result<TimeRange, JobError> {
+        let invalid = |detail: String| JobError::InvalidRequest {
+            field: "timeRange",
+            detail,
+        };
+        let (from, to) = match (&request.from, &request.to, &request.last) {
+            (Some(from), Some(to), None) => (
+                parse_time("timeRange.from", from)?,
+                parse_time("timeRange.to", to)?,
+            ),
+            (None, None, Some(last)) => {
+                let span = humantime::parse_duration(last).map_err(|e| {
+                    invalid(format!("`timeRange.last` = {last:?} is not a duration ({e}); write e.g. \"15m\", \"24h\" or \"7d\""))
+                })?;
+                let span = TimeDelta::from_std(span)
+                    .map_err(|_| invalid(format!("`timeRange.last` = {last:?} is too long")))?;
+                // Relative ranges end at the next whole minute so that a
+                // dashboard refreshing "last 7d" within a minute shares one job.
+                let minute = TimeDelta::minutes(1);
+                let to = now
+                    .duration_trunc(minute)
+                    .map_err(|e| invalid(e.to_string()))?
+                    + minute;
+                (to - span, to)
+            }
+            _ => {
+                return Err(invalid(
+                    "give either `from` and `to` (RFC 3339, e.g. \"2026-11-01T00:00:00Z\") or `last` (e.g. \"7d\")".into(),
+                ));
+            }
+        };
+        if from >= to {
+            return Err(invalid(format!(
+                "`from` ({}) must be before `to` ({})",
+                rfc3339(from),
+                rfc3339(to)
+            )));
+        }
+        let max = TimeDelta::from_std(self.settings.max_time_range).unwrap_or(TimeDelta::MAX);
+        if to - from > max {
+            return Err(JobError::TimeRangeTooLong {
+                requested: humantime::format_duration((to - from).to_std().unwrap_or_default())
+                    .to_string(),
+                max: humantime::format_duration(self.settings.max_time_range).to_string(),
+            });
+        }
+        Ok(TimeRange {
+            from_us: from.timestamp_micros(),
+            to_us: to.timestamp_micros(),
+        })
+    }
+
+    /// Checks the requested fields against the schema; sorted and deduplicated,
+    /// since rows are JSON objects and the order of names changes nothing.
+    fn resolve_fields(&self, fields: Option<&[String]>) -> Result<Vec<String>, JobError> {
+        let schema = self.backends.source.schema();
+        let mut out = Vec::new();
+        for name in fields.unwrap_or_default() {
+            if schema.field_type(name).is_none() {
+                return Err(JobError::UnknownField {
+                    name: name.clone(),
+                    known: schema.field_names().collect::<Vec<_>>().join(", "),
+                });
+            }
+            out.push(name.clone());
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn resolve_max_rows(&self, requested: Option<u64>) -> Result<u64, JobError> {
+        let cap = self.settings.max_rows;
+        match requested {
+            None => Ok(cap),
+            Some(n) if (1..=cap).contains(&n) => Ok(n),
+            Some(n) => Err(JobError::InvalidRequest {
+                field: "maxRows",
+                detail: format!("`maxRows` is {n}; it must be between 1 and {cap}"),
+            }),
+        }
+    }
+}
+
+fn parse_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, JobError> {
+    DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc)).map_err(|e| JobError::InvalidRequest {
+        field: "timeRange",
+        detail: format!("`{field}` = {text:?} is not an RFC 3339 time ({e}); write e.g. \"2026-11-01T00:00:00Z\""),
+    })
+}
+
+fn audit_entry(
+    job: &JobRecord,
+    filter_text: &str,
+    deduplicated_from: Option<super::JobId>,
+) -> AuditEntry {
+    let spec = &job.spec;
+    let time = |us: i64| {
+        DateTime::<Utc>::from_timestamp_micros(us)
+            .map(rfc3339)
+            .unwrap_or_default()
+    };
+    AuditEntry {
+        submission_id: uuid::Uuid::now_v7().to_string(),
+        job_id: spec.job_id.to_string(),
+        fingerprint: spec.fingerprint.to_string(),
+        user_id: spec.user.clone(),
+        tenant: spec.tenant.clone(),
+        result_offset: i64::from(spec.offset.0),
+        filter_text: filter_text.to_owned(),
+        canonical_filter: spec.filter.clone(),
+        time_from: time(spec.from_us),
+        time_to: time(spec.to_us),
+        deduplicated_from: deduplicated_from.map(|j| j.to_string()),
+        status: job.status.as_str().to_owned(),
+        row_count: job.rows as i64,
+        chunk_count: job.chunks as i64,
+        truncated: job.truncated,
+        error: job.error.clone(),
+        submitted_at: rfc3339(job.submitted_at),
+        started_at: job.started_at.map(rfc3339),
+        first_chunk_at: job.first_chunk_at.map(rfc3339),
+        finished_at: job.finished_at.map(rfc3339),
+        expired_at: None,
+    }
+}

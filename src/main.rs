@@ -1,0 +1,110 @@
+//! The `pseudostream` command: `serve` (the default), `explain`, `gen-data`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pseudostream::config::Config;
+use pseudostream::{app, explain};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "pseudostream",
+    version,
+    about = "Pseudo-streaming query jobs over operational event data"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API and the workers (what the binary does with no subcommand).
+    Serve,
+    /// Print a filter's canonical form and fingerprint.
+    Explain(explain::ExplainArgs),
+    /// Write the demo dataset (one Parquet file per day) into a directory.
+    GenData {
+        /// Target directory.
+        #[arg(long, default_value = "./pseudostream-data/demo")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = pseudostream::source::demo::DEMO_DAYS)]
+        days: u32,
+        #[arg(long, default_value_t = pseudostream::source::demo::DEMO_ROWS_PER_DAY)]
+        rows_per_day: u32,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config).await,
+        Command::Explain(args) => explain::run(&cli.config, &args).await,
+        Command::GenData {
+            dir,
+            days,
+            rows_per_day,
+        } => app::ensure_demo_data(&dir, days, rows_per_day).await,
+    }
+}
+
+/// JSON logs when stdout is not a terminal (collectors), readable ones when it is.
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stdout().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let (running, dev_key) = app::start(config).await?;
+    println!("pseudostream listening on http://{}", running.addr);
+    if let Some(key) = dev_key {
+        println!(
+            "development API key (user dev, tenant dev, role ops): {}",
+            key.0
+        );
+        println!(
+            "  try: curl -s -H 'Authorization: Bearer {}' http://{}/v1/jobs",
+            key.0, running.addr
+        );
+    }
+    shutdown_signal().await;
+    running.shutdown.cancel();
+    running.done.await.context("shutdown task")??;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

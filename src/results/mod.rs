@@ -1,0 +1,55 @@
+//! The result topic: where workers publish chunks and readers find them.
+//! `memory` is the embedded append-only log used by default.
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::jobs::model::{Chunk, JobId, Offset};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResultError {
+    #[error("result topic unavailable: {0}")]
+    Unavailable(String),
+    #[error("result topic timed out")]
+    Timeout,
+    #[error("chunk {seq} of job {job} is out of sequence (expected {expected})")]
+    OutOfSequence { job: JobId, seq: u64, expected: u64 },
+    #[error("could not encode chunk: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl ResultError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ResultError::Unavailable(_) | ResultError::Timeout)
+    }
+}
+
+/// A chunk as stored and served: its JSON text, encoded once at publish so
+/// thousands of pollers never re-encode it.
+pub type ChunkJson = Arc<str>;
+
+#[async_trait]
+pub trait ResultTopic: Send + Sync + 'static {
+    /// Appends a chunk and returns once it is acknowledged (readable by every
+    /// reader). Chunks of a job arrive in `chunk_seq` order without gaps;
+    /// re-publishing an already stored seq (a resumed job) is a no-op.
+    async fn publish(&self, chunk: &Chunk) -> Result<(), ResultError>;
+    /// Chunks of a job with `chunk_seq` in `from..from + limit`, in order.
+    async fn read(
+        &self,
+        job: JobId,
+        offset: Offset,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<ChunkJson>, ResultError>;
+    /// Removes every chunk of an expired job.
+    async fn delete(&self, job: JobId, offset: Offset, chunks: u64) -> Result<(), ResultError>;
+    /// True when the topic is holding as much as it may; admission answers
+    /// 503 until expiry frees space.
+    fn is_full(&self) -> bool {
+        false
+    }
+}

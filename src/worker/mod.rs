@@ -1,0 +1,328 @@
+//! Workers: claim a job from the queue, run it against the source as a
+//! stream in a deterministic order, cut it into chunks, publish each chunk
+//! and only then advance the job's progress. A resumed job skips the rows it
+//! already published, so readers see no gaps and no repeats.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::filter;
+use crate::jobs::model::{Chunk, JobRecord, JobSpec, JobStatus, JobUpdate};
+use crate::jobs::{JobError, Jobs};
+use crate::source::{Row, SourceQuery};
+
+/// Starts `count` workers; each ends when `shutdown` is cancelled, after
+/// closing the job it is running with a last chunk.
+pub fn spawn(jobs: &Arc<Jobs>, count: usize, shutdown: &CancellationToken) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    for n in 0..count {
+        let jobs = jobs.clone();
+        let shutdown = shutdown.clone();
+        set.spawn(async move {
+            run(jobs, shutdown)
+                .instrument(info_span!("worker", n))
+                .await
+        });
+    }
+    set
+}
+
+async fn run(jobs: Arc<Jobs>, shutdown: CancellationToken) {
+    loop {
+        let spec = match jobs.backends.queue.next(&shutdown).await {
+            Ok(Some(spec)) => spec,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, "job queue unavailable; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        let span = info_span!("job", job_id = %spec.job_id, offset = %spec.offset, fingerprint = %spec.fingerprint);
+        let job_id = spec.job_id;
+        if let Err(e) = run_job(&jobs, spec, &shutdown)
+            .instrument(span.clone())
+            .await
+        {
+            span.in_scope(
+                || error!(error = %e, "job could not publish its last chunk; marking it failed"),
+            );
+            mark_failed(&jobs, job_id, e.to_string()).await;
+        }
+    }
+}
+
+/// Why a job stopped before its stream ended.
+enum Stop {
+    Cancelled,
+    Shutdown,
+}
+
+async fn run_job(jobs: &Jobs, spec: JobSpec, shutdown: &CancellationToken) -> Result<(), JobError> {
+    let b = &jobs.backends;
+    let Some(job) = b
+        .coordinator
+        .update_job(spec.job_id, JobUpdate::Started { at: Utc::now() })
+        .await?
+    else {
+        return Ok(()); // expired or forgotten while queued
+    };
+    if job.status.is_finished() {
+        return Ok(()); // delivered twice; the first delivery finished it
+    }
+    audit_progress(jobs, &job).await;
+    let mut run = ChunkCutter::resume(jobs, &job);
+    if job.cancel_requested {
+        return run.finish(JobStatus::Cancelled, None).await;
+    }
+    let filter = match filter::compile(
+        &spec.filter,
+        b.source.schema(),
+        &jobs.settings.filter_limits,
+    ) {
+        Ok(filter) => filter,
+        Err(e) => {
+            return run
+                .finish(
+                    JobStatus::Failed,
+                    Some(format!("the stored filter no longer compiles: {e}")),
+                )
+                .await;
+        }
+    };
+    let query = SourceQuery {
+        predicate: filter.predicate().clone(),
+        from_us: spec.from_us,
+        to_us: spec.to_us,
+        fields: spec.fields.clone(),
+        order: spec.order,
+        skip: run.rows,
+        // One row past the cap tells us the result was truncated.
+        limit: spec.max_rows.saturating_sub(run.rows).saturating_add(1),
+    };
+    info!(skip = run.rows, "job started");
+    let mut stream = match b.source.query(query).await {
+        Ok(stream) => stream,
+        Err(e) => return run.finish(JobStatus::Failed, Some(e.to_string())).await,
+    };
+    let stop = loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            _ = shutdown.cancelled() => break Some(Stop::Shutdown),
+        };
+        match next {
+            None => break None,
+            Some(Err(e)) => {
+                drop(stream);
+                return run.finish(JobStatus::Failed, Some(e.to_string())).await;
+            }
+            Some(Ok(row)) => {
+                if run.rows + run.pending.len() as u64 == spec.max_rows {
+                    run.truncated = true;
+                    break None;
+                }
+                if run.push(row).await? && run.cancel_requested().await? {
+                    break Some(Stop::Cancelled);
+                }
+            }
+        }
+    };
+    drop(stream);
+    match stop {
+        None => run.finish(JobStatus::Completed, None).await,
+        Some(Stop::Cancelled) => run.finish(JobStatus::Cancelled, None).await,
+        Some(Stop::Shutdown) => {
+            let reason =
+                "the service shut down before the job finished; submit it again".to_owned();
+            run.finish(JobStatus::Failed, Some(reason)).await
+        }
+    }
+}
+
+/// Cuts a job's rows into chunks and publishes them in order.
+struct ChunkCutter<'a> {
+    jobs: &'a Jobs,
+    spec: JobSpec,
+    /// Rows and chunks published and acknowledged so far.
+    rows: u64,
+    chunks: u64,
+    /// Rows not yet published. Up to one chunk plus one row is held back:
+    /// the last chunk must say it is last, so a full chunk waits until the
+    /// next row proves more follow.
+    pending: Vec<Row>,
+    truncated: bool,
+}
+
+impl<'a> ChunkCutter<'a> {
+    fn resume(jobs: &'a Jobs, job: &JobRecord) -> ChunkCutter<'a> {
+        ChunkCutter {
+            jobs,
+            spec: job.spec.clone(),
+            rows: job.rows,
+            chunks: job.chunks,
+            pending: Vec::with_capacity(jobs.settings.chunk_rows + 1),
+            truncated: false,
+        }
+    }
+
+    /// Adds a row; returns whether a chunk was published.
+    async fn push(&mut self, row: Row) -> Result<bool, JobError> {
+        self.pending.push(row);
+        let size = self.jobs.settings.chunk_rows;
+        if self.pending.len() <= size {
+            return Ok(false);
+        }
+        let rest = self.pending.split_off(size);
+        let rows = std::mem::replace(&mut self.pending, rest);
+        self.publish(rows, None).await?;
+        Ok(true)
+    }
+
+    async fn cancel_requested(&self) -> Result<bool, JobError> {
+        let job = self.jobs.backends.coordinator.job(self.spec.job_id).await?;
+        Ok(job.is_none_or(|j| j.cancel_requested))
+    }
+
+    /// Publishes what is pending as the last chunk and records the outcome.
+    async fn finish(mut self, status: JobStatus, error: Option<String>) -> Result<(), JobError> {
+        let rows = std::mem::take(&mut self.pending);
+        let truncated = self.truncated;
+        self.publish(rows, Some((status, error.clone()))).await?;
+        let now = Utc::now();
+        let expires_at = self.jobs.settings.expires_at(now);
+        let update = JobUpdate::Finished {
+            status,
+            rows: self.rows,
+            chunks: self.chunks,
+            truncated,
+            error,
+            at: now,
+            expires_at,
+        };
+        if let Some(job) = self
+            .jobs
+            .backends
+            .coordinator
+            .update_job(self.spec.job_id, update)
+            .await?
+        {
+            audit_progress(self.jobs, &job).await;
+            info!(
+                status = status.as_str(),
+                rows = job.rows,
+                chunks = job.chunks,
+                truncated,
+                "job finished"
+            );
+        }
+        Ok(())
+    }
+
+    async fn publish(
+        &mut self,
+        rows: Vec<Row>,
+        last: Option<(JobStatus, Option<String>)>,
+    ) -> Result<(), JobError> {
+        let count = rows.len() as u64;
+        let is_last = last.is_some();
+        let (status, error) = last.map_or((None, None), |(s, e)| (Some(s), e));
+        let chunk = Chunk {
+            job_id: self.spec.job_id,
+            offset: self.spec.offset,
+            chunk_seq: self.chunks,
+            is_last,
+            rows,
+            status,
+            total_rows: is_last.then_some(self.rows + count),
+            truncated: is_last.then_some(self.truncated),
+            error,
+        };
+        if let Some(gate) = &self.jobs.hooks.chunk_gate
+            && let Ok(permit) = gate.acquire().await
+        {
+            permit.forget();
+        }
+        publish_with_retry(self.jobs, &chunk).await?;
+        let first = self.chunks == 0;
+        self.rows += count;
+        self.chunks += 1;
+        if !is_last {
+            let progress = JobUpdate::Progress {
+                rows: self.rows,
+                chunks: self.chunks,
+                at: Utc::now(),
+            };
+            let job = self
+                .jobs
+                .backends
+                .coordinator
+                .update_job(self.spec.job_id, progress)
+                .await?;
+            if first && let Some(job) = job {
+                audit_progress(self.jobs, &job).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Publishing the same chunk again is harmless (the topic ignores a seq it
+/// already has), so transient failures are retried with backoff.
+async fn publish_with_retry(jobs: &Jobs, chunk: &Chunk) -> Result<(), JobError> {
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match jobs.backends.results.publish(chunk).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() && attempt < 6 => {
+                warn!(error = %e, attempt, chunk_seq = chunk.chunk_seq, "publish failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Last resort when even the last chunk cannot be published: the job still
+/// ends (so it expires and frees its offset), and readers see its status.
+async fn mark_failed(jobs: &Jobs, job_id: crate::jobs::JobId, error: String) {
+    let coordinator = &jobs.backends.coordinator;
+    let Ok(Some(job)) = coordinator.job(job_id).await else {
+        return;
+    };
+    if job.status.is_finished() {
+        return;
+    }
+    let now = Utc::now();
+    let expires_at = jobs.settings.expires_at(now);
+    let update = JobUpdate::Finished {
+        status: JobStatus::Failed,
+        rows: job.rows,
+        chunks: job.chunks,
+        truncated: false,
+        error: Some(error),
+        at: now,
+        expires_at,
+    };
+    if let Ok(Some(job)) = coordinator.update_job(job_id, update).await {
+        audit_progress(jobs, &job).await;
+    }
+}
+
+/// The audit trail follows the job; a failure here must not fail the job,
+/// whose rows are already with readers.
+async fn audit_progress(jobs: &Jobs, job: &JobRecord) {
+    if let Err(e) = jobs.backends.audit.record_progress(job).await {
+        warn!(error = %e, "could not update the audit row");
+    }
+}

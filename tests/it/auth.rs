@@ -1,0 +1,84 @@
+//! API keys, tenant isolation and the ops-only audit trail.
+
+use crate::support::*;
+
+#[tokio::test]
+async fn without_a_valid_key_every_route_is_401() {
+    let server = Server::start().await;
+    for path in ["/v1/jobs", "/v1/offsets/0", "/v1/audit"] {
+        let response = server.http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let (status, _) = server.get("not-a-key", path).await;
+        assert_eq!(status, 401, "{path}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn another_tenant_sees_nothing() {
+    let server = Server::start().await;
+    let job = server.submit(ALICE, "status = 502").await;
+    let id = job["jobId"].as_str().unwrap();
+    let offset = job["offset"].as_u64().unwrap();
+    for path in [
+        format!("/v1/jobs/{id}"),
+        format!("/v1/jobs/{id}/chunks"),
+        format!("/v1/offsets/{offset}"),
+        format!("/v1/offsets/{offset}/chunks"),
+    ] {
+        let (status, problem) = server.get(ZED_OTHER_TENANT, &path).await;
+        assert_eq!(status, 404, "{path}: {problem}");
+    }
+    let (status, _) = server
+        .delete(ZED_OTHER_TENANT, &format!("/v1/jobs/{id}"))
+        .await;
+    assert_eq!(status, 404);
+    let (_, list) = server.get(ZED_OTHER_TENANT, "/v1/jobs").await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0);
+    // Same tenant, other user: may read the job (shared dashboards) but it is not in their list.
+    let (status, _) = server.get(BOB, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(status, 200);
+    let (_, list) = server.get(BOB, "/v1/jobs").await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_audit_trail_is_for_ops_of_the_tenant() {
+    let server = Server::start().await;
+    let job = server.submit(ALICE, r#"region = "eu-west-1""#).await;
+    server.read_all(ALICE, job["jobId"].as_str().unwrap()).await;
+    let (status, problem) = server.get(ALICE, "/v1/audit").await;
+    assert_eq!(status, 403, "{problem}");
+    assert_eq!(
+        problem["type"],
+        "https://pseudostream.dev/problems/forbidden"
+    );
+
+    let (status, audit) = server.get(OLGA_OPS, "/v1/audit?user=alice").await;
+    assert_eq!(status, 200);
+    let entry = &audit["entries"][0];
+    assert_eq!(entry["jobId"], job["jobId"]);
+    assert_eq!(entry["user"], "alice");
+    assert_eq!(entry["tenant"], "acme");
+    assert_eq!(entry["filter"], r#"region = "eu-west-1""#);
+    assert_eq!(entry["fingerprint"], job["fingerprint"]);
+    assert_eq!(entry["offset"], job["offset"]);
+    assert!(entry["submittedAt"].is_string());
+    let (_, view) = server
+        .get(
+            ALICE,
+            &format!("/v1/jobs/{}", job["jobId"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(entry["status"], view["status"]);
+    assert_eq!(entry["rows"], view["rows"]);
+    let (status, problem) = server.get(OLGA_OPS, "/v1/audit?from=yesterday").await;
+    assert_eq!(status, 400, "{problem}");
+    server.stop().await;
+}

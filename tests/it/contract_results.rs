@@ -1,0 +1,102 @@
+//! The result-topic contract, run against every implementation.
+
+use pseudostream::jobs::model::{Chunk, JobId, JobStatus, Offset};
+use pseudostream::results::ResultTopic;
+use pseudostream::results::memory::MemoryResultLog;
+use serde_json::{Map, json};
+
+fn chunk(job: JobId, seq: u64, last: bool) -> Chunk {
+    let mut row = Map::new();
+    row.insert("n".into(), json!(seq));
+    Chunk {
+        job_id: job,
+        offset: Offset(7),
+        chunk_seq: seq,
+        is_last: last,
+        rows: vec![row],
+        status: last.then_some(JobStatus::Completed),
+        total_rows: last.then_some(seq + 1),
+        truncated: last.then_some(false),
+        error: None,
+    }
+}
+
+fn decode(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap()
+}
+
+pub async fn case_chunks_read_back_in_order<T: ResultTopic>(topic: T) {
+    let job = JobId::new();
+    for seq in 0..5 {
+        topic.publish(&chunk(job, seq, seq == 4)).await.unwrap();
+    }
+    let all = topic.read(job, Offset(7), 0, 100).await.unwrap();
+    assert_eq!(all.len(), 5);
+    for (n, c) in all.iter().enumerate() {
+        let c = decode(c);
+        assert_eq!(c["chunkSeq"], n as u64);
+        assert_eq!(c["jobId"], job.to_string());
+        assert_eq!(c["offset"], 7);
+    }
+    assert_eq!(decode(&all[4])["isLast"], true);
+    assert_eq!(decode(&all[4])["status"], "completed");
+    assert!(
+        decode(&all[0]).get("status").is_none(),
+        "only the last chunk says how it ended"
+    );
+    let page = topic.read(job, Offset(7), 2, 2).await.unwrap();
+    assert_eq!(
+        page.iter()
+            .map(|c| decode(c)["chunkSeq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [2, 3]
+    );
+    assert!(topic.read(job, Offset(7), 5, 10).await.unwrap().is_empty());
+}
+
+pub async fn case_republishing_a_seq_is_a_no_op_and_gaps_are_refused<T: ResultTopic>(topic: T) {
+    let job = JobId::new();
+    topic.publish(&chunk(job, 0, false)).await.unwrap();
+    topic.publish(&chunk(job, 0, false)).await.unwrap();
+    assert!(topic.publish(&chunk(job, 2, false)).await.is_err());
+    assert_eq!(topic.read(job, Offset(7), 0, 10).await.unwrap().len(), 1);
+}
+
+pub async fn case_delete_removes_a_job_and_only_it<T: ResultTopic>(topic: T) {
+    let (a, b) = (JobId::new(), JobId::new());
+    topic.publish(&chunk(a, 0, true)).await.unwrap();
+    topic.publish(&chunk(b, 0, true)).await.unwrap();
+    topic.delete(a, Offset(7), 1).await.unwrap();
+    assert!(topic.read(a, Offset(7), 0, 10).await.unwrap().is_empty());
+    assert_eq!(topic.read(b, Offset(7), 0, 10).await.unwrap().len(), 1);
+}
+
+macro_rules! result_topic_suite {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            use super::*;
+            result_topic_suite!(@cases $make;
+                case_chunks_read_back_in_order,
+                case_republishing_a_seq_is_a_no_op_and_gaps_are_refused,
+                case_delete_removes_a_job_and_only_it);
+        }
+    };
+    (@cases $make:expr; $($case:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                super::$case($make).await;
+            }
+        )*
+    };
+}
+
+result_topic_suite!(embedded, MemoryResultLog::new(u64::MAX));
+
+#[tokio::test]
+async fn embedded_log_is_full_past_its_budget() {
+    let log = MemoryResultLog::new(10);
+    assert!(!log.is_full());
+    log.publish(&chunk(JobId::new(), 0, true)).await.unwrap();
+    assert!(log.is_full());
+}

@@ -1,0 +1,15 @@
+//! The integration suite: one binary, a module per area. Every test drives
+//! the real HTTP server on an ephemeral port.
+
+mod support;
+
+mod auth;
+mod bad_input;
+mod cancel;
+mod contract_coord;
+mod contract_results;
+mod correctness;
+mod dedup;
+mod expiry;
+mod flow;
+mod limits;

@@ -1,0 +1,198 @@
+//! Starting a server for a test, an HTTP client with keys, and `wait_until`.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use pseudostream::app::{self, RunningApp};
+use pseudostream::config::{Config, RateLimit};
+use pseudostream::jobs::Hooks;
+use serde_json::{Value, json};
+
+pub const ALICE: &str = "key-alice-0001";
+pub const BOB: &str = "key-bob-000002";
+pub const OLGA_OPS: &str = "key-olga-00003";
+pub const ZED_OTHER_TENANT: &str = "key-zed-000004";
+
+pub const DEMO_DAYS: u32 = 3;
+pub const DEMO_ROWS_PER_DAY: u32 = 400;
+
+/// One small demo dataset for the whole test binary, generated once.
+pub fn dataset() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir").keep().join("demo");
+        std::fs::create_dir_all(&dir).expect("dataset dir");
+        pseudostream::source::demo::generate(
+            &dir,
+            chrono::Utc::now().date_naive(),
+            DEMO_DAYS,
+            DEMO_ROWS_PER_DAY,
+            pseudostream::source::demo::DEMO_SEED,
+            &|_, _| {},
+        )
+        .expect("demo data");
+        dir
+    })
+}
+
+/// Test settings: small dataset, no rate limit, ephemeral port.
+pub fn config() -> Config {
+    let mut config = Config::defaults();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.source = Some(dataset().to_string_lossy().into_owned());
+    config.data_dir = tempfile::tempdir().expect("temp dir").keep();
+    config.api_keys = format!(
+        "{ALICE}=alice:acme:query,{BOB}=bob:acme:query,{OLGA_OPS}=olga:acme:ops,{ZED_OTHER_TENANT}=zed:globex:query"
+    );
+    config.rate_limit = RateLimit {
+        count: 0,
+        per: Duration::from_secs(1),
+    };
+    config.workers = 2;
+    config.shutdown_grace = Duration::from_secs(2);
+    config
+}
+
+pub struct Server {
+    pub app: RunningApp,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Server::start_with(config(), Hooks::default()).await
+    }
+
+    pub async fn start_with(config: Config, hooks: Hooks) -> Server {
+        let (app, _) = app::start_with_hooks(config, hooks)
+            .await
+            .expect("server starts");
+        let base = format!("http://{}", app.addr);
+        Server {
+            app,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request");
+        decode(response).await
+    }
+
+    pub async fn post(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        decode(response).await
+    }
+
+    pub async fn delete(&self, key: &str, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .delete(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request");
+        decode(response).await
+    }
+
+    /// Submits `filter` over the last 7 days and returns the 202 body.
+    pub async fn submit(&self, key: &str, filter: &str) -> Value {
+        let (status, body) = self
+            .post(
+                key,
+                "/v1/jobs",
+                json!({ "filter": filter, "timeRange": { "last": "7d" } }),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        body
+    }
+
+    /// Reads every chunk of a job until `isLast`, checking the sequence.
+    pub async fn read_all(&self, key: &str, job_id: &str) -> Vec<Value> {
+        let mut chunks: Vec<Value> = Vec::new();
+        let mut next = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {job_id} did not finish"
+            );
+            let (status, page) = self
+                .get(key, &format!("/v1/jobs/{job_id}/chunks?from={next}&wait=5"))
+                .await;
+            assert_eq!(status, 200, "{page}");
+            for chunk in page["chunks"].as_array().unwrap() {
+                assert_eq!(
+                    chunk["chunkSeq"].as_u64().unwrap(),
+                    chunks.len() as u64,
+                    "gap or repeat"
+                );
+                chunks.push(chunk.clone());
+            }
+            next = page["next"].as_u64().unwrap();
+            if chunks.last().is_some_and(|c| c["isLast"] == true) {
+                return chunks;
+            }
+        }
+    }
+
+    pub async fn stop(self) {
+        self.app.shutdown.cancel();
+        self.app.done.await.expect("join").expect("clean shutdown");
+    }
+}
+
+async fn decode(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+/// Polls `predicate` until it holds or `deadline` passes; no fixed sleeps.
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut predicate: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    while !predicate().await {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn rows(chunks: &[Value]) -> Vec<Value> {
+    chunks
+        .iter()
+        .flat_map(|c| c["rows"].as_array().unwrap().clone())
+        .collect()
+}
