@@ -93,6 +93,45 @@ pub struct Config {
     #[arg(long, env = "PSEUDOSTREAM_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Redis for coordination (dedup, offsets, job state, queue, rate limit),
+    /// e.g. `redis://127.0.0.1:6379`. Unset: in-process coordination.
+    #[arg(long, env = "PSEUDOSTREAM_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key, so several deployments can share a server.
+    #[arg(
+        long,
+        env = "PSEUDOSTREAM_REDIS_PREFIX",
+        default_value = "pseudostream"
+    )]
+    pub redis_prefix: String,
+
+    /// Kafka bootstrap servers for the result topic, e.g. `127.0.0.1:9092`.
+    /// Unset: the in-process result log. Requires `PSEUDOSTREAM_REDIS_URL`.
+    #[arg(long, env = "PSEUDOSTREAM_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// The result topic; created at start-up when missing (compacted).
+    #[arg(
+        long,
+        env = "PSEUDOSTREAM_KAFKA_TOPIC",
+        default_value = "pseudostream.results"
+    )]
+    pub kafka_topic: String,
+
+    /// Partitions of a newly created result topic; offset N goes to partition N mod this.
+    #[arg(long, env = "PSEUDOSTREAM_KAFKA_PARTITIONS", default_value_t = 16)]
+    pub kafka_partitions: i32,
+
+    /// Postgres for the audit log, e.g. `postgres://user@host/db`. Unset:
+    /// SQLite in the data directory.
+    #[arg(long, env = "PSEUDOSTREAM_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// With a `postgres://` source: the table or view to query.
+    #[arg(long, env = "PSEUDOSTREAM_SOURCE_TABLE", default_value = "events")]
+    pub source_table: String,
+
     /// Rows per day of the generated demo dataset.
     #[arg(long, env = "PSEUDOSTREAM_DEMO_ROWS_PER_DAY", default_value_t = crate::source::demo::DEMO_ROWS_PER_DAY)]
     pub demo_rows_per_day: u32,

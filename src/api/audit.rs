@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::auth::Caller;
-use super::extract::Query;
+use super::extract::{Query, limit_param};
 use super::problem::{ApiError, ErrorCode};
 use crate::audit::AuditQuery;
 
@@ -20,7 +20,7 @@ pub struct AuditParams {
     user: Option<String>,
     from: Option<String>,
     to: Option<String>,
-    limit: Option<u32>,
+    limit: Option<usize>,
 }
 
 pub async fn search(
@@ -43,19 +43,13 @@ pub async fn search(
             })
             .transpose()
     };
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            "`limit` must be between 1 and 1000",
-        ));
-    }
+    let limit = limit_param(params.limit)?;
     let query = AuditQuery {
         tenant: caller.0.tenant.clone(),
         user: params.user.filter(|u| !u.is_empty()),
         from: time("from", params.from.as_deref())?,
         to: time("to", params.to.as_deref())?,
-        limit,
+        limit: limit as u32,
     };
     let entries = state.jobs.backends.audit.search(&query).await?;
     Ok(axum::Json(json!({ "entries": entries })).into_response())

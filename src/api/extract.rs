@@ -62,3 +62,18 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
             .map_err(|r: PathRejection| ApiError::new(ErrorCode::InvalidParameter, r.body_text()))
     }
 }
+
+/// Most items one list or page returns (`limit`), and the default.
+pub const MAX_LIMIT: usize = 1000;
+const DEFAULT_LIMIT: usize = 100;
+
+/// The `limit` query parameter every listing shares.
+pub fn limit_param(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(DEFAULT_LIMIT) {
+        n @ 1..=MAX_LIMIT => Ok(n),
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("`limit` must be between 1 and {MAX_LIMIT}"),
+        )),
+    }
+}

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::Caller;
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, Path, Query, limit_param};
 use super::problem::{ApiError, ErrorCode};
 use crate::audit::rfc3339;
 use crate::jobs::read::ChunkPage;
@@ -88,13 +88,7 @@ pub async fn list(
             )
         })?),
     };
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            "`limit` must be between 1 and 1000",
-        ));
-    }
+    let limit = limit_param(params.limit)?;
     let jobs = state.jobs.jobs_of(&who, status, limit).await?;
     let jobs: Vec<Value> = jobs.iter().map(job_view).collect();
     Ok(axum::Json(json!({ "jobs": jobs })).into_response())
@@ -148,16 +142,7 @@ pub async fn read_chunks(
     params: ChunkParams,
 ) -> Result<Response, ApiError> {
     let wait = wait_param(params.wait, state.jobs.settings.max_wait.as_secs_f64())?;
-    let limit = params.limit.unwrap_or(100);
-    if limit == 0 || limit > crate::jobs::read::MAX_CHUNKS_PER_READ {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            format!(
-                "`limit` must be between 1 and {}",
-                crate::jobs::read::MAX_CHUNKS_PER_READ
-            ),
-        ));
-    }
+    let limit = limit_param(params.limit)?;
     let page = state
         .jobs
         .chunks(job, params.from.unwrap_or(0), limit, wait)
