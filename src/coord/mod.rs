@@ -105,12 +105,35 @@ pub trait Coordinator: Send + Sync + 'static {
     async fn pool_usage(&self) -> Result<PoolUsage, CoordError>;
 }
 
-/// Jobs waiting for a worker.
+/// A job handed to a worker, with the receipt that acknowledges it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedJob {
+    pub spec: JobSpec,
+    /// Identifies this delivery to `heartbeat` and `ack` (a stream entry id
+    /// in Redis; empty in-process).
+    pub receipt: String,
+}
+
+/// Jobs waiting for a worker. A distributed queue hands a job whose worker
+/// stopped heartbeating to another worker, which resumes it.
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
     async fn enqueue(&self, spec: JobSpec) -> Result<(), CoordError>;
-    /// The next job to run; `None` once `shutdown` is cancelled.
-    async fn next(&self, shutdown: &CancellationToken) -> Result<Option<JobSpec>, CoordError>;
+    /// The next job to run (new, or taken over from a silent worker);
+    /// `None` once `shutdown` is cancelled.
+    async fn next(&self, shutdown: &CancellationToken) -> Result<Option<QueuedJob>, CoordError>;
+    /// Says the worker is still on the job, so nobody takes it over.
+    async fn heartbeat(&self, _job: &QueuedJob) -> Result<(), CoordError> {
+        Ok(())
+    }
+    /// The job is finished (its last chunk is published): forget it.
+    async fn ack(&self, _job: &QueuedJob) -> Result<(), CoordError> {
+        Ok(())
+    }
+    /// How often a running job must heartbeat; `None` when nobody takes over.
+    fn heartbeat_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Admission control for new jobs, per user.

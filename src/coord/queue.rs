@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{CoordError, JobQueue};
+use super::{CoordError, JobQueue, QueuedJob};
 use crate::jobs::model::JobSpec;
 
 pub struct LocalJobQueue {
@@ -34,13 +34,13 @@ impl JobQueue for LocalJobQueue {
             .map_err(|_| CoordError::Unavailable("the job queue is closed".into()))
     }
 
-    async fn next(&self, shutdown: &CancellationToken) -> Result<Option<JobSpec>, CoordError> {
+    async fn next(&self, shutdown: &CancellationToken) -> Result<Option<QueuedJob>, CoordError> {
         let mut receiver = tokio::select! {
             guard = self.receiver.lock() => guard,
             _ = shutdown.cancelled() => return Ok(None),
         };
         tokio::select! {
-            spec = receiver.recv() => Ok(spec),
+            spec = receiver.recv() => Ok(spec.map(|spec| QueuedJob { spec, receipt: String::new() })),
             _ = shutdown.cancelled() => Ok(None),
         }
     }

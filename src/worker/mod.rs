@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::coord::QueuedJob;
 use crate::filter;
 use crate::jobs::model::{Chunk, JobRecord, JobSpec, JobStatus, JobUpdate};
 use crate::jobs::{JobError, Jobs};
@@ -35,8 +36,8 @@ pub fn spawn(jobs: &Arc<Jobs>, count: usize, shutdown: &CancellationToken) -> Jo
 
 async fn run(jobs: Arc<Jobs>, shutdown: CancellationToken) {
     loop {
-        let spec = match jobs.backends.queue.next(&shutdown).await {
-            Ok(Some(spec)) => spec,
+        let queued = match jobs.backends.queue.next(&shutdown).await {
+            Ok(Some(queued)) => queued,
             Ok(None) => return,
             Err(e) => {
                 warn!(error = %e, "job queue unavailable; retrying");
@@ -46,18 +47,51 @@ async fn run(jobs: Arc<Jobs>, shutdown: CancellationToken) {
                 }
             }
         };
+        let spec = queued.spec.clone();
         let span = info_span!("job", job_id = %spec.job_id, offset = %spec.offset, fingerprint = %spec.fingerprint);
-        let job_id = spec.job_id;
-        if let Err(e) = run_job(&jobs, spec, &shutdown)
+        let heartbeat = spawn_heartbeat(&jobs, &queued);
+        let outcome = run_job(&jobs, spec, &shutdown)
             .instrument(span.clone())
-            .await
-        {
-            span.in_scope(
-                || error!(error = %e, "job could not publish its last chunk; marking it failed"),
-            );
-            mark_failed(&jobs, job_id, e.to_string()).await;
+            .await;
+        if let Some(heartbeat) = heartbeat {
+            heartbeat.abort();
+        }
+        match outcome {
+            Ok(Outcome::Finished) => {}
+            // Not acknowledged: the queue hands it to another worker, which resumes it.
+            Ok(Outcome::LeftForTakeover) => continue,
+            Err(e) => {
+                span.in_scope(|| error!(error = %e, "job could not publish its last chunk; marking it failed"));
+                mark_failed(&jobs, queued.spec.job_id, e.to_string()).await;
+            }
+        }
+        if let Err(e) = jobs.backends.queue.ack(&queued).await {
+            span.in_scope(|| warn!(error = %e, "could not acknowledge the finished job"));
         }
     }
+}
+
+/// Keeps a distributed queue's lease on the job fresh while it runs.
+fn spawn_heartbeat(jobs: &Arc<Jobs>, queued: &QueuedJob) -> Option<tokio::task::JoinHandle<()>> {
+    let every = jobs.backends.queue.heartbeat_interval()?;
+    let (jobs, queued) = (jobs.clone(), queued.clone());
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = jobs.backends.queue.heartbeat(&queued).await {
+                warn!(job_id = %queued.spec.job_id, error = %e, "heartbeat failed");
+            }
+        }
+    }))
+}
+
+/// How a worker let go of a job.
+enum Outcome {
+    /// Its last chunk is published (or it was already finished).
+    Finished,
+    /// Shutdown came mid-job and another worker can take it over.
+    LeftForTakeover,
 }
 
 /// Why a job stopped before its stream ended.
@@ -66,17 +100,21 @@ enum Stop {
     Shutdown,
 }
 
-async fn run_job(jobs: &Jobs, spec: JobSpec, shutdown: &CancellationToken) -> Result<(), JobError> {
+async fn run_job(
+    jobs: &Jobs,
+    spec: JobSpec,
+    shutdown: &CancellationToken,
+) -> Result<Outcome, JobError> {
     let b = &jobs.backends;
     let Some(job) = b
         .coordinator
         .update_job(spec.job_id, JobUpdate::Started { at: Utc::now() })
         .await?
     else {
-        return Ok(()); // expired or forgotten while queued
+        return Ok(Outcome::Finished); // expired or forgotten while queued
     };
     if job.status.is_finished() {
-        return Ok(()); // delivered twice; the first delivery finished it
+        return Ok(Outcome::Finished); // delivered twice; the first delivery finished it
     }
     audit_progress(jobs, &job).await;
     let mut run = ChunkCutter::resume(jobs, &job);
@@ -139,6 +177,13 @@ async fn run_job(jobs: &Jobs, spec: JobSpec, shutdown: &CancellationToken) -> Re
     match stop {
         None => run.finish(JobStatus::Completed, None).await,
         Some(Stop::Cancelled) => run.finish(JobStatus::Cancelled, None).await,
+        Some(Stop::Shutdown) if jobs.backends.queue.heartbeat_interval().is_some() => {
+            info!(
+                rows = run.rows,
+                "shutting down mid-job; another worker will resume it"
+            );
+            Ok(Outcome::LeftForTakeover)
+        }
         Some(Stop::Shutdown) => {
             let reason =
                 "the service shut down before the job finished; submit it again".to_owned();
@@ -192,7 +237,11 @@ impl<'a> ChunkCutter<'a> {
     }
 
     /// Publishes what is pending as the last chunk and records the outcome.
-    async fn finish(mut self, status: JobStatus, error: Option<String>) -> Result<(), JobError> {
+    async fn finish(
+        mut self,
+        status: JobStatus,
+        error: Option<String>,
+    ) -> Result<Outcome, JobError> {
         let rows = std::mem::take(&mut self.pending);
         let truncated = self.truncated;
         self.publish(rows, Some((status, error.clone()))).await?;
@@ -223,7 +272,7 @@ impl<'a> ChunkCutter<'a> {
                 "job finished"
             );
         }
-        Ok(())
+        Ok(Outcome::Finished)
     }
 
     async fn publish(
