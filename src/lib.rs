@@ -12,6 +12,7 @@ pub mod coord;
 pub mod explain;
 pub mod filter;
 pub mod jobs;
+pub mod metrics;
 pub mod results;
 pub mod source;
 pub mod worker;

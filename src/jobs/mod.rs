@@ -70,6 +70,7 @@ pub struct Jobs {
     pub backends: Backends,
     pub settings: JobSettings,
     pub hooks: Hooks,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Cancelled when shutdown begins: from then on submissions get 503.
     pub admission_closed: CancellationToken,
 }
@@ -80,6 +81,7 @@ impl Jobs {
             backends,
             settings,
             hooks,
+            metrics: Arc::default(),
             admission_closed: CancellationToken::new(),
         })
     }

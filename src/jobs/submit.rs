@@ -12,6 +12,7 @@ use super::{JobError, Jobs};
 use crate::audit::{AuditEntry, rfc3339};
 use crate::coord::Claim;
 use crate::filter::{self, FingerprintInput, Order};
+use crate::metrics::Rejection;
 
 /// The body of `POST /v1/jobs`.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +57,26 @@ const CLAIM_PATIENCE: Duration = Duration::from_secs(5);
 
 impl Jobs {
     pub async fn submit(
+        &self,
+        who: &Principal,
+        request: SubmitRequest,
+    ) -> Result<Submitted, JobError> {
+        let submitted = self.submit_unmetered(who, request).await;
+        let m = &self.metrics;
+        match &submitted {
+            Ok(s) if s.deduplicated => m.dedup_hits_total.inc(),
+            Ok(_) => m.jobs_accepted_total.inc(),
+            Err(JobError::RateLimited { .. }) => m.rejected(Rejection::RateLimited),
+            Err(JobError::PoolExhausted { .. }) => m.rejected(Rejection::PoolExhausted),
+            Err(JobError::Overloaded { .. }) => m.rejected(Rejection::ResultStoreFull),
+            Err(JobError::ShuttingDown) => m.rejected(Rejection::ShuttingDown),
+            Err(JobError::Audit(_)) => m.rejected(Rejection::AuditUnavailable),
+            Err(_) => {}
+        }
+        submitted
+    }
+
+    async fn submit_unmetered(
         &self,
         who: &Principal,
         request: SubmitRequest,

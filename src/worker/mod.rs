@@ -50,9 +50,12 @@ async fn run(jobs: Arc<Jobs>, shutdown: CancellationToken) {
         let spec = queued.spec.clone();
         let span = info_span!("job", job_id = %spec.job_id, offset = %spec.offset, fingerprint = %spec.fingerprint);
         let heartbeat = spawn_heartbeat(&jobs, &queued);
+        let running = &jobs.metrics.jobs_running;
+        running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let outcome = run_job(&jobs, spec, &shutdown)
             .instrument(span.clone())
             .await;
+        running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(heartbeat) = heartbeat {
             heartbeat.abort();
         }
@@ -196,6 +199,7 @@ async fn run_job(
 struct ChunkCutter<'a> {
     jobs: &'a Jobs,
     spec: JobSpec,
+    submitted_at: chrono::DateTime<Utc>,
     /// Rows and chunks published and acknowledged so far.
     rows: u64,
     chunks: u64,
@@ -211,6 +215,7 @@ impl<'a> ChunkCutter<'a> {
         ChunkCutter {
             jobs,
             spec: job.spec.clone(),
+            submitted_at: job.submitted_at,
             rows: job.rows,
             chunks: job.chunks,
             pending: Vec::with_capacity(jobs.settings.chunk_rows + 1),
@@ -264,6 +269,7 @@ impl<'a> ChunkCutter<'a> {
             .await?
         {
             audit_progress(self.jobs, &job).await;
+            self.jobs.metrics.job_finished(status.as_str());
             info!(
                 status = status.as_str(),
                 rows = job.rows,
@@ -299,8 +305,22 @@ impl<'a> ChunkCutter<'a> {
         {
             permit.forget();
         }
-        publish_with_retry(self.jobs, &chunk).await?;
+        let started = std::time::Instant::now();
+        let metrics = &self.jobs.metrics;
+        if let Err(e) = publish_with_retry(self.jobs, &chunk).await {
+            metrics.publish_errors_total.inc();
+            return Err(e);
+        }
+        metrics.chunk_publish_seconds.observe(started.elapsed());
+        metrics.chunks_published_total.inc();
+        metrics.rows_published_total.add(count);
         let first = self.chunks == 0;
+        if first {
+            let waited = (Utc::now() - self.submitted_at)
+                .to_std()
+                .unwrap_or_default();
+            metrics.first_chunk_seconds.observe(waited);
+        }
         self.rows += count;
         self.chunks += 1;
         if !is_last {

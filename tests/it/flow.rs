@@ -135,6 +135,26 @@ async fn row_cap_truncates_and_asc_order() {
 }
 
 #[tokio::test]
+async fn metrics_count_what_happened() {
+    let server = Server::start().await;
+    let job = server.submit(ALICE, "status = 404").await;
+    server.read_all(ALICE, job["jobId"].as_str().unwrap()).await;
+    server.submit(BOB, "status = 404").await;
+    let text = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "pseudostream_jobs_accepted_total 1",
+        "pseudostream_dedup_hits_total 1",
+        "pseudostream_first_chunk_seconds_count 1",
+        "pseudostream_jobs_finished_total{status=\"completed\"} 1",
+        "pseudostream_offsets{state=\"leased\"} 1",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in\n{text}");
+    }
+    assert!(text.contains("route=\"/v1/jobs/{job_id}/chunks\",method=\"GET\",status=\"200\""), "{text}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn health_and_readiness() {
     let server = Server::start().await;
     let response = server

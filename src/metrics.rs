@@ -1,0 +1,273 @@
+//! Prometheus metrics, rendered in the text exposition format at `/metrics`.
+//! A handful of fixed series, so a small hand-rolled registry (atomics and
+//! fixed buckets) does the job without a metrics framework.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A latency histogram with the fixed buckets above.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    /// Sum in microseconds, so it fits an atomic integer.
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(
+            elapsed.as_micros().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+/// Why a submission was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rejection {
+    RateLimited,
+    PoolExhausted,
+    ResultStoreFull,
+    ShuttingDown,
+    AuditUnavailable,
+}
+
+impl Rejection {
+    fn label(self) -> &'static str {
+        match self {
+            Rejection::RateLimited => "rate_limited",
+            Rejection::PoolExhausted => "pool_exhausted",
+            Rejection::ResultStoreFull => "result_store_full",
+            Rejection::ShuttingDown => "shutting_down",
+            Rejection::AuditUnavailable => "audit_unavailable",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Submission to the first chunk being readable.
+    pub first_chunk_seconds: Histogram,
+    /// One chunk's publish, until acknowledged.
+    pub chunk_publish_seconds: Histogram,
+    pub jobs_accepted_total: Counter,
+    pub dedup_hits_total: Counter,
+    pub chunks_published_total: Counter,
+    pub rows_published_total: Counter,
+    /// Publishes that failed (Kafka delivery errors, in distributed mode).
+    pub publish_errors_total: Counter,
+    pub jobs_running: AtomicU64,
+    finished: Mutex<BTreeMap<&'static str, u64>>,
+    rejections: Mutex<BTreeMap<Rejection, u64>>,
+    http: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+}
+
+impl Metrics {
+    pub fn job_finished(&self, status: &'static str) {
+        *lock(&self.finished).entry(status).or_default() += 1;
+    }
+
+    pub fn rejected(&self, why: Rejection) {
+        *lock(&self.rejections).entry(why).or_default() += 1;
+    }
+
+    pub fn http_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        lock(&self.http)
+            .entry((route.to_owned(), method.to_owned(), status))
+            .or_default()
+            .observe(elapsed);
+    }
+
+    /// The exposition text; `pool` is (leased, size) of the offset pool.
+    pub fn render(&self, pool: Option<(u32, u32)>) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        let histogram_head = |out: &mut String, name: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        };
+        histogram_head(
+            &mut out,
+            "pseudostream_first_chunk_seconds",
+            "Submission to first chunk readable.",
+        );
+        self.first_chunk_seconds
+            .render(&mut out, "pseudostream_first_chunk_seconds", "");
+        histogram_head(
+            &mut out,
+            "pseudostream_chunk_publish_seconds",
+            "Publishing one chunk until acknowledged.",
+        );
+        self.chunk_publish_seconds
+            .render(&mut out, "pseudostream_chunk_publish_seconds", "");
+        counter(
+            &mut out,
+            "pseudostream_jobs_accepted_total",
+            "New jobs accepted.",
+            self.jobs_accepted_total.get(),
+        );
+        counter(
+            &mut out,
+            "pseudostream_dedup_hits_total",
+            "Submissions that shared a live job.",
+            self.dedup_hits_total.get(),
+        );
+        counter(
+            &mut out,
+            "pseudostream_chunks_published_total",
+            "Chunks published.",
+            self.chunks_published_total.get(),
+        );
+        counter(
+            &mut out,
+            "pseudostream_rows_published_total",
+            "Rows published.",
+            self.rows_published_total.get(),
+        );
+        counter(
+            &mut out,
+            "pseudostream_publish_errors_total",
+            "Chunk publishes that failed (Kafka delivery errors).",
+            self.publish_errors_total.get(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP pseudostream_jobs_running Jobs this process's workers are running.\n# TYPE pseudostream_jobs_running gauge\npseudostream_jobs_running {}",
+            self.jobs_running.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP pseudostream_jobs_finished_total Jobs finished, by outcome.\n# TYPE pseudostream_jobs_finished_total counter"
+        );
+        for (status, n) in lock(&self.finished).iter() {
+            let _ = writeln!(
+                out,
+                "pseudostream_jobs_finished_total{{status=\"{status}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pseudostream_rejections_total Submissions turned away, by reason.\n# TYPE pseudostream_rejections_total counter"
+        );
+        for (why, n) in lock(&self.rejections).iter() {
+            let _ = writeln!(
+                out,
+                "pseudostream_rejections_total{{reason=\"{}\"}} {n}",
+                why.label()
+            );
+        }
+        if let Some((leased, size)) = pool {
+            let _ = writeln!(
+                out,
+                "# HELP pseudostream_offsets Offsets of the pool, by state.\n# TYPE pseudostream_offsets gauge\npseudostream_offsets{{state=\"leased\"}} {leased}\npseudostream_offsets{{state=\"free\"}} {}",
+                size.saturating_sub(leased)
+            );
+        }
+        histogram_head(
+            &mut out,
+            "pseudostream_http_request_seconds",
+            "HTTP request latency by route.",
+        );
+        for ((route, method, status), h) in lock(&self.http).iter() {
+            h.render(
+                &mut out,
+                "pseudostream_http_request_seconds",
+                &format!("route=\"{route}\",method=\"{method}\",status=\"{status}\""),
+            );
+        }
+        out
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_histograms_cumulatively() {
+        let m = Metrics::default();
+        m.first_chunk_seconds.observe(Duration::from_millis(3));
+        m.first_chunk_seconds.observe(Duration::from_millis(40));
+        m.rejected(Rejection::RateLimited);
+        m.http_request("GET", "/v1/jobs/{job_id}", 200, Duration::from_millis(1));
+        let text = m.render(Some((3, 10)));
+        assert!(
+            text.contains("pseudostream_first_chunk_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("pseudostream_first_chunk_seconds_bucket{le=\"0.05\"} 2"));
+        assert!(text.contains("pseudostream_first_chunk_seconds_count 2"));
+        assert!(text.contains("pseudostream_rejections_total{reason=\"rate_limited\"} 1"));
+        assert!(text.contains("pseudostream_offsets{state=\"free\"} 7"));
+        assert!(
+            text.contains(
+                "route=\"/v1/jobs/{job_id}\",method=\"GET\",status=\"200\",le=\"+Inf\"} 1"
+            )
+        );
+    }
+}
