@@ -1,11 +1,12 @@
 //! Coordination state shared by every API instance and worker: dedup by
 //! fingerprint, the offset pool, job records, the job queue and the per-user
-//! rate limit. Each is a small trait; `memory` holds the embedded
-//! implementations used by default.
+//! rate limit. Each is a small trait; `memory`, `queue` and `limiter` hold
+//! the embedded implementations used by default, `redis` the distributed ones.
 
 pub mod limiter;
 pub mod memory;
 pub mod queue;
+pub mod redis;
 
 use std::time::Duration;
 

@@ -6,9 +6,30 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use pseudostream::coord::memory::MemoryCoordinator;
+use pseudostream::coord::redis::RedisCoordinator;
 use pseudostream::coord::{Claim, Coordinator};
 use pseudostream::filter::{Fingerprint, Order};
 use pseudostream::jobs::model::{JobId, JobRecord, JobSpec, JobStatus, JobUpdate, Offset};
+
+/// The Redis the distributed contract runs against.
+pub fn redis_url() -> String {
+    std::env::var("PSEUDOSTREAM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A key prefix no other test (or earlier run) uses.
+pub fn redis_prefix() -> String {
+    format!("pseudostream-test:{}", uuid::Uuid::new_v4())
+}
+
+/// A fresh coordinator on its own prefix; fails loudly without Redis.
+async fn redis_coordinator(pool_size: u32) -> RedisCoordinator {
+    let url = redis_url();
+    RedisCoordinator::connect(&url, &redis_prefix(), pool_size)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot connect to Redis at {url} (set PSEUDOSTREAM_TEST_REDIS_URL): {e}")
+        })
+}
 
 fn spec(job_id: JobId, offset: Offset, fp: u8, tenant: &str, user: &str) -> JobSpec {
     JobSpec {
@@ -242,10 +263,18 @@ pub async fn case_jobs_of_a_user_newest_first<C: Coordinator>(c: C) {
 }
 
 macro_rules! coordinator_suite {
+    // The attribute goes on every test, e.g. `#[ignore = "needs Redis"]`.
+    // This arm comes first: `#` could also start an expression.
+    ($module:ident, #[$attr:meta], $make:expr) => {
+        coordinator_suite!(@suite $module, [#[$attr]], $make);
+    };
     ($module:ident, $make:expr) => {
+        coordinator_suite!(@suite $module, [], $make);
+    };
+    (@suite $module:ident, $attrs:tt, $make:expr) => {
         mod $module {
             use super::*;
-            coordinator_suite!(@cases $make;
+            coordinator_suite!(@cases $attrs $make;
                 case_dedup_while_live,
                 case_concurrent_claim_is_pending_then_abandonable,
                 case_offsets_round_robin_and_never_double_leased,
@@ -256,14 +285,152 @@ macro_rules! coordinator_suite {
                 case_jobs_of_a_user_newest_first);
         }
     };
-    (@cases $make:expr; $($case:ident),*) => {
-        $(
-            #[tokio::test]
-            async fn $case() {
-                super::$case($make).await;
-            }
-        )*
+    (@cases $attrs:tt $make:expr; $($case:ident),*) => {
+        $( coordinator_suite!(@case $attrs $make; $case); )*
+    };
+    (@case [$(#[$attr:meta])*] $make:expr; $case:ident) => {
+        #[tokio::test]
+        $(#[$attr])*
+        async fn $case() {
+            super::$case($make).await;
+        }
     };
 }
 
 coordinator_suite!(embedded, MemoryCoordinator::new(3));
+coordinator_suite!(
+    redis,
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"],
+    redis_coordinator(3).await
+);
+
+/// Two coordinators sharing one Redis prefix behave as one: the Lua scripts
+/// are what keep concurrent callers on different instances apart.
+mod redis_across_instances {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use super::*;
+
+    async fn pair(pool_size: u32) -> (Arc<RedisCoordinator>, Arc<RedisCoordinator>) {
+        let prefix = redis_prefix();
+        let url = redis_url();
+        let connect = |prefix: String| {
+            let url = url.clone();
+            async move {
+                RedisCoordinator::connect(&url, &prefix, pool_size)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot connect to Redis at {url}: {e}"))
+            }
+        };
+        (
+            Arc::new(connect(prefix.clone()).await),
+            Arc::new(connect(prefix).await),
+        )
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
+    async fn concurrent_leases_never_share_an_offset() {
+        let (a, b) = pair(20).await;
+        let mut calls = tokio::task::JoinSet::new();
+        for n in 0..50 {
+            let c = if n % 2 == 0 { a.clone() } else { b.clone() };
+            calls.spawn(async move { c.lease_offset(JobId::new()).await.unwrap() });
+        }
+        let results = calls.join_all().await;
+        let leased: Vec<u32> = results.iter().flatten().map(|o| o.0).collect();
+        let distinct: HashSet<u32> = leased.iter().copied().collect();
+        assert_eq!(leased.len(), 20, "{results:?}");
+        assert_eq!(distinct.len(), 20, "an offset was leased twice: {leased:?}");
+        assert_eq!(results.iter().filter(|r| r.is_none()).count(), 30);
+        assert_eq!(a.pool_usage().await.unwrap().leased, 20);
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
+    async fn concurrent_claims_have_one_winner() {
+        let (a, b) = pair(3).await;
+        let fp = Fingerprint([42; 32]);
+        let mut calls = tokio::task::JoinSet::new();
+        for n in 0..20 {
+            let c = if n % 2 == 0 { a.clone() } else { b.clone() };
+            calls.spawn(async move { c.claim_fingerprint(fp, JobId::new()).await.unwrap() });
+        }
+        let results = calls.join_all().await;
+        let won = results.iter().filter(|c| **c == Claim::Won).count();
+        assert_eq!(won, 1, "{results:?}");
+        assert!(
+            results
+                .iter()
+                .all(|c| matches!(c, Claim::Won | Claim::Pending))
+        );
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
+    async fn a_change_on_one_instance_wakes_a_waiter_on_the_other() {
+        let (a, b) = pair(3).await;
+        let job = admit(a.as_ref(), 11, "ann").await;
+        let waiter = {
+            let b = b.clone();
+            let (id, version) = (job.id(), job.version);
+            tokio::spawn(async move {
+                b.wait_for_change(id, version, Duration::from_secs(20))
+                    .await
+            })
+        };
+        a.update_job(job.id(), JobUpdate::CancelRequested)
+            .await
+            .unwrap();
+        let seen = waiter.await.unwrap().unwrap().unwrap();
+        assert!(seen.cancel_requested);
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
+    async fn dropping_the_coordinator_ends_its_change_subscriber() {
+        let prefix = redis_prefix();
+        let channel = format!("{prefix}:changes");
+        let client = ::redis::Client::open(redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut subscribers = async || -> u64 {
+            let reply: (String, u64) = ::redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            reply.1
+        };
+        let coordinator = RedisCoordinator::connect(&redis_url(), &prefix, 3)
+            .await
+            .unwrap();
+        assert_eq!(subscribers().await, 1);
+        drop(coordinator);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while subscribers().await != 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the subscriber outlived its coordinator"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
+    async fn a_due_job_expires_on_exactly_one_instance() {
+        let (a, b) = pair(3).await;
+        let job = admit(a.as_ref(), 12, "ann").await;
+        a.update_job(job.id(), finished(-1)).await.unwrap();
+        let now = Utc::now();
+        let (from_a, from_b) = tokio::join!(a.begin_expiry(now), b.begin_expiry(now));
+        let total = from_a.unwrap().len() + from_b.unwrap().len();
+        assert_eq!(total, 1);
+        let record = a.job(job.id()).await.unwrap().unwrap();
+        assert_eq!(record.status, JobStatus::Expired);
+        // The record survives re-encoding intact (no Lua JSON round trip).
+        assert_eq!(record.spec, job.spec);
+    }
+}

@@ -7,6 +7,8 @@ mod auth;
 mod bad_input;
 mod cancel;
 mod contract_coord;
+mod contract_limiter;
+mod contract_queue;
 mod contract_results;
 mod correctness;
 mod dedup;
