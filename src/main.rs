@@ -1,10 +1,12 @@
-//! The `pseudostream` command: `serve` (the default), `explain`, `gen-data`.
+//! The `pseudostream` command: `serve` (the default), `explain`, `gen-data`,
+//! `migrate`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pseudostream::audit::postgres::PostgresAuditLog;
 use pseudostream::config::Config;
 use pseudostream::{app, explain};
 use tracing_subscriber::EnvFilter;
@@ -38,6 +40,10 @@ enum Command {
         #[arg(long, default_value_t = pseudostream::source::demo::DEMO_ROWS_PER_DAY)]
         rows_per_day: u32,
     },
+    /// Apply pending Postgres audit migrations (to `--database-url`) and exit.
+    /// Connecting the Postgres audit log applies them too; this rolls them
+    /// out ahead of a deploy, with a role allowed to change the schema.
+    Migrate,
 }
 
 #[tokio::main]
@@ -52,6 +58,18 @@ async fn main() -> anyhow::Result<()> {
             days,
             rows_per_day,
         } => app::ensure_demo_data(&dir, days, rows_per_day).await,
+        Command::Migrate => {
+            let url = cli
+                .config
+                .database_url
+                .as_deref()
+                .context("migrate needs --database-url (or PSEUDOSTREAM_DATABASE_URL)")?;
+            PostgresAuditLog::migrate(url)
+                .await
+                .context("applying the Postgres audit migrations")?;
+            println!("audit migrations applied");
+            Ok(())
+        }
     }
 }
 

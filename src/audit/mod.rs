@@ -1,7 +1,8 @@
 //! The audit trail: one row per accepted submission, written before the 202
 //! (fail closed) and updated as the job moves. `sqlite` is the embedded
-//! implementation.
+//! implementation, `postgres` the shared one for multi-instance deployments.
 
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -16,6 +17,10 @@ pub enum AuditError {
     Unavailable(String),
     #[error("audit migration failed: {0}")]
     Migration(String),
+    /// The entry or setting cannot be stored as given (a caller's bug, or a
+    /// bad configuration value), as opposed to the store being unreachable.
+    #[error("invalid audit data: {0}")]
+    Invalid(String),
 }
 
 impl From<sqlx::Error> for AuditError {

@@ -352,7 +352,8 @@ fn segments(files: &[FileInfo]) -> Result<Vec<Segment>, SourceError> {
     Ok(out)
 }
 
-fn schema_version(schema: &Schema) -> String {
+/// Shared with the Postgres source, so both give the same version for the same shape.
+pub(crate) fn schema_version(schema: &Schema) -> String {
     let mut h = Sha256::new();
     h.update(format!("time_column={}\n", schema.time_column));
     for (name, ty) in &schema.fields {

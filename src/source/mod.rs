@@ -6,10 +6,12 @@ use crate::filter::{Order, Predicate, Schema};
 
 pub mod demo;
 pub mod files;
+pub mod postgres;
 mod rows;
 mod translate;
 
 pub use files::ParquetSource;
+pub use postgres::PostgresSource;
 
 /// One row of a result: field name → JSON value. Time values are RFC 3339 UTC
 /// strings with microseconds ("2026-11-01T12:00:00.000000Z"), integers/floats/
@@ -114,6 +116,15 @@ pub enum SourceError {
 
     #[error("query engine error: {0}")]
     Engine(String),
+
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for SourceError {
+    fn from(e: sqlx::Error) -> Self {
+        SourceError::Database(e.to_string())
+    }
 }
 
 impl From<datafusion::error::DataFusionError> for SourceError {

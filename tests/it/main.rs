@@ -6,6 +6,8 @@ mod support;
 mod auth;
 mod bad_input;
 mod cancel;
+mod conformance;
+mod contract_audit;
 mod contract_coord;
 mod contract_limiter;
 mod contract_queue;

@@ -1,4 +1,5 @@
-//! Starting a server for a test, an HTTP client with keys, and `wait_until`.
+//! Starting a server for a test, an HTTP client with keys, `wait_until`, and
+//! the Postgres fixtures (fresh schemas, loading a Parquet dataset).
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -195,4 +196,147 @@ pub fn rows(chunks: &[Value]) -> Vec<Value> {
         .iter()
         .flat_map(|c| c["rows"].as_array().unwrap().clone())
         .collect()
+}
+
+// ---- Postgres fixtures (for the tests marked `#[ignore = "needs Postgres ..."]`)
+
+/// The test database: `PSEUDOSTREAM_TEST_DATABASE_URL`, or the local default.
+pub fn pg_url() -> String {
+    std::env::var("PSEUDOSTREAM_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A schema name no other test uses: each test gets its own namespace.
+pub fn fresh_schema_name() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("ps_test_{}", &id[..12])
+}
+
+/// An administrative connection to the test database; panics loudly when
+/// there is none, since the test was asked to run against Postgres.
+pub async fn pg_admin() -> sqlx::PgPool {
+    let url = pg_url();
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to the test Postgres at {url}: {e}; start one or set PSEUDOSTREAM_TEST_DATABASE_URL"
+            )
+        })
+}
+
+/// Drops a test schema and everything in it.
+pub async fn drop_schema(schema: &str) {
+    let admin = pg_admin().await;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(&admin)
+        .await
+        .expect("drop test schema");
+    admin.close().await;
+}
+
+/// Copies a Parquet dataset into a new table `schema.table` with the matching
+/// Postgres types (time → timestamptz, string → text, integer → bigint,
+/// float → double precision, boolean → boolean), via batched multi-row
+/// INSERTs whose every value is a bind parameter. Reads the data with
+/// `ParquetSource` (an unfiltered ascending query), so what is loaded is
+/// exactly what the Parquet source returns. Returns the number of rows.
+pub async fn load_parquet_into_postgres(
+    pool: &sqlx::PgPool,
+    dir: &std::path::Path,
+    time_column: &str,
+    schema: &str,
+    table: &str,
+) -> u64 {
+    use futures::TryStreamExt;
+    use pseudostream::filter::{FieldType, Order, Predicate};
+    use pseudostream::source::{ParquetSource, QuerySource, SourceQuery};
+
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let src = ParquetSource::open(dir.to_str().expect("utf-8 path"), time_column)
+        .await
+        .expect("open parquet");
+    let fields = src.schema().fields.clone();
+    let relation = format!("{}.{}", quote(schema), quote(table));
+    let columns: Vec<String> = fields
+        .iter()
+        .map(|(name, ty)| {
+            let pg = match ty {
+                FieldType::Time => "timestamptz",
+                FieldType::String => "text",
+                FieldType::Integer => "bigint",
+                FieldType::Float => "double precision",
+                FieldType::Boolean => "boolean",
+            };
+            format!("{} {pg}", quote(name))
+        })
+        .collect();
+    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema)))
+        .execute(pool)
+        .await
+        .expect("create schema");
+    sqlx::query(&format!("CREATE TABLE {relation} ({})", columns.join(", ")))
+        .execute(pool)
+        .await
+        .expect("create table");
+
+    let rows: Vec<serde_json::Map<String, Value>> = src
+        .query(SourceQuery {
+            predicate: Predicate::And(vec![]),
+            from_us: i64::MIN,
+            to_us: i64::MAX,
+            fields: vec![],
+            order: Order::Asc,
+            skip: 0,
+            limit: u64::MAX,
+        })
+        .await
+        .expect("query parquet")
+        .try_collect()
+        .await
+        .expect("read parquet");
+    let names: Vec<String> = fields.iter().map(|(n, _)| quote(n)).collect();
+    // Well below the protocol's 65535 parameters per statement.
+    let per_batch = (60_000 / fields.len().max(1)).min(1000);
+    for batch in rows.chunks(per_batch) {
+        let mut tuples = Vec::with_capacity(batch.len());
+        let mut n = 0;
+        for _ in batch {
+            let ps: Vec<String> = fields
+                .iter()
+                .map(|_| {
+                    n += 1;
+                    format!("${n}")
+                })
+                .collect();
+            tuples.push(format!("({})", ps.join(", ")));
+        }
+        let sql = format!(
+            "INSERT INTO {relation} ({}) VALUES {}",
+            names.join(", "),
+            tuples.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for row in batch {
+            for (name, ty) in &fields {
+                let v = &row[name];
+                q = match ty {
+                    FieldType::Time => q.bind(v.as_str().map(|s| {
+                        chrono::DateTime::parse_from_rfc3339(s)
+                            .expect("rfc 3339 time")
+                            .with_timezone(&chrono::Utc)
+                    })),
+                    FieldType::String => q.bind(v.as_str().map(str::to_owned)),
+                    FieldType::Integer => q.bind(v.as_i64()),
+                    FieldType::Float => q.bind(v.as_f64()),
+                    FieldType::Boolean => q.bind(v.as_bool()),
+                };
+            }
+        }
+        q.execute(pool).await.expect("insert batch");
+    }
+    rows.len() as u64
 }

@@ -1,0 +1,372 @@
+//! The audit-log contract: the embedded SQLite log and the Postgres log must
+//! behave the same. `audit_suite!` stamps out one test per case for an
+//! implementation; each test gets a fresh store (a temp dir, or a fresh
+//! Postgres schema that is dropped when the case passes).
+
+use chrono::{DateTime, TimeDelta, Utc};
+use pseudostream::audit::postgres::PostgresAuditLog;
+use pseudostream::audit::sqlite::SqliteAuditLog;
+use pseudostream::audit::{AuditEntry, AuditLog, AuditQuery};
+use pseudostream::filter::{Fingerprint, Order};
+use pseudostream::jobs::model::{JobId, JobRecord, JobSpec, JobStatus, Offset};
+
+use crate::support::{drop_schema, fresh_schema_name, pg_url};
+
+/// A store under test and what has to be cleaned up after it.
+enum Fixture {
+    Sqlite(SqliteAuditLog, tempfile::TempDir),
+    Postgres(PostgresAuditLog, String),
+}
+
+impl Fixture {
+    async fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = SqliteAuditLog::open(&dir.path().join("audit.db"))
+            .await
+            .expect("open sqlite audit");
+        Fixture::Sqlite(log, dir)
+    }
+
+    async fn postgres() -> Fixture {
+        let (url, schema) = (pg_url(), fresh_schema_name());
+        let log = PostgresAuditLog::connect_in_schema(&url, &schema)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("cannot open the Postgres audit log at {url} (schema {schema}): {e}")
+            });
+        Fixture::Postgres(log, schema)
+    }
+
+    fn log(&self) -> &dyn AuditLog {
+        match self {
+            Fixture::Sqlite(log, _) => log,
+            Fixture::Postgres(log, _) => log,
+        }
+    }
+
+    async fn finish(self) {
+        match self {
+            Fixture::Sqlite(log, _dir) => log.close().await,
+            Fixture::Postgres(log, schema) => {
+                log.close().await;
+                drop_schema(&schema).await;
+            }
+        }
+    }
+}
+
+fn text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A fixed instant with a fractional part, so microseconds must survive.
+fn base() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-01T12:00:00.123456Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn entry(job: JobId, tenant: &str, user: &str, at: DateTime<Utc>) -> AuditEntry {
+    AuditEntry {
+        submission_id: uuid::Uuid::now_v7().to_string(),
+        job_id: job.to_string(),
+        fingerprint: Fingerprint([7; 32]).to_string(),
+        user_id: user.into(),
+        tenant: tenant.into(),
+        result_offset: 3,
+        filter_text: "status >= 500 and message contains \"it's\"".into(),
+        canonical_filter: "status >= 500".into(),
+        time_from: text(at - TimeDelta::days(7)),
+        time_to: text(at),
+        deduplicated_from: None,
+        status: "queued".into(),
+        row_count: 0,
+        chunk_count: 0,
+        truncated: false,
+        error: None,
+        submitted_at: text(at),
+        started_at: None,
+        first_chunk_at: None,
+        finished_at: None,
+        expired_at: None,
+    }
+}
+
+fn record(job: JobId, at: DateTime<Utc>) -> JobRecord {
+    JobRecord::new(
+        JobSpec {
+            job_id: job,
+            offset: Offset(3),
+            fingerprint: Fingerprint([7; 32]),
+            tenant: "acme".into(),
+            user: "ann".into(),
+            filter: "status >= 500".into(),
+            from_us: 0,
+            to_us: 1,
+            fields: vec![],
+            order: Order::Desc,
+            max_rows: 100,
+        },
+        at,
+    )
+}
+
+fn query(tenant: &str, user: Option<&str>) -> AuditQuery {
+    AuditQuery {
+        tenant: tenant.into(),
+        user: user.map(str::to_owned),
+        from: None,
+        to: None,
+        limit: 100,
+    }
+}
+
+async fn all(log: &dyn AuditLog, tenant: &str) -> Vec<AuditEntry> {
+    log.search(&query(tenant, None)).await.unwrap()
+}
+
+fn ids(entries: &[AuditEntry]) -> Vec<&str> {
+    entries.iter().map(|e| e.submission_id.as_str()).collect()
+}
+
+pub async fn case_search_by_user_time_and_tenant(log: &dyn AuditLog) {
+    let t = base();
+    let secs = TimeDelta::seconds;
+    let a1 = entry(JobId::new(), "acme", "alice", t);
+    let a2 = entry(JobId::new(), "acme", "alice", t + secs(1));
+    let a3 = entry(JobId::new(), "acme", "alice", t + secs(2));
+    let b = entry(
+        JobId::new(),
+        "acme",
+        "bob",
+        t + TimeDelta::milliseconds(1500),
+    );
+    let z = entry(JobId::new(), "globex", "zed", t + secs(1));
+    for e in [&a1, &a2, &a3, &b, &z] {
+        log.record_submission(e).await.unwrap();
+    }
+
+    // Round trip: every field comes back as written, newest first.
+    let alice = log.search(&query("acme", Some("alice"))).await.unwrap();
+    assert_eq!(alice, vec![a3.clone(), a2.clone(), a1.clone()]);
+    assert_eq!(
+        ids(&all(log, "acme").await),
+        ids(&[a3.clone(), b.clone(), a2.clone(), a1.clone()])
+    );
+    // Tenants never see each other's rows, even for the same user name.
+    assert_eq!(all(log, "globex").await, vec![z.clone()]);
+    assert!(
+        log.search(&query("globex", Some("alice")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The window is half-open: [from, to).
+    let mut window = query("acme", None);
+    window.from = Some(t + secs(1));
+    window.to = Some(t + secs(2));
+    assert_eq!(
+        ids(&log.search(&window).await.unwrap()),
+        ids(&[b.clone(), a2.clone()])
+    );
+    window.user = Some("alice".into());
+    assert_eq!(log.search(&window).await.unwrap(), vec![a2.clone()]);
+    window.to = None;
+    assert_eq!(
+        ids(&log.search(&window).await.unwrap()),
+        ids(&[a3.clone(), a2.clone()])
+    );
+
+    let mut limited = query("acme", None);
+    limited.limit = 2;
+    assert_eq!(
+        ids(&log.search(&limited).await.unwrap()),
+        ids(&[a3.clone(), b.clone()])
+    );
+
+    // Same submission time: the later submission id (UUIDv7) first.
+    let c1 = entry(JobId::new(), "acme", "carol", t);
+    let c2 = entry(JobId::new(), "acme", "carol", t);
+    log.record_submission(&c2).await.unwrap();
+    log.record_submission(&c1).await.unwrap();
+    let carol = log.search(&query("acme", Some("carol"))).await.unwrap();
+    let mut expected = [c1.submission_id.clone(), c2.submission_id.clone()];
+    expected.sort();
+    expected.reverse();
+    assert_eq!(
+        ids(&carol),
+        expected.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+}
+
+pub async fn case_progress_updates_every_live_row_of_the_job(log: &dyn AuditLog) {
+    let t = base();
+    let (job, other) = (JobId::new(), JobId::new());
+    let first = entry(job, "acme", "ann", t);
+    let mut joined = entry(job, "acme", "ben", t + TimeDelta::seconds(1));
+    joined.deduplicated_from = Some(job.to_string());
+    let unrelated = entry(other, "acme", "ann", t);
+    for e in [&first, &joined, &unrelated] {
+        log.record_submission(e).await.unwrap();
+    }
+
+    let mut rec = record(job, t);
+    rec.status = JobStatus::Running;
+    rec.rows = 25;
+    rec.chunks = 3;
+    rec.started_at = Some(t + TimeDelta::milliseconds(5));
+    rec.first_chunk_at = Some(t + TimeDelta::milliseconds(250));
+    log.record_progress(&rec).await.unwrap();
+    let rows = all(log, "acme").await;
+    for e in rows.iter().filter(|e| e.job_id == job.to_string()) {
+        assert_eq!(e.status, "running");
+        assert_eq!((e.row_count, e.chunk_count), (25, 3));
+        assert_eq!(e.started_at.as_deref(), Some("2026-11-01T12:00:00.128456Z"));
+        assert_eq!(
+            e.first_chunk_at.as_deref(),
+            Some("2026-11-01T12:00:00.373456Z")
+        );
+        assert_eq!(e.finished_at, None);
+    }
+    assert_eq!(
+        rows.iter().filter(|e| e.job_id == job.to_string()).count(),
+        2
+    );
+    let untouched = rows
+        .iter()
+        .find(|e| e.submission_id == unrelated.submission_id);
+    assert_eq!(untouched, Some(&unrelated));
+
+    rec.status = JobStatus::Failed;
+    rec.truncated = true;
+    rec.error = Some("source failed: it's gone".into());
+    rec.finished_at = Some(t + TimeDelta::seconds(3));
+    log.record_progress(&rec).await.unwrap();
+    let joined_now = all(log, "acme")
+        .await
+        .into_iter()
+        .find(|e| e.submission_id == joined.submission_id)
+        .unwrap();
+    assert_eq!(joined_now.status, "failed");
+    assert!(joined_now.truncated);
+    assert_eq!(
+        joined_now.error.as_deref(),
+        Some("source failed: it's gone")
+    );
+    assert_eq!(
+        joined_now.finished_at.as_deref(),
+        Some("2026-11-01T12:00:03.123456Z")
+    );
+    // What the submission said stays as written.
+    assert_eq!(joined_now.deduplicated_from, joined.deduplicated_from);
+    assert_eq!(joined_now.submitted_at, joined.submitted_at);
+
+    // Once expired, late progress no longer rewrites the rows.
+    log.record_expired(job, t + TimeDelta::hours(1))
+        .await
+        .unwrap();
+    rec.status = JobStatus::Completed;
+    rec.rows = 99;
+    log.record_progress(&rec).await.unwrap();
+    for e in all(log, "acme")
+        .await
+        .iter()
+        .filter(|e| e.job_id == job.to_string())
+    {
+        assert_eq!(e.status, "expired");
+        assert_eq!(e.row_count, 25);
+    }
+}
+
+pub async fn case_record_expired_marks_only_that_job(log: &dyn AuditLog) {
+    let t = base();
+    let (job, other) = (JobId::new(), JobId::new());
+    let a = entry(job, "acme", "ann", t);
+    let mut a2 = entry(job, "globex", "zed", t);
+    a2.deduplicated_from = Some(job.to_string());
+    let b = entry(other, "acme", "ann", t);
+    for e in [&a, &a2, &b] {
+        log.record_submission(e).await.unwrap();
+    }
+    let at = t + TimeDelta::microseconds(1);
+    log.record_expired(job, at).await.unwrap();
+    let mut rows = all(log, "acme").await;
+    rows.extend(all(log, "globex").await);
+    for e in &rows {
+        if e.job_id == job.to_string() {
+            assert_eq!(e.status, "expired");
+            assert_eq!(e.expired_at.as_deref(), Some("2026-11-01T12:00:00.123457Z"));
+        } else {
+            assert_eq!(e, &b);
+        }
+    }
+    assert_eq!(rows.len(), 3);
+}
+
+pub async fn case_record_interrupted_fails_jobs_in_flight(log: &dyn AuditLog) {
+    let t = base();
+    let mut entries = Vec::new();
+    for status in ["queued", "running", "completed", "cancelled"] {
+        let mut e = entry(JobId::new(), "acme", "ann", t);
+        e.status = status.into();
+        log.record_submission(&e).await.unwrap();
+        entries.push(e);
+    }
+    let at = t + TimeDelta::minutes(5);
+    assert_eq!(log.record_interrupted(at).await.unwrap(), 2);
+    let rows = all(log, "acme").await;
+    for before in &entries {
+        let after = rows
+            .iter()
+            .find(|e| e.submission_id == before.submission_id)
+            .unwrap();
+        if matches!(before.status.as_str(), "queued" | "running") {
+            assert_eq!(after.status, "failed");
+            assert_eq!(
+                after.error.as_deref(),
+                Some("interrupted: the service restarted")
+            );
+            assert_eq!(
+                after.finished_at.as_deref(),
+                Some("2026-11-01T12:05:00.123456Z")
+            );
+        } else {
+            assert_eq!(after, before);
+        }
+    }
+    // Nothing is left in flight.
+    assert_eq!(log.record_interrupted(at).await.unwrap(), 0);
+}
+
+macro_rules! audit_suite {
+    ($module:ident, $make:expr $(, #[$attr:meta])*) => {
+        mod $module {
+            use super::*;
+            audit_suite!(@cases $make; [$(#[$attr])*];
+                case_search_by_user_time_and_tenant,
+                case_progress_updates_every_live_row_of_the_job,
+                case_record_expired_marks_only_that_job,
+                case_record_interrupted_fails_jobs_in_flight);
+        }
+    };
+    (@cases $make:expr; $attrs:tt; $($case:ident),*) => {
+        $( audit_suite!(@case $make; $attrs; $case); )*
+    };
+    (@case $make:expr; [$(#[$attr:meta])*]; $case:ident) => {
+        #[tokio::test]
+        $(#[$attr])*
+        async fn $case() {
+            let fixture = $make.await;
+            super::$case(fixture.log()).await;
+            fixture.finish().await;
+        }
+    };
+}
+
+audit_suite!(embedded, Fixture::sqlite());
+audit_suite!(
+    postgres,
+    Fixture::postgres(),
+    #[ignore = "needs Postgres (PSEUDOSTREAM_TEST_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/test)"]
+);
