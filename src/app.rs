@@ -1,14 +1,18 @@
-//! Builds the service from `Config` — every backend constructed once and
-//! passed down — and runs it with a written shutdown order.
+//! Builds the service from `Config` — every backend constructed once, chosen
+//! by configuration alone, and passed down — and runs it with a written
+//! shutdown order.
 //!
 //! Shutdown order: (1) stop admitting (submissions get 503, long-polls
-//! return); (2) cancel workers, each closing its job with a last chunk; (3)
+//! return); (2) cancel workers: embedded, each closes its job with a last
+//! chunk; distributed, each leaves its job for another worker to resume; (3)
 //! join them within the grace period, then abort; (4) let the HTTP server
-//! finish in-flight requests; (5) close the audit database.
+//! finish in-flight requests; (5) flush the result topic and close the audit
+//! log.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
@@ -19,21 +23,40 @@ use tracing::{info, warn};
 use crate::api::auth::ApiKeys;
 use crate::api::{self, AppState};
 use crate::audit::AuditLog;
+use crate::audit::postgres::PostgresAuditLog;
 use crate::audit::sqlite::SqliteAuditLog;
 use crate::config::Config;
 use crate::coord::limiter::LocalRateLimiter;
 use crate::coord::memory::MemoryCoordinator;
 use crate::coord::queue::LocalJobQueue;
+use crate::coord::redis::{RedisCoordinator, RedisJobQueue, RedisRateLimiter};
 use crate::filter::Limits;
 use crate::jobs::{Backends, Hooks, JobSettings, Jobs, Principal, Role};
+use crate::results::ResultTopic;
 use crate::results::memory::MemoryResultLog;
 use crate::source::QuerySource;
 use crate::source::files::ParquetSource;
+use crate::source::postgres::PostgresSource;
 use crate::worker;
+
+/// Which parts of the service this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub api: bool,
+    pub workers: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        api: true,
+        workers: true,
+    };
+}
 
 /// A started service.
 pub struct RunningApp {
-    pub addr: SocketAddr,
+    /// Where the API listens; `None` in a worker-only process.
+    pub addr: Option<SocketAddr>,
     pub jobs: Arc<Jobs>,
     /// Cancel to shut down; then await `done`.
     pub shutdown: CancellationToken,
@@ -44,38 +67,29 @@ pub struct RunningApp {
 pub struct DevKey(pub String);
 
 /// Builds every backend, binds the listener and starts serving.
-pub async fn start(config: Config) -> anyhow::Result<(RunningApp, Option<DevKey>)> {
-    start_with_hooks(config, Hooks::default()).await
+pub async fn start(config: Config, roles: Roles) -> anyhow::Result<(RunningApp, Option<DevKey>)> {
+    start_with_hooks(config, roles, Hooks::default()).await
 }
+
+/// How long a distributed worker may stay silent before its job is taken over.
+const WORKER_LEASE: Duration = Duration::from_secs(15);
 
 /// `start`, with test hooks.
 pub async fn start_with_hooks(
     config: Config,
+    roles: Roles,
     hooks: Hooks,
 ) -> anyhow::Result<(RunningApp, Option<DevKey>)> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let source = open_source(&config).await?;
-    let audit = Arc::new(
-        SqliteAuditLog::open(&config.data_dir.join("audit.db"))
-            .await
-            .context("opening the audit database")?,
-    );
-    let interrupted = audit.record_interrupted(Utc::now()).await?;
-    if interrupted > 0 {
-        warn!(
-            interrupted,
-            "jobs left unfinished by the last run are marked failed in the audit log"
+    if roles != Roles::ALL && config.redis_url.is_none() {
+        anyhow::bail!(
+            "running the API and the workers in separate processes needs the distributed queue: set PSEUDOSTREAM_REDIS_URL"
         );
     }
-    let backends = Backends {
-        coordinator: Arc::new(MemoryCoordinator::new(config.offset_pool_size)),
-        queue: Arc::new(LocalJobQueue::new(config.offset_pool_size as usize)),
-        limiter: Arc::new(LocalRateLimiter::new(config.rate_limit)),
-        results: Arc::new(MemoryResultLog::new(config.result_memory_bytes)),
-        audit: audit.clone(),
-        source,
-    };
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let backends = build_backends(&config).await?;
+    let audit = backends.audit.clone();
+    let results = backends.results.clone();
     let settings = JobSettings {
         chunk_rows: config.chunk_rows.max(1),
         result_ttl: config.result_ttl,
@@ -83,44 +97,52 @@ pub async fn start_with_hooks(
         max_time_range: config.max_time_range,
         max_wait: config.max_wait,
         filter_limits: Limits::default(),
-        full_retry_after: std::time::Duration::from_secs(5),
+        full_retry_after: Duration::from_secs(5),
     };
     let jobs = Jobs::new(backends, settings, hooks);
 
     let (keys, dev_key) = api_keys(&config.api_keys)?;
-    let state = Arc::new(AppState {
-        jobs: jobs.clone(),
-        keys,
-    });
-    let router = api::router(state, config.max_body_bytes);
-    let listener = TcpListener::bind(config.listen).await.with_context(|| {
-        format!(
-            "binding {}; set PSEUDOSTREAM_LISTEN to another address",
-            config.listen
-        )
-    })?;
-    let addr = listener.local_addr()?;
+    let server = if roles.api {
+        let state = Arc::new(AppState {
+            jobs: jobs.clone(),
+            keys,
+        });
+        let router = api::router(state, config.max_body_bytes);
+        let listener = TcpListener::bind(config.listen).await.with_context(|| {
+            format!(
+                "binding {}; set PSEUDOSTREAM_LISTEN to another address",
+                config.listen
+            )
+        })?;
+        let addr = listener.local_addr()?;
+        let closed = jobs.admission_closed.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(closed.cancelled_owned())
+                .await
+        });
+        Some((addr, task))
+    } else {
+        None
+    };
 
     let shutdown = CancellationToken::new();
-    let mut workers = worker::spawn(&jobs, config.workers.max(1), &shutdown);
+    let mut workers = if roles.workers {
+        worker::spawn(&jobs, config.workers.max(1), &shutdown)
+    } else {
+        tokio::task::JoinSet::new()
+    };
     let expiry = tokio::spawn(
         jobs.clone()
             .run_expiry(config.expiry_interval, shutdown.clone()),
     );
+    let addr = server.as_ref().map(|(addr, _)| *addr);
 
     let done = {
         let jobs = jobs.clone();
         let shutdown = shutdown.clone();
         let grace = config.shutdown_grace;
         tokio::spawn(async move {
-            let server = {
-                let closed = jobs.admission_closed.clone();
-                tokio::spawn(async move {
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(closed.cancelled_owned())
-                        .await
-                })
-            };
             shutdown.cancelled().await;
             info!("shutting down: no new jobs");
             jobs.admission_closed.cancel();
@@ -133,12 +155,15 @@ pub async fn start_with_hooks(
                 workers.abort_all();
             }
             let _ = expiry.await;
-            match tokio::time::timeout(grace, server).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server stopped with an error"),
-                Ok(Err(e)) => warn!(error = %e, "HTTP server task failed"),
-                Err(_) => warn!("HTTP connections still open after the grace period; closing"),
+            if let Some((_, server)) = server {
+                match tokio::time::timeout(grace, server).await {
+                    Ok(Ok(Ok(()))) => {}
+                    Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server stopped with an error"),
+                    Ok(Err(e)) => warn!(error = %e, "HTTP server task failed"),
+                    Err(_) => warn!("HTTP connections still open after the grace period; closing"),
+                }
             }
+            results.close().await;
             audit.close().await;
             info!("shut down");
             Ok(())
@@ -155,7 +180,102 @@ pub async fn start_with_hooks(
     ))
 }
 
+/// Picks each backend from the configuration: the distributed one when its
+/// URL is set, the embedded one otherwise.
+async fn build_backends(config: &Config) -> anyhow::Result<Backends> {
+    let source = open_source(config).await?;
+    let audit: Arc<dyn AuditLog> = match &config.database_url {
+        Some(url) => Arc::new(
+            PostgresAuditLog::connect(url)
+                .await
+                .context("connecting the Postgres audit log")?,
+        ),
+        None => {
+            let sqlite = SqliteAuditLog::open(&config.data_dir.join("audit.db"))
+                .await
+                .context("opening the audit database")?;
+            // Embedded jobs live in memory: those open at the last stop are gone.
+            let interrupted = sqlite.record_interrupted(Utc::now()).await?;
+            if interrupted > 0 {
+                warn!(
+                    interrupted,
+                    "jobs left unfinished by the last run are marked failed in the audit log"
+                );
+            }
+            Arc::new(sqlite)
+        }
+    };
+    let pool = config.offset_pool_size;
+    let (coordinator, queue, limiter): (
+        Arc<dyn crate::coord::Coordinator>,
+        Arc<dyn crate::coord::JobQueue>,
+        Arc<dyn crate::coord::RateLimiter>,
+    ) = match &config.redis_url {
+        Some(url) => {
+            let prefix = &config.redis_prefix;
+            let consumer = format!("{}-{}", hostname(), std::process::id());
+            (
+                Arc::new(
+                    RedisCoordinator::connect(url, prefix, pool)
+                        .await
+                        .context("connecting Redis")?,
+                ),
+                Arc::new(
+                    RedisJobQueue::connect(url, prefix, &consumer, WORKER_LEASE)
+                        .await
+                        .context("connecting the Redis job queue")?,
+                ),
+                Arc::new(
+                    RedisRateLimiter::connect(url, prefix, config.rate_limit)
+                        .await
+                        .context("connecting the Redis rate limiter")?,
+                ),
+            )
+        }
+        None => (
+            Arc::new(MemoryCoordinator::new(pool)),
+            Arc::new(LocalJobQueue::new(pool as usize)),
+            Arc::new(LocalRateLimiter::new(config.rate_limit)),
+        ),
+    };
+    let results: Arc<dyn ResultTopic> = match &config.kafka_brokers {
+        Some(_) => anyhow::bail!("KAFKA"),
+        None => Arc::new(MemoryResultLog::new(config.result_memory_bytes)),
+    };
+    Ok(Backends {
+        coordinator,
+        queue,
+        limiter,
+        results,
+        audit,
+        source,
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into())
+}
+
 async fn open_source(config: &Config) -> anyhow::Result<Arc<dyn QuerySource>> {
+    if let Some(url) = config
+        .source
+        .as_deref()
+        .filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+    {
+        let source = PostgresSource::open(url, &config.source_table, &config.time_column)
+            .await
+            .with_context(|| {
+                format!("opening the Postgres source table {}", config.source_table)
+            })?;
+        info!(
+            source = source.id(),
+            fields = source.schema().fields.len(),
+            "source ready"
+        );
+        return Ok(Arc::new(source));
+    }
     let location = match &config.source {
         Some(location) => location.clone(),
         None => {
@@ -174,7 +294,6 @@ async fn open_source(config: &Config) -> anyhow::Result<Arc<dyn QuerySource>> {
     );
     Ok(Arc::new(source))
 }
-
 /// Generates the demo dataset unless it is complete; shows a progress bar
 /// on a terminal and logs progress otherwise.
 pub async fn ensure_demo_data(dir: &Path, days: u32, rows_per_day: u32) -> anyhow::Result<()> {

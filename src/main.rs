@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pseudostream::app::Roles;
 use pseudostream::audit::postgres::PostgresAuditLog;
 use pseudostream::config::Config;
 use pseudostream::{app, explain};
@@ -27,7 +28,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP API and the workers (what the binary does with no subcommand).
-    Serve,
+    Serve {
+        /// Run only the API; workers run elsewhere (`pseudostream worker`),
+        /// which needs the distributed queue (PSEUDOSTREAM_REDIS_URL).
+        #[arg(long)]
+        no_workers: bool,
+    },
+    /// Run only workers (no HTTP API), against the distributed backends.
+    Worker,
     /// Print a filter's canonical form and fingerprint.
     Explain(explain::ExplainArgs),
     /// Write the demo dataset (one Parquet file per day) into a directory.
@@ -50,8 +58,24 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(cli.config).await,
+    match cli.command.unwrap_or(Command::Serve { no_workers: false }) {
+        Command::Serve { no_workers } => {
+            let roles = Roles {
+                api: true,
+                workers: !no_workers,
+            };
+            serve(cli.config, roles).await
+        }
+        Command::Worker => {
+            serve(
+                cli.config,
+                Roles {
+                    api: false,
+                    workers: true,
+                },
+            )
+            .await
+        }
         Command::Explain(args) => explain::run(&cli.config, &args).await,
         Command::GenData {
             dir,
@@ -87,17 +111,20 @@ fn init_logging() {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let (running, dev_key) = app::start(config).await?;
-    println!("pseudostream listening on http://{}", running.addr);
-    if let Some(key) = dev_key {
+async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
+    let (running, dev_key) = app::start(config, roles).await?;
+    match running.addr {
+        Some(addr) => println!("pseudostream listening on http://{addr}"),
+        None => println!("pseudostream worker running"),
+    }
+    if let (Some(key), Some(addr)) = (dev_key, running.addr) {
         println!(
             "development API key (user dev, tenant dev, role ops): {}",
             key.0
         );
         println!(
-            "  try: curl -s -H 'Authorization: Bearer {}' http://{}/v1/jobs",
-            key.0, running.addr
+            "  try: curl -s -H 'Authorization: Bearer {}' http://{addr}/v1/jobs",
+            key.0
         );
     }
     shutdown_signal().await;

@@ -83,6 +83,8 @@ pub trait AuditLog: Send + Sync + 'static {
     /// the embedded coordinator forgets them on restart.
     async fn record_interrupted(&self, at: DateTime<Utc>) -> Result<u64, AuditError>;
     async fn search(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, AuditError>;
+    /// Closes connections at shutdown, after the last write.
+    async fn close(&self) {}
 }
 
 pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {

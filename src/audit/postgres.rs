@@ -187,14 +187,14 @@ impl PostgresAuditLog {
         log.close().await;
         Ok(())
     }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 #[async_trait]
 impl AuditLog for PostgresAuditLog {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
     async fn record_submission(&self, e: &AuditEntry) -> Result<(), AuditError> {
         sqlx::query(
             "INSERT INTO audit_submissions (submission_id, job_id, fingerprint, user_id, tenant, result_offset,

@@ -40,14 +40,14 @@ impl SqliteAuditLog {
             .map_err(|e| AuditError::Migration(e.to_string()))?;
         Ok(SqliteAuditLog { pool })
     }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 #[async_trait]
 impl AuditLog for SqliteAuditLog {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
     async fn record_submission(&self, e: &AuditEntry) -> Result<(), AuditError> {
         sqlx::query(
             "INSERT INTO audit_submissions (submission_id, job_id, fingerprint, user_id, tenant, result_offset,

@@ -22,19 +22,27 @@ impl Jobs {
             }
         };
         for job in &due {
-            // Chunks go first: once the offset is free a new job may write to it.
-            if let Err(e) = b
+            // Chunks go first: once the offset is free a new job may write to
+            // the same keys. Deletes are idempotent, so retry a bounded number of times.
+            let mut attempt = 0;
+            while let Err(e) = b
                 .results
                 .delete(job.id(), job.spec.offset, job.chunks)
                 .await
             {
-                warn!(job_id = %job.id(), error = %e, "could not delete an expired job's chunks");
+                attempt += 1;
+                warn!(job_id = %job.id(), error = %e, attempt, "could not delete an expired job's chunks");
+                if attempt == 3 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            // The audit row says expired before the offset can be leased again.
+            if let Err(e) = b.audit.record_expired(job.id(), Utc::now()).await {
+                warn!(job_id = %job.id(), error = %e, "could not mark an expired job in the audit log");
             }
             if let Err(e) = b.coordinator.finish_expiry(job).await {
                 warn!(job_id = %job.id(), error = %e, "could not release an expired job");
-            }
-            if let Err(e) = b.audit.record_expired(job.id(), Utc::now()).await {
-                warn!(job_id = %job.id(), error = %e, "could not mark an expired job in the audit log");
             }
             info!(job_id = %job.id(), offset = %job.spec.offset, "job expired; offset returned to the pool");
         }

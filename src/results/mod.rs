@@ -52,4 +52,6 @@ pub trait ResultTopic: Send + Sync + 'static {
     fn is_full(&self) -> bool {
         false
     }
+    /// Flushes what is in flight at shutdown.
+    async fn close(&self) {}
 }

@@ -140,7 +140,15 @@ async fn metrics_count_what_happened() {
     let job = server.submit(ALICE, "status = 404").await;
     server.read_all(ALICE, job["jobId"].as_str().unwrap()).await;
     server.submit(BOB, "status = 404").await;
-    let text = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for line in [
         "pseudostream_jobs_accepted_total 1",
         "pseudostream_dedup_hits_total 1",
@@ -150,7 +158,10 @@ async fn metrics_count_what_happened() {
     ] {
         assert!(text.contains(line), "missing `{line}` in\n{text}");
     }
-    assert!(text.contains("route=\"/v1/jobs/{job_id}/chunks\",method=\"GET\",status=\"200\""), "{text}");
+    assert!(
+        text.contains("route=\"/v1/jobs/{job_id}/chunks\",method=\"GET\",status=\"200\""),
+        "{text}"
+    );
     server.stop().await;
 }
 

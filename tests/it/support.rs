@@ -67,10 +67,10 @@ impl Server {
     }
 
     pub async fn start_with(config: Config, hooks: Hooks) -> Server {
-        let (app, _) = app::start_with_hooks(config, hooks)
+        let (app, _) = app::start_with_hooks(config, app::Roles::ALL, hooks)
             .await
             .expect("server starts");
-        let base = format!("http://{}", app.addr);
+        let base = format!("http://{}", app.addr.expect("the API role listens"));
         Server {
             app,
             base,
