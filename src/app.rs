@@ -71,9 +71,6 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<(RunningApp, 
     start_with_hooks(config, roles, Hooks::default()).await
 }
 
-/// How long a distributed worker may stay silent before its job is taken over.
-const WORKER_LEASE: Duration = Duration::from_secs(15);
-
 /// `start`, with test hooks.
 pub async fn start_with_hooks(
     config: Config,
@@ -221,7 +218,7 @@ async fn build_backends(config: &Config) -> anyhow::Result<Backends> {
                         .context("connecting Redis")?,
                 ),
                 Arc::new(
-                    RedisJobQueue::connect(url, prefix, &consumer, WORKER_LEASE)
+                    RedisJobQueue::connect(url, prefix, &consumer, config.worker_lease)
                         .await
                         .context("connecting the Redis job queue")?,
                 ),
@@ -239,7 +236,9 @@ async fn build_backends(config: &Config) -> anyhow::Result<Backends> {
         ),
     };
     let results: Arc<dyn ResultTopic> = match &config.kafka_brokers {
-        Some(_) => anyhow::bail!("KAFKA"),
+        Some(_) => anyhow::bail!(
+            "PSEUDOSTREAM_KAFKA_BROKERS is set, but this build has no Kafka result topic yet; unset it to use the in-process log"
+        ),
         None => Arc::new(MemoryResultLog::new(config.result_memory_bytes)),
     };
     Ok(Backends {

@@ -106,6 +106,11 @@ pub struct Config {
     )]
     pub redis_prefix: String,
 
+    /// How long a distributed worker may stay silent (no heartbeat) before
+    /// another worker takes its job over and resumes it.
+    #[arg(long, env = "PSEUDOSTREAM_WORKER_LEASE", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub worker_lease: Duration,
+
     /// Kafka bootstrap servers for the result topic, e.g. `127.0.0.1:9092`.
     /// Unset: the in-process result log. Requires `PSEUDOSTREAM_REDIS_URL`.
     #[arg(long, env = "PSEUDOSTREAM_KAFKA_BROKERS")]
