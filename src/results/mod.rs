@@ -1,6 +1,8 @@
 //! The result topic: where workers publish chunks and readers find them.
-//! `memory` is the embedded append-only log used by default.
+//! `memory` is the embedded append-only log used by default; `kafka` keeps
+//! chunks in a compacted Kafka topic with a Redis index, for several processes.
 
+pub mod kafka;
 pub mod memory;
 
 use std::sync::Arc;

@@ -71,27 +71,38 @@ pub async fn case_delete_removes_a_job_and_only_it<T: ResultTopic>(topic: T) {
     assert_eq!(topic.read(b, Offset(7), 0, 10).await.unwrap().len(), 1);
 }
 
+/// Stamps the contract for one implementation; `$make` is evaluated (and
+/// may `.await`) inside each test. Attributes after it, such as `#[ignore]`
+/// for implementations that need a server, go on every case.
 macro_rules! result_topic_suite {
-    ($module:ident, $make:expr) => {
+    ($module:ident, $make:expr $(, #[$attr:meta])*) => {
         mod $module {
+            #[allow(unused_imports)]
             use super::*;
-            result_topic_suite!(@cases $make;
+            result_topic_suite!(@cases { $(#[$attr])* } $make;
                 case_chunks_read_back_in_order,
                 case_republishing_a_seq_is_a_no_op_and_gaps_are_refused,
                 case_delete_removes_a_job_and_only_it);
         }
     };
-    (@cases $make:expr; $($case:ident),*) => {
-        $(
-            #[tokio::test]
-            async fn $case() {
-                super::$case($make).await;
-            }
-        )*
+    (@cases $attrs:tt $make:expr; $($case:ident),*) => {
+        $( result_topic_suite!(@case $attrs $make; $case); )*
+    };
+    (@case { $($attr:tt)* } $make:expr; $case:ident) => {
+        #[tokio::test]
+        $($attr)*
+        async fn $case() {
+            super::$case($make).await;
+        }
     };
 }
 
 result_topic_suite!(embedded, MemoryResultLog::new(u64::MAX));
+result_topic_suite!(
+    kafka,
+    crate::kafka_results::fresh_topic().await,
+    #[ignore = "needs Kafka at PSEUDOSTREAM_TEST_KAFKA_BROKERS (default 127.0.0.1:9092) and Redis"]
+);
 
 #[tokio::test]
 async fn embedded_log_is_full_past_its_budget() {

@@ -16,4 +16,5 @@ mod correctness;
 mod dedup;
 mod expiry;
 mod flow;
+mod kafka_results;
 mod limits;

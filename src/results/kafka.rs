@@ -1,0 +1,570 @@
+//! The result topic on Kafka, for deployments with several processes.
+//!
+//! Chunks live in one compacted topic, so dashboards can also read them
+//! straight from Kafka (see `docs/KAFKA.md`): the partition is the job's
+//! offset (the pool slot) modulo the partition count, the key is
+//! `"{offset}/{chunkSeq}"`, the headers carry `jobId`, `chunkSeq` and
+//! `isLast`, and the value is the chunk JSON the embedded log serves.
+//!
+//! Kafka cannot look a message up by key, so an index in Redis records where
+//! each chunk landed — `(partition, KafkaPosition)` per `(jobId, chunkSeq)` —
+//! and doubles as the "already stored" check that makes re-publishing a
+//! stored seq a no-op. Reads seek to the recorded positions with a small
+//! pool of assign-only consumers: no consumer groups, so no rebalancing and
+//! no committed offsets to look after.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::future::join_all;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedHeaders, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::Semaphore;
+use tracing::warn;
+
+use super::{ChunkJson, ResultError, ResultTopic};
+use crate::jobs::model::{Chunk, JobId, Offset};
+
+/// A message's position within its Kafka partition. Named apart from
+/// [`Offset`], which is the public pool slot dashboards embed.
+pub type KafkaPosition = i64;
+
+/// How long a publish may wait for the broker's acknowledgement.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+/// librdkafka gives up on a message a little before `PUBLISH_TIMEOUT`, so a
+/// timed-out publish has usually been failed (not left in flight) by then.
+const MESSAGE_TIMEOUT_MS: &str = "25000";
+/// How long a read may take to fetch its chunks from Kafka.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on admin and metadata calls at connect.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Reader consumers kept open; a read holds one while it fetches.
+const READERS: usize = 4;
+/// The index outlives any sensible result TTL; expiry deletes it long before.
+/// It only protects Redis from jobs whose delete never ran.
+const INDEX_TTL_SECS: i64 = 7 * 24 * 3600;
+/// librdkafka insists on a group id for `assign`, though nothing joins or
+/// commits to it: consumer groups are never used.
+const READER_GROUP: &str = "pseudostream-result-readers";
+
+pub struct KafkaResultTopic {
+    producer: FutureProducer,
+    topic: String,
+    partitions: i32,
+    redis: ConnectionManager,
+    prefix: String,
+    readers: Arc<ReaderPool>,
+}
+
+impl KafkaResultTopic {
+    /// Connects to Kafka and Redis, creating the topic (compacted, with
+    /// `partitions` partitions) when missing. An existing topic keeps its
+    /// partition count, which is then the one used.
+    pub async fn connect(
+        brokers: &str,
+        topic: &str,
+        partitions: i32,
+        redis_url: &str,
+        redis_prefix: &str,
+    ) -> Result<KafkaResultTopic, ResultError> {
+        if partitions < 1 {
+            return Err(ResultError::Unavailable(format!(
+                "the result topic needs at least one partition, not {partitions}"
+            )));
+        }
+        ensure_topic(brokers, topic, partitions).await?;
+        let partitions = partition_count(brokers, topic).await?;
+
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // Publishes wait for their acknowledgement; batching only adds latency.
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
+            .create()
+            .map_err(unavailable)?;
+
+        let client = redis::Client::open(redis_url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(5))
+            .set_response_timeout(Duration::from_secs(5));
+        let redis = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unavailable)?;
+
+        let readers = Arc::new(ReaderPool::new(brokers)?);
+        Ok(KafkaResultTopic {
+            producer,
+            topic: topic.to_owned(),
+            partitions,
+            redis,
+            prefix: redis_prefix.to_owned(),
+            readers,
+        })
+    }
+
+    /// The partition count in use (the topic's real one).
+    pub fn partitions(&self) -> i32 {
+        self.partitions
+    }
+
+    /// Waits until every message handed to the producer is delivered. Call
+    /// on graceful shutdown; publishes and deletes already wait for their
+    /// own messages, so this only matters for ones cancelled mid-flight.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), ResultError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(unavailable)?
+            .map_err(kafka_error)
+    }
+
+    fn partition_of(&self, offset: Offset) -> i32 {
+        // `partitions` is at least 1 (checked at connect), so the cast is lossless.
+        (offset.0 % self.partitions as u32) as i32
+    }
+
+    fn index_key(&self, job: JobId) -> String {
+        format!("{}:chunks:{job}", self.prefix)
+    }
+
+    /// Waits for a message's acknowledgement; returns where it landed.
+    async fn produce(
+        &self,
+        partition: i32,
+        key: &str,
+        payload: Option<&str>,
+        headers: OwnedHeaders,
+    ) -> Result<(i32, KafkaPosition), ResultError> {
+        let mut record = FutureRecord::<str, str>::to(&self.topic)
+            .partition(partition)
+            .key(key)
+            .headers(headers);
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        // A full local queue is waited out within the same overall budget.
+        let send = self.producer.send(record, PUBLISH_TIMEOUT);
+        match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
+            Err(_) => Err(ResultError::Timeout),
+            Ok(Err((e, _))) => Err(kafka_error(e)),
+            Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
+        }
+    }
+}
+
+#[async_trait]
+impl ResultTopic for KafkaResultTopic {
+    async fn publish(&self, chunk: &Chunk) -> Result<(), ResultError> {
+        let json = serde_json::to_string(chunk)?;
+        let index = self.index_key(chunk.job_id);
+        let seq = chunk.chunk_seq;
+        let mut redis = self.redis.clone();
+        // Chunks are indexed without gaps, so the count is the next seq.
+        let (stored, expected): (bool, u64) = redis::pipe()
+            .hexists(&index, seq)
+            .hlen(&index)
+            .query_async(&mut redis)
+            .await
+            .map_err(unavailable)?;
+        if stored {
+            // A job resumed after a crash re-publishes its last chunk.
+            return Ok(());
+        }
+        if seq > expected {
+            return Err(ResultError::OutOfSequence {
+                job: chunk.job_id,
+                seq,
+                expected,
+            });
+        }
+
+        let headers = chunk_headers(chunk.job_id, seq, Some(chunk.is_last));
+        let key = chunk_key(chunk.offset, seq);
+        let (partition, position) = self
+            .produce(self.partition_of(chunk.offset), &key, Some(&json), headers)
+            .await?;
+
+        // Two publishers racing for one seq both land in Kafka with the same
+        // key and content; the first index entry wins and reads accept either
+        // copy (see `fetch`), so compaction dropping one is harmless.
+        let _: () = redis::pipe()
+            .atomic()
+            .hset_nx(&index, seq, format!("{partition}:{position}"))
+            .ignore()
+            .expire(&index, INDEX_TTL_SECS)
+            .ignore()
+            .query_async(&mut redis)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn read(
+        &self,
+        job: JobId,
+        _offset: Offset,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<ChunkJson>, ResultError> {
+        let index = self.index_key(job);
+        let mut redis = self.redis.clone();
+        let stored: u64 = redis.hlen(&index).await.map_err(unavailable)?;
+        let wanted = stored
+            .saturating_sub(from)
+            .min(u64::try_from(limit).unwrap_or(u64::MAX));
+        if wanted == 0 {
+            return Ok(Vec::new());
+        }
+        let seqs: Vec<u64> = (from..from + wanted).collect();
+        let entries: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&index)
+            .arg(&seqs)
+            .query_async(&mut redis)
+            .await
+            .map_err(unavailable)?;
+
+        let mut needed = BTreeMap::new();
+        let mut partition = None;
+        for (seq, entry) in seqs.iter().zip(entries) {
+            let Some(entry) = entry else { break };
+            let (p, position) = parse_entry(&entry).ok_or_else(|| {
+                ResultError::Unavailable(format!("malformed index entry {entry:?} in {index}"))
+            })?;
+            // All chunks of a job share its offset, hence its partition.
+            if *partition.get_or_insert(p) != p {
+                break;
+            }
+            needed.insert(*seq, position);
+        }
+        let Some(partition) = partition else {
+            return Ok(Vec::new());
+        };
+
+        let request = Fetch {
+            topic: self.topic.clone(),
+            partition,
+            job: job.to_string(),
+            needed,
+        };
+        let found = self.readers.fetch(request).await?;
+        Ok(found.into_values().map(ChunkJson::from).collect())
+    }
+
+    async fn delete(&self, job: JobId, offset: Offset, chunks: u64) -> Result<(), ResultError> {
+        let index = self.index_key(job);
+        let mut redis = self.redis.clone();
+        // The index may know of a chunk the job's progress never counted (a
+        // crash between publish and progress); tombstone that one too.
+        let stored: u64 = redis.hlen(&index).await.map_err(unavailable)?;
+        let partition = self.partition_of(offset);
+        // Tombstones go first: the offset is re-leased only after delete
+        // returns, so no new job's chunk can be shadowed by them.
+        let tombstones = (0..chunks.max(stored)).map(|seq| {
+            let key = chunk_key(offset, seq);
+            async move {
+                let headers = chunk_headers(job, seq, None);
+                self.produce(partition, &key, None, headers).await
+            }
+        });
+        for outcome in join_all(tombstones).await {
+            outcome?;
+        }
+        let _: () = redis.del(&index).await.map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// A message key: readers of the raw topic select an offset by its prefix.
+fn chunk_key(offset: Offset, seq: u64) -> String {
+    format!("{offset}/{seq}")
+}
+
+/// `isLast` is left off tombstones: they end a chunk, they are not one.
+fn chunk_headers(job: JobId, seq: u64, is_last: Option<bool>) -> OwnedHeaders {
+    let job = job.to_string();
+    let seq = seq.to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "jobId",
+            value: Some(&job),
+        })
+        .insert(Header {
+            key: "chunkSeq",
+            value: Some(&seq),
+        });
+    match is_last {
+        Some(last) => headers.insert(Header {
+            key: "isLast",
+            value: Some(if last { "true" } else { "false" }),
+        }),
+        None => headers,
+    }
+}
+
+fn parse_entry(entry: &str) -> Option<(i32, KafkaPosition)> {
+    let (partition, position) = entry.split_once(':')?;
+    Some((partition.parse().ok()?, position.parse().ok()?))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ResultError {
+    ResultError::Unavailable(e.to_string())
+}
+
+fn kafka_error(e: KafkaError) -> ResultError {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::OperationTimedOut) => {
+            ResultError::Timeout
+        }
+        _ => unavailable(e),
+    }
+}
+
+async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), ResultError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(unavailable)?;
+    // Compaction keeps the latest message per key, so tombstones eventually
+    // remove an expired job's chunks from the log.
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
+        .set("cleanup.policy", "compact");
+    let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+    let created = tokio::time::timeout(ADMIN_TIMEOUT, admin.create_topics([&new], &options))
+        .await
+        .map_err(|_| ResultError::Timeout)?
+        .map_err(kafka_error)?;
+    for outcome in created {
+        match outcome {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(ResultError::Unavailable(format!(
+                    "creating topic {name}: {code}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn partition_count(brokers: &str, topic: &str) -> Result<i32, ResultError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(unavailable)?;
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        // A freshly created topic may take a moment to show its partitions.
+        let deadline = Instant::now() + ADMIN_TIMEOUT;
+        loop {
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), ADMIN_TIMEOUT)
+                .map_err(kafka_error)?;
+            let count = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map_or(0, |t| t.partitions().len());
+            if count > 0 {
+                return i32::try_from(count).map_err(unavailable);
+            }
+            if Instant::now() >= deadline {
+                return Err(ResultError::Unavailable(format!(
+                    "topic {topic} has no partitions in the cluster metadata"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await
+    .map_err(unavailable)?
+}
+
+/// What one read needs from a partition: the indexed position of each seq.
+struct Fetch {
+    topic: String,
+    partition: i32,
+    job: String,
+    needed: BTreeMap<u64, KafkaPosition>,
+}
+
+/// Assign-only consumers kept open between reads, so a read costs a fetch,
+/// not a fresh connection and metadata round.
+struct ReaderPool {
+    brokers: String,
+    idle: Mutex<Vec<BaseConsumer>>,
+    permits: Semaphore,
+}
+
+impl ReaderPool {
+    fn new(brokers: &str) -> Result<ReaderPool, ResultError> {
+        let idle = (0..READERS)
+            .map(|_| reader(brokers))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ReaderPool {
+            brokers: brokers.to_owned(),
+            idle: Mutex::new(idle),
+            permits: Semaphore::new(READERS),
+        })
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<BaseConsumer>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Chunk JSON by seq: every needed seq, or an error.
+    async fn fetch(self: &Arc<Self>, request: Fetch) -> Result<BTreeMap<u64, String>, ResultError> {
+        let _permit = self.permits.acquire().await.map_err(unavailable)?;
+        // A consumer lost to a panicked fetch is replaced here.
+        let consumer = match self.idle().pop() {
+            Some(consumer) => consumer,
+            None => reader(&self.brokers)?,
+        };
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let found = fetch(&consumer, &request);
+            // Leave nothing assigned, so an idle reader fetches nothing.
+            if let Err(e) = consumer.unassign() {
+                warn!(error = %e, "could not unassign a result reader");
+            }
+            pool.idle().push(consumer);
+            found
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+fn reader(brokers: &str) -> Result<BaseConsumer, ResultError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", READER_GROUP)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // The end of the partition tells a read that a chunk is not coming.
+        .set("enable.partition.eof", "true")
+        // Readers want the few messages they asked for, quickly: a longer
+        // broker-side wait showed up as ~100 ms per single-chunk read.
+        .set("fetch.wait.max.ms", "10")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(unavailable)
+}
+
+/// Reads the partition from the first needed position until every needed
+/// seq is found. A message counts for a seq when its headers name the job and
+/// seq and it sits at or after the indexed position: the indexed copy, or a
+/// later duplicate that compaction kept in its place. Messages of other jobs
+/// sharing the partition are skipped.
+fn fetch(consumer: &BaseConsumer, request: &Fetch) -> Result<BTreeMap<u64, String>, ResultError> {
+    let Some(&start) = request.needed.values().min() else {
+        return Ok(BTreeMap::new());
+    };
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(
+            &request.topic,
+            request.partition,
+            rdkafka::Offset::Offset(start),
+        )
+        .map_err(kafka_error)?;
+    consumer.assign(&assignment).map_err(kafka_error)?;
+
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let mut found: HashMap<u64, String> = HashMap::with_capacity(request.needed.len());
+    while found.len() < request.needed.len() {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(ResultError::Timeout);
+        }
+        let message = match consumer.poll(remaining.min(Duration::from_millis(500))) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(p))) if p == request.partition => break,
+            Some(Err(KafkaError::PartitionEOF(_))) => continue,
+            Some(Err(e)) => return Err(kafka_error(e)),
+            Some(Ok(message)) => message,
+        };
+        if message.topic() != request.topic
+            || message.partition() != request.partition
+            || message.offset() < start
+        {
+            continue;
+        }
+        let Some(payload) = message.payload() else {
+            continue;
+        };
+        let Some((job, seq)) = message.headers().and_then(job_and_seq) else {
+            continue;
+        };
+        if job != request.job {
+            continue;
+        }
+        let Some(&position) = request.needed.get(&seq) else {
+            continue;
+        };
+        if message.offset() < position || found.contains_key(&seq) {
+            continue;
+        }
+        let json = std::str::from_utf8(payload).map_err(unavailable)?;
+        found.insert(seq, json.to_owned());
+    }
+    if found.len() < request.needed.len() {
+        let missing: Vec<_> = request
+            .needed
+            .iter()
+            .filter(|(seq, _)| !found.contains_key(seq))
+            .collect();
+        return Err(ResultError::Unavailable(format!(
+            "chunks (seq, position) {missing:?} of job {} are indexed but not in partition {}",
+            request.job, request.partition
+        )));
+    }
+    Ok(found.into_iter().collect())
+}
+
+fn job_and_seq(headers: &BorrowedHeaders) -> Option<(&str, u64)> {
+    let (mut job, mut seq) = (None, None);
+    for header in headers.iter() {
+        match header.key {
+            "jobId" => job = header.value.and_then(|v| std::str::from_utf8(v).ok()),
+            "chunkSeq" => {
+                seq = header
+                    .value
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse().ok());
+            }
+            _ => {}
+        }
+    }
+    Some((job?, seq?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_entries_round_trip() {
+        assert_eq!(parse_entry("3:12345"), Some((3, 12345)));
+        assert_eq!(parse_entry("3"), None);
+        assert_eq!(parse_entry("x:1"), None);
+    }
+
+    #[test]
+    fn keys_put_the_offset_first() {
+        assert_eq!(chunk_key(Offset(42), 7), "42/7");
+    }
+}

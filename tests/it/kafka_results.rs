@@ -1,0 +1,249 @@
+//! The Kafka result topic beyond the shared contract: reads across
+//! processes, and the raw topic layout dashboards rely on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use pseudostream::jobs::model::{Chunk, JobId, JobStatus, Offset};
+use pseudostream::results::ResultTopic;
+use pseudostream::results::kafka::KafkaResultTopic;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use serde_json::{Map, json};
+
+const PARTITIONS: i32 = 3;
+
+pub fn brokers() -> String {
+    std::env::var("PSEUDOSTREAM_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("PSEUDOSTREAM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A topic name and Redis prefix no other test shares.
+pub struct Names {
+    pub topic: String,
+    pub prefix: String,
+}
+
+impl Names {
+    pub fn fresh() -> Names {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Names {
+            topic: format!("pseudostream-test-{id}"),
+            prefix: format!("pseudostream-test-{id}"),
+        }
+    }
+
+    pub async fn connect(&self) -> KafkaResultTopic {
+        KafkaResultTopic::connect(
+            &brokers(),
+            &self.topic,
+            PARTITIONS,
+            &redis_url(),
+            &self.prefix,
+        )
+        .await
+        .expect("connecting to Kafka and Redis")
+    }
+}
+
+/// A Kafka result topic on a fresh topic and prefix, for the contract suite.
+pub async fn fresh_topic() -> KafkaResultTopic {
+    Names::fresh().connect().await
+}
+
+fn chunk(job: JobId, offset: Offset, seq: u64, last: bool) -> Chunk {
+    let mut row = Map::new();
+    row.insert("n".into(), json!(seq));
+    Chunk {
+        job_id: job,
+        offset,
+        chunk_seq: seq,
+        is_last: last,
+        rows: vec![row],
+        status: last.then_some(JobStatus::Completed),
+        total_rows: last.then_some(seq + 1),
+        truncated: last.then_some(false),
+        error: None,
+    }
+}
+
+fn seqs(chunks: &[std::sync::Arc<str>]) -> Vec<u64> {
+    chunks
+        .iter()
+        .map(|c| {
+            let c: serde_json::Value = serde_json::from_str(c).expect("chunk JSON");
+            c["chunkSeq"].as_u64().expect("chunkSeq")
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs Kafka at PSEUDOSTREAM_TEST_KAFKA_BROKERS (default 127.0.0.1:9092) and Redis"]
+async fn a_second_instance_reads_what_the_first_published() {
+    let names = Names::fresh();
+    let writer = names.connect().await;
+    let reader = names.connect().await;
+    let job = JobId::new();
+    for seq in 0..3 {
+        writer
+            .publish(&chunk(job, Offset(4), seq, false))
+            .await
+            .unwrap();
+    }
+    let read = reader.read(job, Offset(4), 0, 10).await.unwrap();
+    assert_eq!(seqs(&read), [0, 1, 2]);
+    // Same text as the embedded log stores.
+    let expected = serde_json::to_string(&chunk(job, Offset(4), 1, false)).unwrap();
+    assert_eq!(&*read[1], expected);
+
+    // A takeover in another process re-publishes the last seq, then goes on.
+    reader
+        .publish(&chunk(job, Offset(4), 2, false))
+        .await
+        .unwrap();
+    reader
+        .publish(&chunk(job, Offset(4), 3, true))
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs(&writer.read(job, Offset(4), 1, 10).await.unwrap()),
+        [1, 2, 3]
+    );
+    writer.flush(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A message as a connector sees it.
+struct Raw {
+    key: String,
+    job: Option<String>,
+    seq: Option<u64>,
+    is_last: Option<bool>,
+    value: Option<serde_json::Value>,
+}
+
+/// Reads a whole partition the way a dashboard connector would: plain
+/// rdkafka, assign from the beginning, no consumer group, no pseudostream code.
+fn read_partition(topic: &str, partition: i32) -> Vec<Raw> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        // librdkafka wants a group id for assign; nothing joins or commits.
+        .set("group.id", "dashboard-connector-test")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut out = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "no end of partition in time");
+        match consumer.poll(Duration::from_millis(500)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => panic!("consumer error: {e}"),
+            Some(Ok(m)) => {
+                let mut raw = Raw {
+                    key: String::from_utf8(m.key().unwrap_or_default().to_vec()).unwrap(),
+                    job: None,
+                    seq: None,
+                    is_last: None,
+                    value: m.payload().map(|p| serde_json::from_slice(p).unwrap()),
+                };
+                if let Some(headers) = m.headers() {
+                    for h in headers.iter() {
+                        let v = h.value.map(|v| String::from_utf8(v.to_vec()).unwrap());
+                        match h.key {
+                            "jobId" => raw.job = v,
+                            "chunkSeq" => raw.seq = v.and_then(|v| v.parse().ok()),
+                            "isLast" => raw.is_last = v.and_then(|v| v.parse().ok()),
+                            _ => {}
+                        }
+                    }
+                }
+                out.push(raw);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+#[ignore = "needs Kafka at PSEUDOSTREAM_TEST_KAFKA_BROKERS (default 127.0.0.1:9092) and Redis"]
+async fn a_dashboard_connector_reads_an_offset_straight_from_kafka() {
+    let names = Names::fresh();
+    let topic = names.connect().await;
+    let partitions = topic.partitions();
+    assert_eq!(partitions, PARTITIONS);
+    let offset = Offset(5);
+    // Another offset on the same partition, whose messages must be told apart.
+    let neighbour = Offset(5 + PARTITIONS as u32);
+    let (job, other) = (JobId::new(), JobId::new());
+    for seq in 0..4 {
+        topic
+            .publish(&chunk(job, offset, seq, seq == 3))
+            .await
+            .unwrap();
+        topic
+            .publish(&chunk(other, neighbour, seq, seq == 3))
+            .await
+            .unwrap();
+    }
+
+    let partition = (offset.0 % partitions as u32) as i32;
+    let topic_name = names.topic.clone();
+    let raw = tokio::task::spawn_blocking(move || read_partition(&topic_name, partition))
+        .await
+        .unwrap();
+    let prefix = format!("{offset}/");
+    let mut by_job: HashMap<String, BTreeMap<u64, Raw>> = HashMap::new();
+    for m in raw.into_iter().filter(|m| m.key.starts_with(&prefix)) {
+        let job = m.job.clone().expect("jobId header");
+        let seq = m.seq.expect("chunkSeq header");
+        assert_eq!(m.key, format!("{offset}/{seq}"));
+        by_job.entry(job).or_default().insert(seq, m);
+    }
+    assert_eq!(by_job.len(), 1, "only the job at offset {offset}");
+    let chunks = &by_job[&job.to_string()];
+    assert_eq!(chunks.keys().copied().collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(
+        chunks.values().filter(|m| m.is_last == Some(true)).count(),
+        1
+    );
+    assert_eq!(chunks[&3].is_last, Some(true));
+    let value = chunks[&3].value.as_ref().expect("a chunk has a value");
+    assert_eq!(value["jobId"], job.to_string());
+    assert_eq!(value["offset"], offset.0);
+    assert_eq!(value["chunkSeq"], 3);
+    assert_eq!(value["status"], "completed");
+
+    topic.delete(job, offset, 4).await.unwrap();
+    let topic_name = names.topic.clone();
+    let raw = tokio::task::spawn_blocking(move || read_partition(&topic_name, partition))
+        .await
+        .unwrap();
+    // The last message per key is what compaction keeps: a tombstone.
+    let mut latest: BTreeMap<String, Raw> = BTreeMap::new();
+    for m in raw.into_iter().filter(|m| m.key.starts_with(&prefix)) {
+        latest.insert(m.key.clone(), m);
+    }
+    assert_eq!(latest.len(), 4);
+    for m in latest.values() {
+        assert!(m.value.is_none(), "{} should be a tombstone", m.key);
+        assert_eq!(m.job.as_deref(), Some(job.to_string().as_str()));
+    }
+    assert!(topic.read(job, offset, 0, 10).await.unwrap().is_empty());
+    assert_eq!(
+        seqs(&topic.read(other, neighbour, 0, 10).await.unwrap()),
+        [0, 1, 2, 3]
+    );
+}
