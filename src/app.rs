@@ -33,6 +33,7 @@ use crate::coord::redis::{RedisCoordinator, RedisJobQueue, RedisRateLimiter};
 use crate::filter::Limits;
 use crate::jobs::{Backends, Hooks, JobSettings, Jobs, Principal, Role};
 use crate::results::ResultTopic;
+use crate::results::kafka::KafkaResultTopic;
 use crate::results::memory::MemoryResultLog;
 use crate::source::QuerySource;
 use crate::source::files::ParquetSource;
@@ -235,11 +236,22 @@ async fn build_backends(config: &Config) -> anyhow::Result<Backends> {
             Arc::new(LocalRateLimiter::new(config.rate_limit)),
         ),
     };
-    let results: Arc<dyn ResultTopic> = match &config.kafka_brokers {
-        Some(_) => anyhow::bail!(
-            "PSEUDOSTREAM_KAFKA_BROKERS is set, but this build has no Kafka result topic yet; unset it to use the in-process log"
+    let results: Arc<dyn ResultTopic> = match (&config.kafka_brokers, &config.redis_url) {
+        (Some(brokers), Some(redis)) => Arc::new(
+            KafkaResultTopic::connect(
+                brokers,
+                &config.kafka_topic,
+                config.kafka_partitions,
+                redis,
+                &config.redis_prefix,
+            )
+            .await
+            .context("connecting the Kafka result topic")?,
         ),
-        None => Arc::new(MemoryResultLog::new(config.result_memory_bytes)),
+        (Some(_), None) => anyhow::bail!(
+            "PSEUDOSTREAM_KAFKA_BROKERS needs PSEUDOSTREAM_REDIS_URL too: Redis records where each chunk landed in Kafka"
+        ),
+        (None, _) => Arc::new(MemoryResultLog::new(config.result_memory_bytes)),
     };
     Ok(Backends {
         coordinator,

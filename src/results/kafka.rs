@@ -166,6 +166,12 @@ impl KafkaResultTopic {
 
 #[async_trait]
 impl ResultTopic for KafkaResultTopic {
+    async fn close(&self) {
+        if let Err(e) = self.flush(Duration::from_secs(10)).await {
+            tracing::warn!(error = %e, "could not flush the Kafka producer at shutdown");
+        }
+    }
+
     async fn publish(&self, chunk: &Chunk) -> Result<(), ResultError> {
         let json = serde_json::to_string(chunk)?;
         let index = self.index_key(chunk.job_id);

@@ -18,3 +18,4 @@ mod expiry;
 mod flow;
 mod kafka_results;
 mod limits;
+mod scale_out;
