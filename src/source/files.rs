@@ -548,17 +548,6 @@ impl ParquetSource {
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
-
-    fn check_field(&self, name: &str) -> Result<(), SourceError> {
-        if self.schema.field_type(name).is_some() {
-            Ok(())
-        } else {
-            Err(SourceError::UnknownField {
-                field: name.to_owned(),
-                available: self.schema.field_names().collect::<Vec<_>>().join(", "),
-            })
-        }
-    }
 }
 
 #[async_trait::async_trait]
@@ -580,16 +569,7 @@ impl QuerySource for ParquetSource {
     /// returned if `q.fields` is empty or names it. Rows whose time is null
     /// never match a time range, so they are never returned.
     async fn query(&self, q: SourceQuery) -> Result<RowStream, SourceError> {
-        let mut output: Vec<String> = Vec::new();
-        for f in &q.fields {
-            self.check_field(f)?;
-            if !output.contains(f) {
-                output.push(f.clone());
-            }
-        }
-        if output.is_empty() {
-            output = self.schema.field_names().map(str::to_owned).collect();
-        }
+        let output = super::output_fields(&self.schema, &q.fields)?;
         let time = self.schema.time_column.clone();
         let predicate = translate(&q.predicate, &self.arrow_schema)?;
         let filter = time_compare(&time, CompareOp::Ge, q.from_us, &self.time_type)

@@ -38,6 +38,31 @@ pub struct SourceQuery {
     pub limit: u64,
 }
 
+/// The fields a query returns: the requested ones in order without repeats,
+/// or every field of the schema when none are named. Shared by all sources
+/// so they answer the same query with the same columns.
+pub(crate) fn output_fields(
+    schema: &Schema,
+    requested: &[String],
+) -> Result<Vec<String>, SourceError> {
+    let mut output: Vec<String> = Vec::new();
+    for name in requested {
+        if schema.field_type(name).is_none() {
+            return Err(SourceError::UnknownField {
+                field: name.clone(),
+                available: schema.field_names().collect::<Vec<_>>().join(", "),
+            });
+        }
+        if !output.contains(name) {
+            output.push(name.clone());
+        }
+    }
+    if output.is_empty() {
+        output = schema.field_names().map(str::to_owned).collect();
+    }
+    Ok(output)
+}
+
 /// A queryable source of rows.
 #[async_trait::async_trait]
 pub trait QuerySource: Send + Sync + 'static {

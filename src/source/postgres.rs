@@ -861,16 +861,7 @@ impl QuerySource for PostgresSource {
     /// the other returned fields ascending with nulls last; the time column
     /// only returned when asked for (or all fields are).
     async fn query(&self, q: SourceQuery) -> Result<RowStream, SourceError> {
-        let mut output: Vec<String> = Vec::new();
-        for f in &q.fields {
-            self.column(f)?;
-            if !output.contains(f) {
-                output.push(f.clone());
-            }
-        }
-        if output.is_empty() {
-            output = self.schema.field_names().map(str::to_owned).collect();
-        }
+        let output = super::output_fields(&self.schema, &q.fields)?;
         let time = self.column(&self.schema.time_column)?.clone();
 
         let mut tr = Translator {
