@@ -33,6 +33,7 @@ use crate::coord::redis::{RedisCoordinator, RedisJobQueue, RedisRateLimiter};
 use crate::filter::Limits;
 use crate::jobs::{Backends, Hooks, JobSettings, Jobs, Principal, Role};
 use crate::results::ResultTopic;
+use crate::results::cache::CachedResultTopic;
 use crate::results::kafka::KafkaResultTopic;
 use crate::results::memory::MemoryResultLog;
 use crate::source::QuerySource;
@@ -237,8 +238,8 @@ async fn build_backends(config: &Config) -> anyhow::Result<Backends> {
         ),
     };
     let results: Arc<dyn ResultTopic> = match (&config.kafka_brokers, &config.redis_url) {
-        (Some(brokers), Some(redis)) => Arc::new(
-            KafkaResultTopic::connect(
+        (Some(brokers), Some(redis)) => {
+            let kafka = KafkaResultTopic::connect(
                 brokers,
                 &config.kafka_topic,
                 config.kafka_partitions,
@@ -246,8 +247,11 @@ async fn build_backends(config: &Config) -> anyhow::Result<Backends> {
                 &config.redis_prefix,
             )
             .await
-            .context("connecting the Kafka result topic")?,
-        ),
+            .context("connecting the Kafka result topic")?;
+            // Published chunks never change: pollers are served from memory.
+            let budget = usize::try_from(config.result_memory_bytes / 4).unwrap_or(usize::MAX);
+            Arc::new(CachedResultTopic::new(Arc::new(kafka), budget))
+        }
         (Some(_), None) => anyhow::bail!(
             "PSEUDOSTREAM_KAFKA_BROKERS needs PSEUDOSTREAM_REDIS_URL too: Redis records where each chunk landed in Kafka"
         ),

@@ -2,6 +2,7 @@
 //! `memory` is the embedded append-only log used by default; `kafka` keeps
 //! chunks in a compacted Kafka topic with a Redis index, for several processes.
 
+pub mod cache;
 pub mod kafka;
 pub mod memory;
 

@@ -98,6 +98,14 @@ macro_rules! result_topic_suite {
 }
 
 result_topic_suite!(embedded, MemoryResultLog::new(u64::MAX));
+// The cache must keep the contract of what it wraps; a tiny budget makes it evict.
+result_topic_suite!(
+    cached,
+    pseudostream::results::cache::CachedResultTopic::new(
+        std::sync::Arc::new(MemoryResultLog::new(u64::MAX)),
+        300
+    )
+);
 result_topic_suite!(
     kafka,
     crate::kafka_results::fresh_topic().await,
