@@ -81,3 +81,37 @@ async fn an_exhausted_pool_is_503_never_an_overwrite() {
     assert_eq!(holder["jobId"], a["jobId"]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_result_store_is_503_until_results_expire() {
+    let mut config = config();
+    config.result_memory_bytes = 1;
+    config.result_ttl = Duration::from_millis(300);
+    config.expiry_interval = Duration::from_millis(50);
+    let server = Server::start_with(config, Default::default()).await;
+    let first = server.submit(ALICE, "status = 200").await;
+    server
+        .read_all(ALICE, first["jobId"].as_str().unwrap())
+        .await;
+
+    let body = serde_json::json!({ "filter": "status = 201", "timeRange": { "last": "7d" } });
+    let (status, problem) = server.post(ALICE, "/v1/jobs", body.clone()).await;
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(
+        problem["type"],
+        "https://pseudostream.dev/problems/overloaded"
+    );
+    // A live identical query still shares the job: it costs no memory.
+    assert_eq!(
+        server.submit(BOB, "status = 200").await["deduplicated"],
+        true
+    );
+
+    wait_until(
+        "expiry frees the store",
+        Duration::from_secs(10),
+        || async { server.post(ALICE, "/v1/jobs", body.clone()).await.0 == 202 },
+    )
+    .await;
+    server.stop().await;
+}
