@@ -17,3 +17,4 @@ mod dedup;
 mod expiry;
 mod flow;
 mod limits;
+mod openapi;
