@@ -16,5 +16,6 @@ mod correctness;
 mod dedup;
 mod expiry;
 mod flow;
+mod idempotency;
 mod limits;
 mod openapi;
