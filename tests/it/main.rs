@@ -19,3 +19,4 @@ mod flow;
 mod idempotency;
 mod limits;
 mod openapi;
+mod tenancy;
