@@ -36,8 +36,18 @@ pub async fn submit(
     Json(request): Json<SubmitRequest>,
 ) -> Result<Response, ApiError> {
     let wait = wait_param(params.wait, MAX_SUBMIT_WAIT)?;
-    let key = idempotency_key(&headers)?;
-    let submitted = state.jobs.submit_with_key(&who, request, key).await?;
+    let key = idempotency_key(&headers)?.map(str::to_owned);
+    // Admission runs in its own task so a client hanging up cannot cut it
+    // short: between its fingerprint claim (and idempotency key) and the
+    // job's insert it holds a claim and an offset lease that only it gives
+    // back, and hyper drops a request's future when its connection closes.
+    let jobs = state.jobs.clone();
+    let submitted =
+        tokio::spawn(async move { jobs.submit_with_key(&who, request, key.as_deref()).await })
+            .await
+            .map_err(|e| {
+                ApiError::new(ErrorCode::Internal, format!("the submission failed: {e}"))
+            })??;
     let mut job = submitted.job;
     let mut body = json!({
         "jobId": job.id(),

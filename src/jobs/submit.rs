@@ -257,6 +257,11 @@ impl Jobs {
                 .ok_or(JobError::PoolExhausted {
                     retry_after: self.settings.full_retry_after,
                 })?;
+        if let Some(gate) = &self.hooks.admission_gate
+            && let Ok(permit) = gate.acquire().await
+        {
+            permit.forget();
+        }
         let record = JobRecord::new(spec.clone(), now);
         if let Err(e) = b
             .audit

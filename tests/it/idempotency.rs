@@ -110,3 +110,48 @@ async fn a_malformed_key_is_400() {
     assert_eq!(status, 202);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_hanging_up_mid_admission_leaves_nothing_stuck() {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let hooks = Hooks {
+        admission_gate: Some(gate.clone()),
+        ..Hooks::default()
+    };
+    let server = Server::start_with(config(), hooks).await;
+    let body = json!({ "filter": "status = 429", "timeRange": { "last": "7d" } });
+    let client = {
+        let (http, url, body) = (server.http.clone(), server.url("/v1/jobs"), body.clone());
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(ALICE)
+                .header("idempotency-key", "hang-up")
+                .json(&body)
+                .send()
+                .await
+        })
+    };
+    // Held after leasing its offset, before the audit row and the insert.
+    wait_until(
+        "the admission holds an offset",
+        Duration::from_secs(10),
+        || async { server.get(ALICE, "/readyz").await.1["offsets"]["leased"] == 1 },
+    )
+    .await;
+    client.abort();
+    let _ = client.await;
+    gate.add_permits(1);
+    // The admission still completes: the job exists and the key replays it.
+    wait_until("the job was admitted", Duration::from_secs(10), || async {
+        server.get(ALICE, "/v1/jobs").await.1["jobs"]
+            .as_array()
+            .is_some_and(|jobs| jobs.len() == 1)
+    })
+    .await;
+    let (_, list) = server.get(ALICE, "/v1/jobs").await;
+    gate.add_permits(10);
+    let (status, again) = post_with_key(&server, ALICE, "hang-up", &body).await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["jobId"], list["jobs"][0]["jobId"]);
+    server.stop().await;
+}
