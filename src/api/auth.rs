@@ -1,7 +1,6 @@
 //! Bearer API keys. Keys are held only as SHA-256 hashes; the configured
 //! `key=user:tenant:role` list is parsed once at start-up.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
@@ -15,7 +14,9 @@ use crate::jobs::{Principal, Role};
 
 #[derive(Debug, Clone, Default)]
 pub struct ApiKeys {
-    by_hash: HashMap<[u8; 32], Principal>,
+    /// (SHA-256 of the key, who it is). A list, not a map: lookup compares
+    /// against every entry (see `principal`).
+    hashes: Vec<([u8; 32], Principal)>,
 }
 
 impl ApiKeys {
@@ -54,23 +55,50 @@ impl ApiKeys {
         Ok(keys)
     }
 
+    /// Adds a key; a key listed twice keeps its last entry.
     pub fn insert(&mut self, key: &str, who: Principal) {
-        self.by_hash.insert(hash(key), who);
+        let hash = hash(key);
+        self.hashes.retain(|(h, _)| *h != hash);
+        self.hashes.push((hash, who));
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
+        self.hashes.is_empty()
     }
 
-    /// Looks a presented key up by its hash. The map compares fixed-size
-    /// hashes, so timing tells nothing about how much of a key was right.
+    /// Looks a presented key up by its hash, in constant time: the
+    /// presented key's hash is compared with every stored hash, each with a
+    /// constant-time equality (no early exit, in the comparison or the
+    /// loop), so the time taken says neither how much of a hash matched nor
+    /// which entry did. Hashing first already hides how much of the key
+    /// was right; this also keeps a hash map's bucket probing and `memcmp`
+    /// out of the picture.
     pub fn principal(&self, presented: &str) -> Option<&Principal> {
-        self.by_hash.get(&hash(presented))
+        let presented = hash(presented);
+        let mut found = None;
+        for (n, (stored, _)) in self.hashes.iter().enumerate() {
+            if constant_time_eq(stored, &presented) {
+                found = Some(n);
+            }
+        }
+        found.map(|n| &self.hashes[n].1)
     }
 }
 
 fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
+}
+
+/// Equality of two hashes that takes the same time whatever they hold: XOR
+/// every byte pair and OR the results together, then test once.
+/// `black_box` keeps the optimiser from turning the fold back into an
+/// early-exit comparison.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let mut difference = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        difference |= std::hint::black_box(x ^ y);
+    }
+    std::hint::black_box(difference) == 0
 }
 
 /// The authenticated caller of a request.
@@ -132,5 +160,51 @@ mod tests {
         assert!(ApiKeys::parse("short=ann:acme:query").is_err());
         assert!(ApiKeys::parse("long-enough=ann:acme:admin").is_err());
         assert!(ApiKeys::parse("long-enough=ann:acme").is_err());
+    }
+
+    #[test]
+    fn lookup_finds_exactly_the_presented_key() {
+        let keys = ApiKeys::parse(
+            "key-number-1=ann:acme:query,key-number-2=bob:acme:ops,key-number-3=zed:globex:query",
+        )
+        .unwrap();
+        for (key, user) in [
+            ("key-number-1", "ann"),
+            ("key-number-2", "bob"),
+            ("key-number-3", "zed"),
+        ] {
+            assert_eq!(keys.principal(key).unwrap().user, user);
+        }
+        // Prefixes, extensions, case and whitespace variants are other keys.
+        for wrong in [
+            "",
+            "key-number-",
+            "key-number-12",
+            "KEY-NUMBER-1",
+            " key-number-1",
+            "key-number-4",
+        ] {
+            assert!(keys.principal(wrong).is_none(), "{wrong:?}");
+        }
+        assert!(ApiKeys::default().principal("key-number-1").is_none());
+    }
+
+    #[test]
+    fn a_key_listed_twice_keeps_its_last_entry() {
+        let keys = ApiKeys::parse("key-number-1=ann:acme:query,key-number-1=bob:acme:ops").unwrap();
+        assert_eq!(keys.principal("key-number-1").unwrap().user, "bob");
+        assert_eq!(keys.hashes.len(), 1);
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        let a = hash("one");
+        let mut b = a;
+        assert!(constant_time_eq(&a, &b));
+        for i in [0, 15, 31] {
+            b = a;
+            b[i] ^= 0x80;
+            assert!(!constant_time_eq(&a, &b), "byte {i}");
+        }
     }
 }

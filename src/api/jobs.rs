@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ use super::extract::{Json, Path, Query, limit_param};
 use super::problem::{ApiError, ErrorCode};
 use crate::audit::rfc3339;
 use crate::jobs::read::ChunkPage;
-use crate::jobs::submit::SubmitRequest;
+use crate::jobs::submit::{MAX_IDEMPOTENCY_KEY_LEN, SubmitRequest};
 use crate::jobs::{JobRecord, JobStatus};
 
 /// The longest `POST /v1/jobs?wait=` may hold the answer.
@@ -32,10 +32,22 @@ pub async fn submit(
     State(state): State<Arc<AppState>>,
     Caller(who): Caller,
     Query(params): Query<SubmitParams>,
+    headers: HeaderMap,
     Json(request): Json<SubmitRequest>,
 ) -> Result<Response, ApiError> {
     let wait = wait_param(params.wait, MAX_SUBMIT_WAIT)?;
-    let submitted = state.jobs.submit(&who, request).await?;
+    let key = idempotency_key(&headers)?.map(str::to_owned);
+    // Admission runs in its own task so a client hanging up cannot cut it
+    // short: between its fingerprint claim (and idempotency key) and the
+    // job's insert it holds a claim and an offset lease that only it gives
+    // back, and hyper drops a request's future when its connection closes.
+    let jobs = state.jobs.clone();
+    let submitted =
+        tokio::spawn(async move { jobs.submit_with_key(&who, request, key.as_deref()).await })
+            .await
+            .map_err(|e| {
+                ApiError::new(ErrorCode::Internal, format!("the submission failed: {e}"))
+            })??;
     let mut job = submitted.job;
     let mut body = json!({
         "jobId": job.id(),
@@ -172,6 +184,31 @@ fn chunk_page_response(page: &ChunkPage) -> Response {
     body.push_str(&page.next.to_string());
     body.push('}');
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The optional `Idempotency-Key` header: 1 to 255 printable ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let invalid = |detail: &str| {
+        Err(ApiError::new(ErrorCode::InvalidParameter, detail).with("field", "Idempotency-Key"))
+    };
+    if values.next().is_some() {
+        return invalid("send one `Idempotency-Key` header, not several");
+    }
+    let bytes = value.as_bytes();
+    if bytes.is_empty()
+        || bytes.len() > MAX_IDEMPOTENCY_KEY_LEN
+        || !bytes.iter().all(|b| (0x20..=0x7e).contains(b))
+    {
+        return invalid(&format!(
+            "`Idempotency-Key` must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters, e.g. a UUID"
+        ));
+    }
+    // Printable ASCII, so valid UTF-8.
+    Ok(value.to_str().ok())
 }
 
 fn wait_param(wait: Option<f64>, max: f64) -> Result<Duration, ApiError> {

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod extract;
 pub mod jobs;
 pub mod offsets;
+pub mod openapi;
 pub mod problem;
 
 use std::sync::Arc;
@@ -29,6 +30,10 @@ pub struct AppState {
 }
 
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    // The document is a build-time constant, checked by a unit test; a
+    // failure here is a broken build, not something a request can cause.
+    let openapi_json =
+        axum::body::Bytes::from(openapi::to_json().expect("openapi/openapi.yaml is valid YAML"));
     Router::new()
         .route("/v1/jobs", get(jobs::list).post(jobs::submit))
         .route("/v1/jobs/{job_id}", get(jobs::get).delete(jobs::cancel))
@@ -39,6 +44,14 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.yaml", get(openapi::yaml))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let json = openapi_json.clone();
+                async move { openapi::json_response(json) }
+            }),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -96,10 +109,8 @@ async fn healthz() -> Response {
 /// Readiness: admitting jobs, and the coordinator answers.
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     if state.jobs.admission_closed.is_cancelled() {
-        return Err(ApiError::new(
-            ErrorCode::ShuttingDown,
-            "the service is shutting down",
-        ));
+        // Through `JobError` so the 503 carries `Retry-After` like every other.
+        return Err(crate::jobs::JobError::ShuttingDown.into());
     }
     let pool = state
         .jobs

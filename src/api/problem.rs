@@ -34,6 +34,7 @@ pub enum ErrorCode {
     FilterTooManyNodes,
     InListTooLarge,
     TimeRangeTooLong,
+    IdempotencyKeyReused,
     Unauthorized,
     Forbidden,
     JobNotFound,
@@ -76,7 +77,7 @@ impl ErrorCode {
             ),
             InvalidParameter => (
                 "invalid-parameter",
-                "A query or path parameter is invalid",
+                "A query, path or header parameter is invalid",
                 StatusCode::BAD_REQUEST,
             ),
             FilterSyntax => (
@@ -128,6 +129,11 @@ impl ErrorCode {
                 "time-range-too-long",
                 "The time range is too long",
                 StatusCode::BAD_REQUEST,
+            ),
+            IdempotencyKeyReused => (
+                "idempotency-key-reused",
+                "The Idempotency-Key was used with a different request",
+                StatusCode::UNPROCESSABLE_ENTITY,
             ),
             Unauthorized => (
                 "unauthorized",
@@ -223,7 +229,7 @@ impl ApiError {
         self
     }
 
-    fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
+    pub(crate) fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
         self.extensions.insert(key.to_owned(), value.into());
         self
     }
@@ -299,6 +305,10 @@ impl From<JobError> for ApiError {
             }
             JobError::TimeRangeTooLong { .. } => {
                 ApiError::new(ErrorCode::TimeRangeTooLong, detail).with("field", "timeRange")
+            }
+            JobError::IdempotencyKeyReused => {
+                ApiError::new(ErrorCode::IdempotencyKeyReused, detail)
+                    .with("field", "Idempotency-Key")
             }
             JobError::JobNotFound(_) => ApiError::new(ErrorCode::JobNotFound, detail),
             JobError::OffsetNotFound(_) => ApiError::new(ErrorCode::OffsetNotFound, detail),

@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-use super::{Claim, CoordError, Coordinator, PoolUsage};
+use super::{
+    Claim, CoordError, Coordinator, IDEMPOTENCY_RESERVATION_TTL, IdempotencyKey, KeyClaim,
+    PoolUsage, RequestHash,
+};
 use crate::filter::Fingerprint;
 use crate::jobs::model::{JobId, JobRecord, JobStatus, JobUpdate, Offset};
 
@@ -25,6 +28,15 @@ struct State {
     leases: Vec<Option<JobId>>,
     /// Where the round-robin search for a free offset starts.
     cursor: usize,
+    /// Idempotency keys; dropped by the expiry sweep once past `until` or
+    /// once their job is gone.
+    keys: HashMap<IdempotencyKey, KeyEntry>,
+}
+
+struct KeyEntry {
+    request: RequestHash,
+    job: Option<(JobId, bool)>,
+    until: tokio::time::Instant,
 }
 
 struct Entry {
@@ -47,6 +59,7 @@ impl MemoryCoordinator {
                 fingerprints: HashMap::new(),
                 leases: vec![None; pool_size as usize],
                 cursor: 0,
+                keys: HashMap::new(),
             }),
         }
     }
@@ -209,6 +222,12 @@ impl Coordinator for MemoryCoordinator {
 
     async fn begin_expiry(&self, now: DateTime<Utc>) -> Result<Vec<JobRecord>, CoordError> {
         let mut state = self.lock();
+        let state = &mut *state;
+        let instant = tokio::time::Instant::now();
+        let jobs = &state.jobs;
+        state.keys.retain(|_, entry| {
+            entry.until > instant && entry.job.is_none_or(|(job, _)| jobs.contains_key(&job))
+        });
         let mut expired = Vec::new();
         for entry in state.jobs.values_mut() {
             let due = entry.record.expires_at.is_some_and(|at| at <= now);
@@ -245,5 +264,80 @@ impl Coordinator for MemoryCoordinator {
             leased,
             size: state.leases.len() as u32,
         })
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        key: IdempotencyKey,
+        request: RequestHash,
+    ) -> Result<KeyClaim, CoordError> {
+        let mut state = self.lock();
+        let now = tokio::time::Instant::now();
+        if let Some(entry) = state.keys.get(&key).filter(|e| e.until > now) {
+            let live = entry.job.is_none_or(|(job, _)| {
+                state
+                    .jobs
+                    .get(&job)
+                    .is_some_and(|e| e.record.status != JobStatus::Expired)
+            });
+            if live {
+                return Ok(match entry.job {
+                    _ if entry.request != request => KeyClaim::Mismatch,
+                    None => KeyClaim::Pending,
+                    Some((job, deduplicated)) => KeyClaim::Replay { job, deduplicated },
+                });
+            }
+        }
+        state.keys.insert(
+            key,
+            KeyEntry {
+                request,
+                job: None,
+                until: now + IDEMPOTENCY_RESERVATION_TTL,
+            },
+        );
+        Ok(KeyClaim::Won)
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        key: IdempotencyKey,
+        request: RequestHash,
+        job: JobId,
+        deduplicated: bool,
+        ttl: Duration,
+    ) -> Result<(), CoordError> {
+        let mut state = self.lock();
+        let ours = state
+            .keys
+            .get(&key)
+            .is_none_or(|e| e.request == request && e.job.is_none());
+        if ours {
+            state.keys.insert(
+                key,
+                KeyEntry {
+                    request,
+                    job: Some((job, deduplicated)),
+                    until: tokio::time::Instant::now() + ttl,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn abandon_idempotency_key(
+        &self,
+        key: IdempotencyKey,
+        request: RequestHash,
+    ) -> Result<(), CoordError> {
+        let mut state = self.lock();
+        if state
+            .keys
+            .get(&key)
+            .is_some_and(|e| e.request == request && e.job.is_none())
+        {
+            state.keys.remove(&key);
+        }
+        Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! Coordination state shared by every API instance and worker: dedup by
-//! fingerprint, the offset pool, job records, the job queue and the per-user
-//! rate limit. Each is a small trait; `memory`, `queue` and `limiter` hold
+//! fingerprint, idempotency keys, the offset pool, job records, the job queue
+//! and the per-user rate limit. Each is a small trait; `memory`, `queue` and `limiter` hold
 //! the embedded implementations used by default, `redis` the distributed ones.
 
 pub mod limiter;
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::filter::Fingerprint;
@@ -45,6 +46,65 @@ pub enum Claim {
     /// Another submission holds the claim and is being admitted right now;
     /// ask again shortly.
     Pending,
+}
+
+/// An `Idempotency-Key` in the scope it is unique in: SHA-256 over the
+/// tenant, the user and the key (each length-prefixed), so any key fits a
+/// fixed-size storage key and two users' keys never meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(pub [u8; 32]);
+
+impl IdempotencyKey {
+    pub fn new(tenant: &str, user: &str, key: &str) -> IdempotencyKey {
+        let mut hash = Sha256::new();
+        for part in [tenant, user, key] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        IdempotencyKey(hash.finalize().into())
+    }
+}
+
+impl std::fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// SHA-256 of the request an idempotency key was first used with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestHash(pub [u8; 32]);
+
+impl RequestHash {
+    pub fn of(request: &[u8]) -> RequestHash {
+        RequestHash(Sha256::digest(request).into())
+    }
+}
+
+impl std::fmt::Display for RequestHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// How long a reserved idempotency key waits for its submission to complete
+/// or abandon it; after that (the admitter crashed or its client went away)
+/// the key is free again.
+pub const IDEMPOTENCY_RESERVATION_TTL: Duration = Duration::from_secs(30);
+
+/// The outcome of presenting an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyClaim {
+    /// The key is new, or its job's result is gone: the caller now holds it
+    /// and must complete or abandon it.
+    Won,
+    /// A submission with this key and this request is being admitted right
+    /// now; ask again shortly.
+    Pending,
+    /// This key and this request already got `job`: answer with it again.
+    Replay { job: JobId, deduplicated: bool },
+    /// The key is live for a different request.
+    Mismatch,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +164,32 @@ pub trait Coordinator: Send + Sync + 'static {
     /// its offset to the pool. Called after its chunks are deleted.
     async fn finish_expiry(&self, record: &JobRecord) -> Result<(), CoordError>;
     async fn pool_usage(&self) -> Result<PoolUsage, CoordError>;
+    /// Presents an idempotency key with the request it comes with. A
+    /// completed key is remembered while its job lives (until the job
+    /// expires) and at most the `ttl` given to `complete_idempotency_key`;
+    /// a reservation for `IDEMPOTENCY_RESERVATION_TTL`. Atomic: of
+    /// concurrent claims of one key exactly one wins.
+    async fn claim_idempotency_key(
+        &self,
+        key: IdempotencyKey,
+        request: RequestHash,
+    ) -> Result<KeyClaim, CoordError>;
+    /// Binds a won key to the job its submission got.
+    async fn complete_idempotency_key(
+        &self,
+        key: IdempotencyKey,
+        request: RequestHash,
+        job: JobId,
+        deduplicated: bool,
+        ttl: Duration,
+    ) -> Result<(), CoordError>;
+    /// Gives a won key back when its submission failed, so a retry is
+    /// judged afresh.
+    async fn abandon_idempotency_key(
+        &self,
+        key: IdempotencyKey,
+        request: RequestHash,
+    ) -> Result<(), CoordError>;
 }
 
 /// A job handed to a worker, with the receipt that acknowledges it.

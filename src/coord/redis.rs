@@ -17,6 +17,7 @@
 //! | `{prefix}:changes`               | pubsub | a job id, published on every change to it       |
 //! | `{prefix}:queue`                 | stream | queued `JobSpec`s, consumer group `workers`    |
 //! | `{prefix}:rate:{user}`           | string | the user's GCRA theoretical arrival time (µs)  |
+//! | `{prefix}:idem:{key hash hex}`   | string | `reserved:{request hash}` (with a TTL) or `done:{request hash}:{0\|1 deduplicated}:{jobId}` (with the key TTL) |
 //!
 //! Every decision that reads and then writes runs as one Lua script, which
 //! Redis executes without interleaving other commands: that is what keeps two
@@ -44,7 +45,10 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, warn};
 
-use super::{Claim, CoordError, Coordinator, JobQueue, PoolUsage, QueuedJob, RateLimiter};
+use super::{
+    Claim, CoordError, Coordinator, IDEMPOTENCY_RESERVATION_TTL, IdempotencyKey, JobQueue,
+    KeyClaim, PoolUsage, QueuedJob, RateLimiter, RequestHash,
+};
 use crate::config::RateLimit;
 use crate::filter::Fingerprint;
 use crate::jobs::model::{JobId, JobRecord, JobSpec, JobStatus, JobUpdate, Offset};
@@ -226,7 +230,48 @@ redis.call('PUBLISH', ARGV[3], ARGV[1])
 return 0
 "#;
 
+/// Presents an idempotency key: a live key answers for itself (mismatch,
+/// pending, or replay of its job while the job is not expired); a free one,
+/// or one whose job is gone, is reserved for this request. Atomic so that of
+/// concurrent claims exactly one wins.
+const CLAIM_IDEMPOTENCY_KEY: &str = r#"
+-- KEYS[1] idempotency key
+-- ARGV[1] request hash, ARGV[2] job key prefix, ARGV[3] reservation TTL (ms)
+local held = redis.call('GET', KEYS[1])
+if held then
+  local kind, request, rest = string.match(held, '^(%a+):(%x+):?(.*)$')
+  local live = kind == 'reserved'
+  local dedup, id
+  if kind == 'done' then
+    dedup, id = string.match(rest, '^(%d):(.+)$')
+    local record = id and redis.call('GET', ARGV[2] .. id)
+    if record then
+      local ok, decoded = pcall(cjson.decode, record)
+      live = ok and decoded['status'] ~= 'expired'
+    end
+  end
+  if live then
+    if request ~= ARGV[1] then return {'mismatch'} end
+    if kind == 'reserved' then return {'pending'} end
+    return {'replay', id, dedup}
+  end
+end
+redis.call('SET', KEYS[1], 'reserved:' .. ARGV[1], 'PX', ARGV[3])
+return {'won'}
+"#;
+
+/// Binds a reserved key to its job, unless the reservation lapsed and
+/// another request took the key meanwhile.
+const COMPLETE_IDEMPOTENCY_KEY: &str = r#"
+-- KEYS[1] idempotency key; ARGV[1] the reservation, ARGV[2] the done value, ARGV[3] TTL (ms)
+local held = redis.call('GET', KEYS[1])
+if (not held) or held == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return 0
+"#;
+
 struct CoordinatorScripts {
+    claim_idempotency_key: Script,
+    complete_idempotency_key: Script,
     claim_fingerprint: Script,
     delete_if_equal: Script,
     lease_offset: Script,
@@ -240,6 +285,8 @@ struct CoordinatorScripts {
 impl CoordinatorScripts {
     fn new() -> CoordinatorScripts {
         CoordinatorScripts {
+            claim_idempotency_key: Script::new(CLAIM_IDEMPOTENCY_KEY),
+            complete_idempotency_key: Script::new(COMPLETE_IDEMPOTENCY_KEY),
             claim_fingerprint: Script::new(CLAIM_FINGERPRINT),
             delete_if_equal: Script::new(DELETE_IF_EQUAL),
             lease_offset: Script::new(LEASE_OFFSET),
@@ -346,6 +393,10 @@ impl CoordKeys {
 
     fn fingerprint(&self, fingerprint: Fingerprint) -> String {
         format!("{}:fp:{fingerprint}", self.prefix)
+    }
+
+    fn idempotency(&self, key: IdempotencyKey) -> String {
+        format!("{}:idem:{key}", self.prefix)
     }
 
     /// The tenant's length keeps `a:b`/`c` apart from `a`/`b:c`.
@@ -494,6 +545,69 @@ impl Coordinator for RedisCoordinator {
                 "unexpected fingerprint claim reply {other:?}"
             ))),
         }
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        key: IdempotencyKey,
+        request: RequestHash,
+    ) -> Result<KeyClaim, CoordError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.claim_idempotency_key.prepare_invoke();
+        invocation
+            .key(self.keys.idempotency(key))
+            .arg(request.to_string())
+            .arg(self.keys.job_prefix())
+            .arg(IDEMPOTENCY_RESERVATION_TTL.as_millis() as u64);
+        let reply: Vec<String> = call(invocation.invoke_async(&mut conn)).await?;
+        match reply.as_slice() {
+            [outcome] if outcome == "won" => Ok(KeyClaim::Won),
+            [outcome] if outcome == "pending" => Ok(KeyClaim::Pending),
+            [outcome] if outcome == "mismatch" => Ok(KeyClaim::Mismatch),
+            [outcome, job, deduplicated] if outcome == "replay" => {
+                let job = job.parse().map_err(|_| {
+                    CoordError::Unavailable(format!("idempotency key {key} holds job id {job:?}"))
+                })?;
+                Ok(KeyClaim::Replay {
+                    job,
+                    deduplicated: deduplicated == "1",
+                })
+            }
+            other => Err(CoordError::Unavailable(format!(
+                "unexpected idempotency key claim reply {other:?}"
+            ))),
+        }
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        key: IdempotencyKey,
+        request: RequestHash,
+        job: JobId,
+        deduplicated: bool,
+        ttl: Duration,
+    ) -> Result<(), CoordError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.complete_idempotency_key.prepare_invoke();
+        invocation
+            .key(self.keys.idempotency(key))
+            .arg(format!("reserved:{request}"))
+            .arg(format!("done:{request}:{}:{job}", u8::from(deduplicated)))
+            .arg(ttl.as_millis().max(1) as u64);
+        call(invocation.invoke_async::<()>(&mut conn)).await
+    }
+
+    async fn abandon_idempotency_key(
+        &self,
+        key: IdempotencyKey,
+        request: RequestHash,
+    ) -> Result<(), CoordError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.delete_if_equal.prepare_invoke();
+        invocation
+            .key(self.keys.idempotency(key))
+            .arg(format!("reserved:{request}"));
+        call(invocation.invoke_async::<()>(&mut conn)).await
     }
 
     async fn abandon_fingerprint(

@@ -53,6 +53,8 @@ pub mod schema;
 pub mod validate;
 
 #[cfg(test)]
+mod fuzz_corpus;
+#[cfg(test)]
 mod proptests;
 
 pub use error::{FilterError, FilterErrorKind};

@@ -19,6 +19,10 @@ pub enum JobError {
     UnknownField { name: String, known: String },
     #[error("the time range spans {requested}, more than the allowed {max}; narrow `timeRange`")]
     TimeRangeTooLong { requested: String, max: String },
+    #[error(
+        "this Idempotency-Key was used with a different request; use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
     #[error("job {0} does not exist, belongs to another tenant, or its result has expired")]
     JobNotFound(String),
     #[error("offset {0} holds no job of yours right now")]

@@ -63,6 +63,9 @@ pub struct Hooks {
     /// When set, a worker takes one permit before publishing each chunk, so a
     /// test can hold a job mid-stream and release it chunk by chunk.
     pub chunk_gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// When set, a new job's admission takes one permit after leasing its
+    /// offset and before auditing, so a test can hold it mid-admission.
+    pub admission_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// The job service the API and the workers share.

@@ -1,21 +1,24 @@
 //! Submission, in the brief's order: validate, fingerprint, dedup, rate
-//! limit, lease an offset, audit (fail closed), enqueue.
+//! limit, lease an offset, audit (fail closed), enqueue. In front of it, an
+//! optional `Idempotency-Key` makes a retried submission answer with the job
+//! it got the first time.
 
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::model::{JobId, JobRecord, JobSpec, Principal};
 use super::{JobError, Jobs};
 use crate::audit::{AuditEntry, rfc3339};
-use crate::coord::Claim;
+use crate::coord::{Claim, IdempotencyKey, KeyClaim, RequestHash};
 use crate::filter::{self, FingerprintInput, Order};
 use crate::metrics::Rejection;
 
-/// The body of `POST /v1/jobs`.
-#[derive(Debug, Clone, Deserialize)]
+/// The body of `POST /v1/jobs`. Serialized only to hash it for an
+/// idempotency key: the struct's field order makes that deterministic.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubmitRequest {
     pub filter: String,
@@ -29,7 +32,7 @@ pub struct SubmitRequest {
 }
 
 /// `{from, to}` (RFC 3339, `from` inclusive, `to` exclusive) or `{last: "7d"}`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeRangeRequest {
     pub from: Option<String>,
@@ -55,7 +58,83 @@ pub struct Submitted {
 /// before giving up with 503; admission takes milliseconds, so this is ample.
 const CLAIM_PATIENCE: Duration = Duration::from_secs(5);
 
+/// The longest an idempotency key is remembered. It is forgotten earlier,
+/// when its job expires (the result TTL after the job ends): from then on
+/// the key is free, and a retry starts a new job.
+pub const IDEMPOTENCY_KEY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The longest `Idempotency-Key` accepted, in (printable ASCII) characters.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
 impl Jobs {
+    /// `submit`, with an optional `Idempotency-Key` (already checked by the
+    /// API: 1 to 255 printable ASCII characters). A key is scoped to the
+    /// tenant and user. The same key with the same request answers with the
+    /// job the first submission got, without a rate-limit check or another
+    /// audit row; with a different request it is `IdempotencyKeyReused`. A
+    /// submission that fails leaves the key unused.
+    pub async fn submit_with_key(
+        &self,
+        who: &Principal,
+        request: SubmitRequest,
+        key: Option<&str>,
+    ) -> Result<Submitted, JobError> {
+        let Some(key) = key else {
+            return self.submit(who, request).await;
+        };
+        let key = IdempotencyKey::new(&who.tenant, &who.user, key);
+        let body = serde_json::to_vec(&request).map_err(|e| JobError::InvalidRequest {
+            field: "body",
+            detail: e.to_string(),
+        })?;
+        let request_hash = RequestHash::of(&body);
+        let coordinator = &self.backends.coordinator;
+        let started = tokio::time::Instant::now();
+        loop {
+            match coordinator.claim_idempotency_key(key, request_hash).await? {
+                KeyClaim::Won => break,
+                KeyClaim::Mismatch => return Err(JobError::IdempotencyKeyReused),
+                KeyClaim::Replay { job, deduplicated } => {
+                    if let Some(job) = coordinator.job(job).await? {
+                        info!(job_id = %job.id(), offset = %job.spec.offset,
+                            user = %who.user, "idempotent retry answered with its job");
+                        return Ok(Submitted { job, deduplicated });
+                    }
+                    // Expired since the claim looked: the next claim frees the key.
+                }
+                KeyClaim::Pending if started.elapsed() < CLAIM_PATIENCE => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                KeyClaim::Pending => {
+                    return Err(JobError::Overloaded {
+                        retry_after: self.settings.full_retry_after,
+                    });
+                }
+            }
+        }
+        let submitted = self.submit(who, request).await;
+        let kept = match &submitted {
+            Ok(s) => {
+                coordinator
+                    .complete_idempotency_key(
+                        key,
+                        request_hash,
+                        s.job.id(),
+                        s.deduplicated,
+                        IDEMPOTENCY_KEY_TTL,
+                    )
+                    .await
+            }
+            Err(_) => coordinator.abandon_idempotency_key(key, request_hash).await,
+        };
+        if let Err(e) = kept {
+            // The submission stands; a retry with this key may then start
+            // (or share) a job instead of replaying this one.
+            warn!(error = %e, "could not record an idempotency key");
+        }
+        submitted
+    }
+
     pub async fn submit(
         &self,
         who: &Principal,
@@ -178,6 +257,11 @@ impl Jobs {
                 .ok_or(JobError::PoolExhausted {
                     retry_after: self.settings.full_retry_after,
                 })?;
+        if let Some(gate) = &self.hooks.admission_gate
+            && let Ok(permit) = gate.acquire().await
+        {
+            permit.forget();
+        }
         let record = JobRecord::new(spec.clone(), now);
         if let Err(e) = b
             .audit

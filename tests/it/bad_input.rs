@@ -3,14 +3,15 @@
 
 use crate::support::*;
 
-struct Case {
-    name: &'static str,
-    method: &'static str,
-    path: &'static str,
-    content_type: &'static str,
-    body: &'static str,
-    status: u16,
-    problem: &'static str,
+/// Also read by `openapi`, which checks every status here is documented.
+pub struct Case {
+    pub name: &'static str,
+    pub method: &'static str,
+    pub path: &'static str,
+    pub content_type: &'static str,
+    pub body: &'static str,
+    pub status: u16,
+    pub problem: &'static str,
 }
 
 const fn post(name: &'static str, body: &'static str, status: u16, problem: &'static str) -> Case {
@@ -37,7 +38,7 @@ const fn get(name: &'static str, path: &'static str, status: u16, problem: &'sta
     }
 }
 
-fn cases() -> Vec<Case> {
+pub fn cases() -> Vec<Case> {
     vec![
         post("malformed json", "{", 400, "invalid-json"),
         post("not an object", "[]", 400, "invalid-json"),

@@ -15,6 +15,7 @@ async fn cancel_mid_stream_ends_with_a_cancelled_last_chunk() {
         config(),
         Hooks {
             chunk_gate: Some(gate.clone()),
+            ..Hooks::default()
         },
     )
     .await;

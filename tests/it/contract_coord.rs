@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use pseudostream::coord::memory::MemoryCoordinator;
 use pseudostream::coord::redis::RedisCoordinator;
-use pseudostream::coord::{Claim, Coordinator};
+use pseudostream::coord::{Claim, Coordinator, IdempotencyKey, KeyClaim, RequestHash};
 use pseudostream::filter::{Fingerprint, Order};
 use pseudostream::jobs::model::{JobId, JobRecord, JobSpec, JobStatus, JobUpdate, Offset};
 
@@ -262,6 +262,125 @@ pub async fn case_jobs_of_a_user_newest_first<C: Coordinator>(c: C) {
     assert_eq!(c.jobs_of("acme", "ann", None, 1).await.unwrap().len(), 1);
 }
 
+const DAY: Duration = Duration::from_secs(86_400);
+
+pub async fn case_idempotency_key_replays_only_its_own_request<C: Coordinator>(c: C) {
+    let key = IdempotencyKey::new("acme", "ann", "retry-1");
+    let (same, other) = (RequestHash::of(b"one"), RequestHash::of(b"two"));
+    assert_eq!(
+        c.claim_idempotency_key(key, same).await.unwrap(),
+        KeyClaim::Won
+    );
+    assert_eq!(
+        c.claim_idempotency_key(key, same).await.unwrap(),
+        KeyClaim::Pending,
+        "a retry while the first is admitted waits"
+    );
+    assert_eq!(
+        c.claim_idempotency_key(key, other).await.unwrap(),
+        KeyClaim::Mismatch
+    );
+    let job = admit(&c, 20, "ann").await;
+    c.complete_idempotency_key(key, same, job.id(), true, DAY)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.claim_idempotency_key(key, same).await.unwrap(),
+        KeyClaim::Replay {
+            job: job.id(),
+            deduplicated: true
+        }
+    );
+    assert_eq!(
+        c.claim_idempotency_key(key, other).await.unwrap(),
+        KeyClaim::Mismatch
+    );
+    // Keys are scoped: the same key of another user or tenant is another key.
+    for (tenant, user) in [("acme", "bob"), ("globex", "ann")] {
+        let theirs = IdempotencyKey::new(tenant, user, "retry-1");
+        assert_eq!(
+            c.claim_idempotency_key(theirs, other).await.unwrap(),
+            KeyClaim::Won
+        );
+    }
+}
+
+pub async fn case_abandoned_idempotency_key_is_free<C: Coordinator>(c: C) {
+    let key = IdempotencyKey::new("acme", "ann", "retry-2");
+    let (one, two) = (RequestHash::of(b"one"), RequestHash::of(b"two"));
+    assert_eq!(
+        c.claim_idempotency_key(key, one).await.unwrap(),
+        KeyClaim::Won
+    );
+    c.abandon_idempotency_key(key, two).await.unwrap(); // not the holder: no effect
+    assert_eq!(
+        c.claim_idempotency_key(key, two).await.unwrap(),
+        KeyClaim::Mismatch
+    );
+    c.abandon_idempotency_key(key, one).await.unwrap();
+    assert_eq!(
+        c.claim_idempotency_key(key, two).await.unwrap(),
+        KeyClaim::Won
+    );
+}
+
+pub async fn case_idempotency_key_ends_with_its_job<C: Coordinator>(c: C) {
+    let key = IdempotencyKey::new("acme", "ann", "retry-3");
+    let (one, two) = (RequestHash::of(b"one"), RequestHash::of(b"two"));
+    assert_eq!(
+        c.claim_idempotency_key(key, one).await.unwrap(),
+        KeyClaim::Won
+    );
+    let job = admit(&c, 21, "ann").await;
+    c.complete_idempotency_key(key, one, job.id(), false, DAY)
+        .await
+        .unwrap();
+    c.update_job(job.id(), finished(-1)).await.unwrap();
+    let due = c.begin_expiry(Utc::now()).await.unwrap();
+    assert_eq!(due.len(), 1);
+    // Expiring: the key already lets a new request through.
+    assert_eq!(
+        c.claim_idempotency_key(key, two).await.unwrap(),
+        KeyClaim::Won
+    );
+    c.abandon_idempotency_key(key, two).await.unwrap();
+    c.finish_expiry(&due[0]).await.unwrap();
+    c.begin_expiry(Utc::now()).await.unwrap();
+    assert_eq!(
+        c.claim_idempotency_key(key, one).await.unwrap(),
+        KeyClaim::Won
+    );
+}
+
+pub async fn case_idempotency_key_lapses_after_its_ttl<C: Coordinator>(c: C) {
+    let key = IdempotencyKey::new("acme", "ann", "retry-4");
+    let (one, two) = (RequestHash::of(b"one"), RequestHash::of(b"two"));
+    assert_eq!(
+        c.claim_idempotency_key(key, one).await.unwrap(),
+        KeyClaim::Won
+    );
+    let job = admit(&c, 22, "ann").await;
+    let ttl = Duration::from_millis(50);
+    c.complete_idempotency_key(key, one, job.id(), false, ttl)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    // Poll: the key is replayed until its TTL passes, then free.
+    loop {
+        c.begin_expiry(Utc::now()).await.unwrap();
+        match c.claim_idempotency_key(key, two).await.unwrap() {
+            KeyClaim::Won => break,
+            KeyClaim::Mismatch => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the key never lapsed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 macro_rules! coordinator_suite {
     // The attribute goes on every test, e.g. `#[ignore = "needs Redis"]`.
     // This arm comes first: `#` could also start an expression.
@@ -282,7 +401,11 @@ macro_rules! coordinator_suite {
                 case_updates_and_offset_lookup,
                 case_wait_for_change_wakes_on_update,
                 case_expiry_happens_once_and_frees_everything,
-                case_jobs_of_a_user_newest_first);
+                case_jobs_of_a_user_newest_first,
+                case_idempotency_key_replays_only_its_own_request,
+                case_abandoned_idempotency_key_is_free,
+                case_idempotency_key_ends_with_its_job,
+                case_idempotency_key_lapses_after_its_ttl);
         }
     };
     (@cases $attrs:tt $make:expr; $($case:ident),*) => {
@@ -345,6 +468,27 @@ mod redis_across_instances {
         assert_eq!(distinct.len(), 20, "an offset was leased twice: {leased:?}");
         assert_eq!(results.iter().filter(|r| r.is_none()).count(), 30);
         assert_eq!(a.pool_usage().await.unwrap().leased, 20);
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
+    async fn concurrent_idempotency_key_claims_have_one_winner() {
+        let (a, b) = pair(3).await;
+        let key = IdempotencyKey::new("acme", "ann", "k");
+        let request = RequestHash::of(b"body");
+        let mut calls = tokio::task::JoinSet::new();
+        for n in 0..20 {
+            let c = if n % 2 == 0 { a.clone() } else { b.clone() };
+            calls.spawn(async move { c.claim_idempotency_key(key, request).await.unwrap() });
+        }
+        let results = calls.join_all().await;
+        let won = results.iter().filter(|c| **c == KeyClaim::Won).count();
+        assert_eq!(won, 1, "{results:?}");
+        assert!(
+            results
+                .iter()
+                .all(|c| matches!(c, KeyClaim::Won | KeyClaim::Pending))
+        );
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ pub const ALICE: &str = "key-alice-0001";
 pub const BOB: &str = "key-bob-000002";
 pub const OLGA_OPS: &str = "key-olga-00003";
 pub const ZED_OTHER_TENANT: &str = "key-zed-000004";
+pub const ZOE_OTHER_TENANT_OPS: &str = "key-zoe-000005";
 
 pub const DEMO_DAYS: u32 = 3;
 pub const DEMO_ROWS_PER_DAY: u32 = 400;
@@ -44,7 +45,7 @@ pub fn config() -> Config {
     config.source = Some(dataset().to_string_lossy().into_owned());
     config.data_dir = tempfile::tempdir().expect("temp dir").keep();
     config.api_keys = format!(
-        "{ALICE}=alice:acme:query,{BOB}=bob:acme:query,{OLGA_OPS}=olga:acme:ops,{ZED_OTHER_TENANT}=zed:globex:query"
+        "{ALICE}=alice:acme:query,{BOB}=bob:acme:query,{OLGA_OPS}=olga:acme:ops,{ZED_OTHER_TENANT}=zed:globex:query,{ZOE_OTHER_TENANT_OPS}=zoe:globex:ops"
     );
     config.rate_limit = RateLimit {
         count: 0,
