@@ -119,9 +119,9 @@ async fn run_job(
     if job.status.is_finished() {
         return Ok(Outcome::Finished); // delivered twice; the first delivery finished it
     }
+    audit_progress(jobs, &job).await;
     let mut run = ChunkCutter::resume(jobs, &job);
     if job.cancel_requested {
-        audit_progress(jobs, &job).await;
         return run.finish(JobStatus::Cancelled, None).await;
     }
     let filter = match filter::compile(
@@ -150,11 +150,7 @@ async fn run_job(
         limit: spec.max_rows.saturating_sub(run.rows).saturating_add(1),
     };
     info!(skip = run.rows, "job started");
-    let stream = b.source.query(query).await;
-    // The query runs in its own task from here, so the "started" audit
-    // write (which may queue behind others) no longer delays the first chunk.
-    audit_progress(jobs, &job).await;
-    let stream = match stream {
+    let stream = match b.source.query(query).await {
         Ok(stream) => stream,
         Err(e) => return run.finish(JobStatus::Failed, Some(e.to_string())).await,
     };
