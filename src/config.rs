@@ -68,8 +68,10 @@ pub struct Config {
     #[arg(long, env = "PSEUDOSTREAM_MAX_TIME_RANGE", default_value = "90d", value_parser = humantime::parse_duration)]
     pub max_time_range: Duration,
 
-    /// Concurrent query workers in this process.
-    #[arg(long, env = "PSEUDOSTREAM_WORKERS", default_value_t = 8)]
+    /// Concurrent query workers in this process. A queued job has no first
+    /// chunk until a worker takes it, so this is sized above the number of
+    /// long queries expected at once (they share the CPU either way).
+    #[arg(long, env = "PSEUDOSTREAM_WORKERS", default_value_t = 128)]
     pub workers: usize,
 
     /// Memory the embedded result log may hold; above it new jobs get 503.

@@ -1,5 +1,5 @@
 //! The `pseudostream` command: `serve` (the default), `explain`, `gen-data`,
-//! `migrate`.
+//! `migrate`, `bench`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use pseudostream::app::Roles;
 use pseudostream::audit::postgres::PostgresAuditLog;
 use pseudostream::config::Config;
-use pseudostream::{app, explain};
+use pseudostream::{app, bench, explain};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -52,12 +52,20 @@ enum Command {
     /// Connecting the Postgres audit log applies them too; this rolls them
     /// out ahead of a deploy, with a role allowed to change the schema.
     Migrate,
+    /// Measure the figures of docs/PERFORMANCE.md against their baselines.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging();
+    // The bench logs warnings only: a log line per job would cost what it measures.
+    let quiet = matches!(cli.command, Some(Command::Bench(_)));
+    init_logging(if quiet {
+        "warn"
+    } else {
+        "info,tower_http=warn"
+    });
     match cli.command.unwrap_or(Command::Serve { no_workers: false }) {
         Command::Serve { no_workers } => {
             let roles = Roles {
@@ -82,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
             days,
             rows_per_day,
         } => app::ensure_demo_data(&dir, days, rows_per_day).await,
+        Command::Bench(args) => bench::run(cli.config, args).await,
         Command::Migrate => {
             let url = cli
                 .config
@@ -98,9 +107,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// JSON logs when stdout is not a terminal (collectors), readable ones when it is.
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn"));
+fn init_logging(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -217,6 +217,61 @@ impl ResultTopic for KafkaResultTopic {
         Ok(())
     }
 
+    /// The batch's messages are all in flight together (librdkafka batches
+    /// them); the index learns of them only once every one is acknowledged,
+    /// in one Redis round trip, so readers never see a gap.
+    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<(), ResultError> {
+        let (Some(first), true) = (chunks.first(), chunks.len() > 1) else {
+            for chunk in chunks {
+                self.publish(chunk).await?;
+            }
+            return Ok(());
+        };
+        let index = self.index_key(first.job_id);
+        let mut redis = self.redis.clone();
+        let expected: u64 = redis.hlen(&index).await.map_err(unavailable)?;
+        if first.chunk_seq > expected {
+            return Err(ResultError::OutOfSequence {
+                job: first.job_id,
+                seq: first.chunk_seq,
+                expected,
+            });
+        }
+        // Chunks already indexed (a resumed job) are skipped, as in `publish`.
+        let fresh: Vec<&Chunk> = chunks.iter().filter(|c| c.chunk_seq >= expected).collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let encoded = fresh
+            .iter()
+            .map(|c| serde_json::to_string(c).map(|json| (*c, json)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sends = encoded.iter().map(|(chunk, json)| {
+            let headers = chunk_headers(chunk.job_id, chunk.chunk_seq, Some(chunk.is_last));
+            let key = chunk_key(chunk.offset, chunk.chunk_seq);
+            async move {
+                self.produce(
+                    self.partition_of(chunk.offset),
+                    &key,
+                    Some(json.as_str()),
+                    headers,
+                )
+                .await
+            }
+        });
+        let landed = join_all(sends).await;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for ((chunk, _), outcome) in encoded.iter().zip(landed) {
+            let (partition, position) = outcome?;
+            pipe.hset_nx(&index, chunk.chunk_seq, format!("{partition}:{position}"))
+                .ignore();
+        }
+        pipe.expire(&index, INDEX_TTL_SECS).ignore();
+        let _: () = pipe.query_async(&mut redis).await.map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn read(
         &self,
         job: JobId,

@@ -40,6 +40,15 @@ pub trait ResultTopic: Send + Sync + 'static {
     /// reader). Chunks of a job arrive in `chunk_seq` order without gaps;
     /// re-publishing an already stored seq (a resumed job) is a no-op.
     async fn publish(&self, chunk: &Chunk) -> Result<(), ResultError>;
+    /// Publishes consecutive chunks of one job, in order, and returns once
+    /// all are acknowledged. An implementation may have them in flight
+    /// together, but a reader never sees one before those it follows.
+    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<(), ResultError> {
+        for chunk in chunks {
+            self.publish(chunk).await?;
+        }
+        Ok(())
+    }
     /// Chunks of a job with `chunk_seq` in `from..from + limit`, in order.
     async fn read(
         &self,

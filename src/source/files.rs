@@ -417,11 +417,63 @@ fn open_blocking(location: &str, time_column: &str) -> Result<ParquetSource, Sou
     })
 }
 
+/// How many time windows the first segment of a query is cut into, newest
+/// (or oldest, ascending) first and growing by `FIRST_WINDOW_GROWTH` each:
+/// the first chunk then waits for a small slice of a day instead of the whole
+/// day, while files sorted by time let the page index skip the rest.
+const FIRST_WINDOWS: u32 = 4;
+const FIRST_WINDOW_GROWTH: i64 = 4;
+
+/// One query of a job: a segment, optionally narrowed to `[from_us, to_us)`.
+struct Part {
+    segment: Segment,
+    window: Option<(i64, i64)>,
+}
+
+/// Cuts `seg`, restricted to `[from_us, to_us)`, into windows that grow away
+/// from the end results start at. Windows are half-open and disjoint, so
+/// rows with equal times always fall in the same one and order is kept.
+fn first_windows(seg: &Segment, from_us: i64, to_us: i64, asc: bool) -> Vec<Part> {
+    let lo = seg.min_us.max(from_us);
+    let hi = seg.max_us.saturating_add(1).min(to_us);
+    let span = hi.saturating_sub(lo);
+    let total: i64 = (0..FIRST_WINDOWS).map(|k| FIRST_WINDOW_GROWTH.pow(k)).sum();
+    let unit = span / total;
+    if unit < 1 {
+        return vec![Part {
+            segment: seg.clone(),
+            window: None,
+        }];
+    }
+    let mut parts = Vec::new();
+    let mut covered = 0i64;
+    for k in 0..FIRST_WINDOWS {
+        let width = if k + 1 == FIRST_WINDOWS {
+            span - covered
+        } else {
+            unit * FIRST_WINDOW_GROWTH.pow(k)
+        };
+        let window = if asc {
+            (lo + covered, lo + covered + width)
+        } else {
+            (hi - covered - width, hi - covered)
+        };
+        covered += width;
+        parts.push(Part {
+            segment: seg.clone(),
+            window: Some(window),
+        });
+    }
+    parts
+}
+
 /// Everything a running query owns, so its stream can be `'static`.
 struct Job {
     ctx: SessionContext,
     arrow_schema: SchemaRef,
-    segments: Vec<Segment>,
+    parts: Vec<Part>,
+    time: String,
+    time_type: DataType,
     filter: Expr,
     /// Columns fed to the sort: the output fields plus the time column.
     sort_input: Vec<String>,
@@ -437,14 +489,23 @@ type Batch = Result<Vec<Row>, SourceError>;
 impl Job {
     async fn segment_frame(
         &self,
-        seg: &Segment,
+        part: &Part,
     ) -> Result<datafusion::dataframe::DataFrame, SourceError> {
         let opts = ParquetReadOptions::default()
             .schema(&self.arrow_schema)
             // The URLs are exact files (a pattern may match other extensions).
             .file_extension("");
-        let df = self.ctx.read_parquet(seg.urls.clone(), opts).await?;
-        let df = df.filter(self.filter.clone())?;
+        let df = self
+            .ctx
+            .read_parquet(part.segment.urls.clone(), opts)
+            .await?;
+        let filter = match part.window {
+            Some((from, to)) => time_compare(&self.time, CompareOp::Ge, from, &self.time_type)
+                .and(time_compare(&self.time, CompareOp::Lt, to, &self.time_type))
+                .and(self.filter.clone()),
+            None => self.filter.clone(),
+        };
+        let df = df.filter(filter)?;
         let df = df.select(self.sort_input.iter().map(|n| column(n)))?;
         Ok(df.sort(self.sort.clone())?)
     }
@@ -453,11 +514,11 @@ impl Job {
     /// reached or the receiver is gone. Returns early on the first error.
     async fn run(self, tx: mpsc::Sender<Batch>) -> Result<(), SourceError> {
         let (mut skip_left, mut remaining) = (self.skip, self.limit);
-        for seg in &self.segments {
+        for part in &self.parts {
             if remaining == 0 {
                 break;
             }
-            let sorted = self.segment_frame(seg).await?;
+            let sorted = self.segment_frame(part).await?;
             let engine_skip = usize::try_from(skip_left.min(MAX_ENGINE_ROWS)).unwrap_or(usize::MAX);
             let engine_fetch =
                 usize::try_from(remaining.min(MAX_ENGINE_ROWS)).unwrap_or(usize::MAX);
@@ -604,10 +665,21 @@ impl QuerySource for ParquetSource {
         if !asc {
             segments.reverse();
         }
+        let mut parts = Vec::with_capacity(segments.len() + FIRST_WINDOWS as usize);
+        let mut segments = segments.into_iter();
+        if let Some(first) = segments.next() {
+            parts.extend(first_windows(&first, q.from_us, q.to_us, asc));
+        }
+        parts.extend(segments.map(|segment| Part {
+            segment,
+            window: None,
+        }));
         let job = Job {
             ctx: self.ctx.clone(),
             arrow_schema: Arc::clone(&self.arrow_schema),
-            segments,
+            parts,
+            time: time.clone(),
+            time_type: self.time_type.clone(),
             filter,
             sort_input,
             sort,
@@ -1421,5 +1493,35 @@ mod tests {
             file_url(Path::new("/d/a b[1]?.parquet")).unwrap(),
             "file:///d/a%20b%5B1%5D%3F.parquet"
         );
+    }
+
+    #[test]
+    fn first_windows_cover_the_range_in_order_growing() {
+        let seg = Segment {
+            min_us: 1_000,
+            max_us: 100_000,
+            urls: vec![],
+        };
+        for asc in [false, true] {
+            let parts = first_windows(&seg, 5_000, 90_000, asc);
+            let windows: Vec<(i64, i64)> = parts.iter().map(|p| p.window.unwrap()).collect();
+            assert_eq!(windows.len(), FIRST_WINDOWS as usize);
+            let mut sorted = windows.clone();
+            sorted.sort();
+            assert_eq!(sorted.first().unwrap().0, 5_000);
+            assert_eq!(sorted.last().unwrap().1, 90_000);
+            assert!(sorted.windows(2).all(|w| w[0].1 == w[1].0), "{sorted:?}");
+            if asc {
+                assert_eq!(windows, sorted);
+            } else {
+                assert_eq!(windows.iter().rev().copied().collect::<Vec<_>>(), sorted);
+            }
+            let widths: Vec<i64> = windows.iter().map(|(a, b)| b - a).collect();
+            assert!(widths.windows(2).all(|w| w[0] <= w[1]), "{widths:?}");
+        }
+        // Too narrow to cut: one part, unrestricted.
+        let parts = first_windows(&seg, 5_000, 5_010, false);
+        assert_eq!(parts.len(), 1);
+        assert!(parts[0].window.is_none());
     }
 }

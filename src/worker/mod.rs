@@ -150,30 +150,38 @@ async fn run_job(
         limit: spec.max_rows.saturating_sub(run.rows).saturating_add(1),
     };
     info!(skip = run.rows, "job started");
-    let mut stream = match b.source.query(query).await {
+    let stream = match b.source.query(query).await {
         Ok(stream) => stream,
         Err(e) => return run.finish(JobStatus::Failed, Some(e.to_string())).await,
     };
-    let stop = loop {
+    // Rows the source already has ready are taken together, so the chunks
+    // they fill are published as one batch: one acknowledgement, one
+    // progress update and one cancel check for up to `PUBLISH_BATCH` chunks.
+    let batch_rows = PUBLISH_BATCH * jobs.settings.chunk_rows;
+    let mut stream = stream.ready_chunks(batch_rows);
+    let stop = 'rows: loop {
         let next = tokio::select! {
             next = stream.next() => next,
             _ = shutdown.cancelled() => break Some(Stop::Shutdown),
         };
-        match next {
-            None => break None,
-            Some(Err(e)) => {
-                drop(stream);
-                return run.finish(JobStatus::Failed, Some(e.to_string())).await;
-            }
-            Some(Ok(row)) => {
-                if run.rows + run.pending.len() as u64 == spec.max_rows {
-                    run.truncated = true;
-                    break None;
+        let Some(ready) = next else { break None };
+        for row in ready {
+            match row {
+                Err(e) => {
+                    drop(stream);
+                    return run.finish(JobStatus::Failed, Some(e.to_string())).await;
                 }
-                if run.push(row).await? && run.cancel_requested().await? {
-                    break Some(Stop::Cancelled);
+                Ok(row) => {
+                    if run.rows + run.held() == spec.max_rows {
+                        run.truncated = true;
+                        break 'rows None;
+                    }
+                    run.push(row);
                 }
             }
+        }
+        if run.publish_cut().await? && run.cancel_requested().await? {
+            break Some(Stop::Cancelled);
         }
     };
     drop(stream);
@@ -195,6 +203,9 @@ async fn run_job(
     }
 }
 
+/// Most chunks published (and acknowledged) together.
+const PUBLISH_BATCH: usize = 64;
+
 /// Cuts a job's rows into chunks and publishes them in order.
 struct ChunkCutter<'a> {
     jobs: &'a Jobs,
@@ -203,9 +214,11 @@ struct ChunkCutter<'a> {
     /// Rows and chunks published and acknowledged so far.
     rows: u64,
     chunks: u64,
-    /// Rows not yet published. Up to one chunk plus one row is held back:
-    /// the last chunk must say it is last, so a full chunk waits until the
-    /// next row proves more follow.
+    /// Full chunks cut but not yet published, oldest first.
+    cut: Vec<Vec<Row>>,
+    /// Rows not yet cut. Up to one chunk plus one row is held back: the last
+    /// chunk must say it is last, so a full chunk waits until the next row
+    /// proves more follow.
     pending: Vec<Row>,
     truncated: bool,
 }
@@ -218,27 +231,57 @@ impl<'a> ChunkCutter<'a> {
             submitted_at: job.submitted_at,
             rows: job.rows,
             chunks: job.chunks,
+            cut: Vec::new(),
             pending: Vec::with_capacity(jobs.settings.chunk_rows + 1),
             truncated: false,
         }
     }
 
-    /// Adds a row; returns whether a chunk was published.
-    async fn push(&mut self, row: Row) -> Result<bool, JobError> {
+    /// Rows taken from the source but not yet published.
+    fn held(&self) -> u64 {
+        (self.cut.iter().map(Vec::len).sum::<usize>() + self.pending.len()) as u64
+    }
+
+    /// Adds a row, cutting a chunk off when one is full and another row follows.
+    fn push(&mut self, row: Row) {
         self.pending.push(row);
         let size = self.jobs.settings.chunk_rows;
-        if self.pending.len() <= size {
-            return Ok(false);
+        if self.pending.len() > size {
+            let rest = self.pending.split_off(size);
+            self.cut.push(std::mem::replace(&mut self.pending, rest));
         }
-        let rest = self.pending.split_off(size);
-        let rows = std::mem::replace(&mut self.pending, rest);
-        self.publish(rows, None).await?;
-        Ok(true)
     }
 
     async fn cancel_requested(&self) -> Result<bool, JobError> {
         let job = self.jobs.backends.coordinator.job(self.spec.job_id).await?;
         Ok(job.is_none_or(|j| j.cancel_requested))
+    }
+
+    /// Publishes the chunks cut so far; returns whether there were any.
+    async fn publish_cut(&mut self) -> Result<bool, JobError> {
+        if self.cut.is_empty() {
+            return Ok(false);
+        }
+        let cut = std::mem::take(&mut self.cut);
+        // A test gate releases chunks one by one, so they go one per batch.
+        if self.jobs.hooks.chunk_gate.is_some() {
+            for rows in cut {
+                let chunk = self.chunk(0, rows, None);
+                self.publish(vec![chunk]).await?;
+                if self.cancel_requested().await? {
+                    // Stop at this chunk: the last one says cancelled, empty.
+                    self.pending.clear();
+                    break;
+                }
+            }
+        } else {
+            let mut chunks = Vec::with_capacity(cut.len());
+            for (n, rows) in cut.into_iter().enumerate() {
+                chunks.push(self.chunk(n as u64, rows, None));
+            }
+            self.publish(chunks).await?;
+        }
+        Ok(true)
     }
 
     /// Publishes what is pending as the last chunk and records the outcome.
@@ -247,9 +290,11 @@ impl<'a> ChunkCutter<'a> {
         status: JobStatus,
         error: Option<String>,
     ) -> Result<Outcome, JobError> {
+        self.publish_cut().await?;
         let rows = std::mem::take(&mut self.pending);
         let truncated = self.truncated;
-        self.publish(rows, Some((status, error.clone()))).await?;
+        let last = self.chunk(0, rows, Some((status, error.clone())));
+        self.publish(vec![last]).await?;
         let now = Utc::now();
         let expires_at = self.jobs.settings.expires_at(now);
         let update = JobUpdate::Finished {
@@ -268,8 +313,10 @@ impl<'a> ChunkCutter<'a> {
             .update_job(self.spec.job_id, update)
             .await?
         {
-            audit_progress(self.jobs, &job).await;
+            // Counted before the audit write yields, so a reader that saw the
+            // last chunk also sees the job counted.
             self.jobs.metrics.job_finished(status.as_str());
+            audit_progress(self.jobs, &job).await;
             info!(
                 status = status.as_str(),
                 rows = job.rows,
@@ -281,25 +328,37 @@ impl<'a> ChunkCutter<'a> {
         Ok(Outcome::Finished)
     }
 
-    async fn publish(
-        &mut self,
+    /// The chunk `ahead` places after the last acknowledged one.
+    fn chunk(
+        &self,
+        ahead: u64,
         rows: Vec<Row>,
         last: Option<(JobStatus, Option<String>)>,
-    ) -> Result<(), JobError> {
-        let count = rows.len() as u64;
+    ) -> Chunk {
         let is_last = last.is_some();
         let (status, error) = last.map_or((None, None), |(s, e)| (Some(s), e));
-        let chunk = Chunk {
+        let total_rows = is_last.then_some(self.rows + rows.len() as u64);
+        Chunk {
             job_id: self.spec.job_id,
             offset: self.spec.offset,
-            chunk_seq: self.chunks,
+            chunk_seq: self.chunks + ahead,
             is_last,
             rows,
             status,
-            total_rows: is_last.then_some(self.rows + count),
+            total_rows,
             truncated: is_last.then_some(self.truncated),
             error,
+        }
+    }
+
+    /// Publishes consecutive chunks and, once they are all acknowledged,
+    /// advances the job's progress over them (unless the last one ends it).
+    async fn publish(&mut self, chunks: Vec<Chunk>) -> Result<(), JobError> {
+        let Some(tail) = chunks.last() else {
+            return Ok(());
         };
+        let is_last = tail.is_last;
+        let count: u64 = chunks.iter().map(|c| c.rows.len() as u64).sum();
         if let Some(gate) = &self.jobs.hooks.chunk_gate
             && let Ok(permit) = gate.acquire().await
         {
@@ -307,12 +366,12 @@ impl<'a> ChunkCutter<'a> {
         }
         let started = std::time::Instant::now();
         let metrics = &self.jobs.metrics;
-        if let Err(e) = publish_with_retry(self.jobs, &chunk).await {
+        if let Err(e) = publish_with_retry(self.jobs, &chunks).await {
             metrics.publish_errors_total.inc();
             return Err(e);
         }
         metrics.chunk_publish_seconds.observe(started.elapsed());
-        metrics.chunks_published_total.inc();
+        metrics.chunks_published_total.add(chunks.len() as u64);
         metrics.rows_published_total.add(count);
         let first = self.chunks == 0;
         if first {
@@ -322,7 +381,7 @@ impl<'a> ChunkCutter<'a> {
             metrics.first_chunk_seconds.observe(waited);
         }
         self.rows += count;
-        self.chunks += 1;
+        self.chunks += chunks.len() as u64;
         if !is_last {
             let progress = JobUpdate::Progress {
                 rows: self.rows,
@@ -345,15 +404,16 @@ impl<'a> ChunkCutter<'a> {
 
 /// Publishing the same chunk again is harmless (the topic ignores a seq it
 /// already has), so transient failures are retried with backoff.
-async fn publish_with_retry(jobs: &Jobs, chunk: &Chunk) -> Result<(), JobError> {
+async fn publish_with_retry(jobs: &Jobs, chunks: &[Chunk]) -> Result<(), JobError> {
     let mut delay = Duration::from_millis(50);
     let mut attempt = 0;
+    let chunk_seq = chunks.first().map_or(0, |c| c.chunk_seq);
     loop {
         attempt += 1;
-        match jobs.backends.results.publish(chunk).await {
+        match jobs.backends.results.publish_batch(chunks).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_retryable() && attempt < 6 => {
-                warn!(error = %e, attempt, chunk_seq = chunk.chunk_seq, "publish failed; retrying");
+                warn!(error = %e, attempt, chunk_seq, chunks = chunks.len(), "publish failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }

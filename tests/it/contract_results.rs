@@ -71,6 +71,27 @@ pub async fn case_delete_removes_a_job_and_only_it<T: ResultTopic>(topic: T) {
     assert_eq!(topic.read(b, Offset(7), 0, 10).await.unwrap().len(), 1);
 }
 
+pub async fn case_a_batch_lands_in_order_and_resumes_cleanly<T: ResultTopic>(topic: T) {
+    let job = JobId::new();
+    let first: Vec<Chunk> = (0..3).map(|seq| chunk(job, seq, false)).collect();
+    topic.publish_batch(&first).await.unwrap();
+    // A resumed job re-publishes a batch that overlaps what is stored.
+    let again: Vec<Chunk> = (2..5).map(|seq| chunk(job, seq, seq == 4)).collect();
+    topic.publish_batch(&again).await.unwrap();
+    assert!(
+        topic
+            .publish_batch(&[chunk(job, 7, false), chunk(job, 8, false)])
+            .await
+            .is_err()
+    );
+    let read = topic.read(job, Offset(7), 0, 10).await.unwrap();
+    assert_eq!(read.len(), 5);
+    for (seq, json) in read.iter().enumerate() {
+        let chunk: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(chunk["chunkSeq"], seq as u64);
+    }
+}
+
 /// Stamps the contract for one implementation; `$make` is evaluated (and
 /// may `.await`) inside each test. Attributes after it, such as `#[ignore]`
 /// for implementations that need a server, go on every case.
@@ -82,7 +103,8 @@ macro_rules! result_topic_suite {
             result_topic_suite!(@cases { $(#[$attr])* } $make;
                 case_chunks_read_back_in_order,
                 case_republishing_a_seq_is_a_no_op_and_gaps_are_refused,
-                case_delete_removes_a_job_and_only_it);
+                case_delete_removes_a_job_and_only_it,
+                case_a_batch_lands_in_order_and_resumes_cleanly);
         }
     };
     (@cases $attrs:tt $make:expr; $($case:ident),*) => {
