@@ -537,7 +537,6 @@ pub fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::{Order, Predicate};
     use crate::source::{ParquetSource, QuerySource, Row, SourceQuery};
     use futures::TryStreamExt;
 
@@ -545,15 +544,7 @@ mod tests {
         let src = ParquetSource::open(dir.to_str().unwrap(), "ts")
             .await
             .unwrap();
-        let q = SourceQuery {
-            predicate: Predicate::And(vec![]),
-            from_us: i64::MIN,
-            to_us: i64::MAX,
-            fields: vec![],
-            order: Order::Asc,
-            skip: 0,
-            limit: u64::MAX,
-        };
+        let q = SourceQuery::everything();
         src.query(q).await.unwrap().try_collect().await.unwrap()
     }
 

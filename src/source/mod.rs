@@ -63,6 +63,22 @@ pub(crate) fn output_fields(
     Ok(output)
 }
 
+impl SourceQuery {
+    /// Every row of the source, oldest first, all fields: the starting point
+    /// for a query that narrows one thing (`SourceQuery { order, ..SourceQuery::everything() }`).
+    pub fn everything() -> SourceQuery {
+        SourceQuery {
+            predicate: Predicate::And(vec![]),
+            from_us: i64::MIN,
+            to_us: i64::MAX,
+            fields: vec![],
+            order: Order::Asc,
+            skip: 0,
+            limit: u64::MAX,
+        }
+    }
+}
+
 /// A queryable source of rows.
 #[async_trait::async_trait]
 pub trait QuerySource: Send + Sync + 'static {

@@ -112,12 +112,7 @@ async fn collect(
 fn query(predicate: Predicate) -> SourceQuery {
     SourceQuery {
         predicate,
-        from_us: i64::MIN,
-        to_us: i64::MAX,
-        fields: vec![],
-        order: Order::Asc,
-        skip: 0,
-        limit: u64::MAX,
+        ..SourceQuery::everything()
     }
 }
 

@@ -253,7 +253,7 @@ pub async fn load_parquet_into_postgres(
     table: &str,
 ) -> u64 {
     use futures::TryStreamExt;
-    use pseudostream::filter::{FieldType, Order, Predicate};
+    use pseudostream::filter::FieldType;
     use pseudostream::source::{ParquetSource, QuerySource, SourceQuery};
 
     let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
@@ -285,15 +285,7 @@ pub async fn load_parquet_into_postgres(
         .expect("create table");
 
     let rows: Vec<serde_json::Map<String, Value>> = src
-        .query(SourceQuery {
-            predicate: Predicate::And(vec![]),
-            from_us: i64::MIN,
-            to_us: i64::MAX,
-            fields: vec![],
-            order: Order::Asc,
-            skip: 0,
-            limit: u64::MAX,
-        })
+        .query(SourceQuery::everything())
         .await
         .expect("query parquet")
         .try_collect()
