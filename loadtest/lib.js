@@ -13,7 +13,7 @@ export function submit(body, wait) {
   return http.post(url, JSON.stringify(body), Object.assign(headers(), { tags: { name: 'POST /v1/jobs' } }));
 }
 
-export function chunks(path, from, wait) {
-  return http.get(`${BASE}${path}?from=${from}&limit=100&wait=${wait}`,
+export function chunks(path, from, wait, limit) {
+  return http.get(`${BASE}${path}?from=${from}&limit=${limit || 100}&wait=${wait}`,
     Object.assign(headers(), { tags: { name: `GET ${path.replace(/\/v1\/(jobs|offsets)\/[^/]+/, '/v1/$1/{id}')}` } }));
 }

@@ -28,10 +28,22 @@ export function setup() {
   return { offsets };
 }
 
+// Each VU is one dashboard: it reads its offset a page at a time from where
+// it left off (PAGE chunks = PAGE x 10 rows, what a dashboard panel shows),
+// once a second, and starts over at the end (a new dashboard on the same
+// offset). VUs start at random positions so reads spread over the result.
+const PAGE = parseInt(__ENV.PAGE || '10');
+let position = -1;
+
 export default function (data) {
   const offset = data.offsets[__VU % data.offsets.length];
-  let from = Math.floor(Math.random() * 50);
-  const res = chunks(`/v1/offsets/${offset}/chunks`, from, 0);
-  check(res, { 'poll 200': (r) => r.status === 200 });
+  if (position < 0) position = Math.floor(Math.random() * 50);
+  const res = chunks(`/v1/offsets/${offset}/chunks`, position, 0, PAGE);
+  const ok = check(res, { 'poll 200': (r) => r.status === 200 });
+  if (ok) {
+    const page = res.json();
+    const last = page.chunks.length > 0 && page.chunks[page.chunks.length - 1].isLast;
+    position = last ? 0 : page.next;
+  }
   sleep(1);
 }

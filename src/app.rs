@@ -126,6 +126,11 @@ pub async fn start_with_hooks(
     };
 
     let shutdown = CancellationToken::new();
+    if config.query_threads > 0 && !crate::source::engine::configure(config.query_threads) {
+        warn!(
+            "the query runtime was already running; PSEUDOSTREAM_QUERY_THREADS applies at start-up only"
+        );
+    }
     let mut workers = if roles.workers {
         worker::spawn(&jobs, config.workers.max(1), &shutdown)
     } else {

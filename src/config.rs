@@ -74,6 +74,12 @@ pub struct Config {
     #[arg(long, env = "PSEUDOSTREAM_WORKERS", default_value_t = 128)]
     pub workers: usize,
 
+    /// Threads that run jobs (workers and their queries), at a lower OS
+    /// priority than the API's; also how many jobs scan past their first
+    /// window at once. 0 = one per CPU.
+    #[arg(long, env = "PSEUDOSTREAM_QUERY_THREADS", default_value_t = 0)]
+    pub query_threads: usize,
+
     /// Memory the embedded result log may hold; above it new jobs get 503.
     #[arg(long, env = "PSEUDOSTREAM_RESULT_MEMORY", default_value = "1073741824")]
     pub result_memory_bytes: u64,

@@ -26,6 +26,10 @@ pub const DEMO_SEED: u64 = 0x5EED_DA7A_2026;
 
 /// Rows per Parquet row group (and per Arrow batch we build).
 const ROW_GROUP_ROWS: usize = 64 * 1024;
+/// Rows per data page. Rows are sorted by time and every page's min/max go
+/// into the page index, so a query for a slice of a day (a job's first
+/// window) decodes the few pages that overlap it, not the whole row group.
+const PAGE_ROWS: usize = 2048;
 const DAY_US: u64 = 86_400_000_000;
 
 /// SplitMix64: tiny, fast, and good enough for synthetic data; written here so
@@ -466,6 +470,8 @@ fn write_day(
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page)
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_write_batch_size(PAGE_ROWS)
         .build();
     let schema = schema();
     let mut writer =

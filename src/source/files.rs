@@ -18,11 +18,12 @@ use datafusion::logical_expr::{Expr, SortExpr};
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use super::engine;
 use super::rows::{batch_to_rows, to_micros};
 use super::translate::{column, field_type, time_compare, translate};
 use super::{QuerySource, Row, RowStream, SourceError, SourceQuery};
@@ -413,8 +414,15 @@ fn open_blocking(location: &str, time_column: &str) -> Result<ParquetSource, Sou
         arrow_schema,
         time_type,
         segments,
-        ctx: SessionContext::new(),
+        ctx: SessionContext::new_with_config(engine_config()?),
     })
+}
+
+/// DataFusion's settings: its defaults, overridden by any `DATAFUSION_*`
+/// environment variable (e.g. `DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS=true`).
+fn engine_config() -> Result<SessionConfig, SourceError> {
+    SessionConfig::from_env()
+        .map_err(|e| SourceError::Engine(format!("bad DATAFUSION_* environment variable: {e}")))
 }
 
 /// How many time windows the first segment of a query is cut into, newest
@@ -510,27 +518,30 @@ impl Job {
         Ok(df.sort(self.sort.clone())?)
     }
 
-    /// Runs the segments in order, sending batches of rows until the limit is
+    /// Runs the parts in order, sending batches of rows until the limit is
     /// reached or the receiver is gone. Returns early on the first error.
-    async fn run(self, tx: mpsc::Sender<Batch>) -> Result<(), SourceError> {
+    ///
+    /// Once nothing is left to skip, the next part runs ahead (filter and
+    /// sort on the other core) while this one's rows go out, so a long
+    /// query keeps two parts busy; each holds at most `CHANNEL_BATCHES`
+    /// batches of rows ready.
+    async fn run(self: Arc<Self>, tx: mpsc::Sender<Batch>) -> Result<(), SourceError> {
         let (mut skip_left, mut remaining) = (self.skip, self.limit);
-        for part in &self.parts {
+        let mut ahead: Option<(usize, PartRun)> = None;
+        for n in 0..self.parts.len() {
             if remaining == 0 {
                 break;
             }
-            let sorted = self.segment_frame(part).await?;
-            let engine_skip = usize::try_from(skip_left.min(MAX_ENGINE_ROWS)).unwrap_or(usize::MAX);
-            let engine_fetch =
-                usize::try_from(remaining.min(MAX_ENGINE_ROWS)).unwrap_or(usize::MAX);
-            // Offset and fetch on top of the sort let DataFusion use a TopK sort.
-            let mut df = sorted.clone().limit(engine_skip, Some(engine_fetch))?;
-            if let Some(out) = &self.output {
-                df = df.select(out.iter().map(|n| column(n)))?;
+            let mut current = match ahead.take() {
+                Some((m, run)) if m == n => run,
+                _ => self.start_part(n, skip_left, remaining),
+            };
+            if skip_left == 0 && n + 1 < self.parts.len() {
+                ahead = Some((n + 1, self.start_part(n + 1, 0, remaining)));
             }
-            let mut stream = df.execute_stream().await?;
             let mut got: u64 = 0;
-            while let Some(batch) = stream.next().await {
-                let mut rows = batch_to_rows(&batch?)?;
+            while let Some(rows) = current.rows.recv().await {
+                let mut rows = rows?;
                 let room = usize::try_from(remaining - got).unwrap_or(usize::MAX);
                 rows.truncate(room);
                 got += rows.len() as u64;
@@ -541,18 +552,100 @@ impl Job {
                     break;
                 }
             }
+            if got < remaining {
+                // The part ended by itself: make sure it did not die silently.
+                current.finished().await?;
+            }
             remaining -= got;
             if got > 0 {
-                // Rows came back, so this segment had more matches than the skip.
+                // Rows came back, so this part had more matches than the skip.
                 skip_left = 0;
             } else if skip_left > 0 {
-                // Nothing came back: the whole segment was skipped; count its
+                // Nothing came back: the whole part was skipped; count its
                 // matches (a scan, but no sort) to know how much skip is left.
+                let sorted = self.segment_frame(&self.parts[n]).await?;
+                let _permit = engine::bulk_permit().await;
                 let matched = sorted.count().await? as u64;
                 skip_left = skip_left.saturating_sub(matched);
             }
         }
         Ok(())
+    }
+
+    /// Starts part `n` on its own task: its rows after `skip`, at most `fetch`.
+    fn start_part(self: &Arc<Self>, n: usize, skip: u64, fetch: u64) -> PartRun {
+        let (tx, rows) = mpsc::channel(CHANNEL_BATCHES);
+        let job = Arc::clone(self);
+        let task = engine::spawn(async move {
+            if let Err(e) = job.produce_part(n, skip, fetch, &tx).await {
+                // The consumer may already be gone; then nobody needs the error.
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        PartRun {
+            rows,
+            task: TaskGuard(Some(task)),
+        }
+    }
+
+    async fn produce_part(
+        &self,
+        n: usize,
+        skip: u64,
+        fetch: u64,
+        tx: &mpsc::Sender<Batch>,
+    ) -> Result<(), SourceError> {
+        // The first window is what the first chunk waits for; the rest is
+        // bulk work and takes turns (see `engine`).
+        let bulk = n > 0;
+        let sorted = self.segment_frame(&self.parts[n]).await?;
+        let engine_skip = usize::try_from(skip.min(MAX_ENGINE_ROWS)).unwrap_or(usize::MAX);
+        let engine_fetch = usize::try_from(fetch.min(MAX_ENGINE_ROWS)).unwrap_or(usize::MAX);
+        // Offset and fetch on top of the sort let DataFusion use a TopK sort.
+        let mut df = sorted.limit(engine_skip, Some(engine_fetch))?;
+        if let Some(out) = &self.output {
+            df = df.select(out.iter().map(|n| column(n)))?;
+        }
+        let mut stream = df.execute_stream().await?;
+        loop {
+            // Held while the engine computes a batch, not while the batch
+            // waits for its consumer: a slow reader of one job must not
+            // hold up the others.
+            let permit = if bulk {
+                Some(engine::bulk_permit().await)
+            } else {
+                None
+            };
+            let Some(batch) = stream.next().await else {
+                return Ok(());
+            };
+            let rows = batch_to_rows(&batch?)?;
+            drop(permit);
+            if tx.send(Ok(rows)).await.is_err() {
+                return Ok(()); // consumer gone: stop working
+            }
+        }
+    }
+}
+
+/// One part running on its own task; dropping it stops the task.
+struct PartRun {
+    rows: mpsc::Receiver<Batch>,
+    task: TaskGuard,
+}
+
+impl PartRun {
+    /// Joins the finished task, so a panic is an error, not a short result.
+    async fn finished(mut self) -> Result<(), SourceError> {
+        match self.task.0.take() {
+            Some(task) => match task.await {
+                Err(e) if e.is_panic() => {
+                    Err(SourceError::Engine(format!("query task panicked: {e}")))
+                }
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        }
     }
 }
 
@@ -688,7 +781,8 @@ impl QuerySource for ParquetSource {
             limit: q.limit,
         };
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-        let task = tokio::spawn(async move {
+        let job = Arc::new(job);
+        let task = engine::spawn(async move {
             let err_tx = tx.clone();
             if let Err(e) = job.run(tx).await {
                 // The consumer may already be gone; then nobody needs the error.

@@ -5,6 +5,7 @@
 use crate::filter::{Order, Predicate, Schema};
 
 pub mod demo;
+pub mod engine;
 pub mod files;
 pub mod postgres;
 mod rows;

@@ -25,8 +25,10 @@ pub(crate) fn to_micros(v: i64, unit: TimeUnit) -> Option<i64> {
 
 /// RFC 3339 UTC with exactly six fractional digits, e.g. `2026-11-01T12:00:00.000000Z`.
 pub(crate) fn format_micros(us: i64) -> Option<String> {
+    // Not `format("…")`: that parses its pattern on every call, and a result
+    // formats one of these per row.
     chrono::DateTime::from_timestamp_micros(us)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
 
 fn float(v: f64) -> Json {
@@ -83,13 +85,12 @@ fn cell(a: &ArrayRef, i: usize) -> Result<Json, SourceError> {
 pub(crate) fn batch_to_rows(batch: &RecordBatch) -> Result<Vec<Row>, SourceError> {
     let schema = batch.schema();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let mut rows = Vec::with_capacity(batch.num_rows());
-    for i in 0..batch.num_rows() {
-        let mut row = Row::new();
-        for (name, col) in names.iter().zip(batch.columns()) {
+    let mut rows = vec![Row::new(); batch.num_rows()];
+    // Column by column: each column's cells are read while it is in cache.
+    for (name, col) in names.iter().zip(batch.columns()) {
+        for (i, row) in rows.iter_mut().enumerate() {
             row.insert((*name).to_owned(), cell(col, i)?);
         }
-        rows.push(row);
     }
     Ok(rows)
 }

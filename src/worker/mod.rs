@@ -25,11 +25,14 @@ pub fn spawn(jobs: &Arc<Jobs>, count: usize, shutdown: &CancellationToken) -> Jo
     for n in 0..count {
         let jobs = jobs.clone();
         let shutdown = shutdown.clone();
-        set.spawn(async move {
+        // On the query runtime, beside the queries: encoding and publishing
+        // chunks is job work too, and must not slow the API down.
+        let worker = async move {
             run(jobs, shutdown)
                 .instrument(info_span!("worker", n))
                 .await
-        });
+        };
+        set.spawn_on(worker, &crate::source::engine::handle());
     }
     set
 }
@@ -313,8 +316,8 @@ impl<'a> ChunkCutter<'a> {
             .update_job(self.spec.job_id, update)
             .await?
         {
-            // Counted before the audit write yields, so a reader that saw the
-            // last chunk also sees the job counted.
+            // Counted once the coordinator has the outcome; a reader that
+            // saw the last chunk may scrape a moment before this.
             self.jobs.metrics.job_finished(status.as_str());
             audit_progress(self.jobs, &job).await;
             info!(

@@ -339,6 +339,54 @@ pub async fn case_record_interrupted_fails_jobs_in_flight(log: &dyn AuditLog) {
     assert_eq!(log.record_interrupted(at).await.unwrap(), 0);
 }
 
+/// Many submissions at once (the embedded log commits them in groups), one
+/// of them a duplicate the store must refuse: the others all land, each
+/// with the progress queued right after it, and only the duplicate fails.
+pub async fn case_concurrent_writes_land_and_a_bad_one_fails_alone(log: &dyn AuditLog) {
+    const JOBS: usize = 200;
+    let t = base();
+    let entries: Vec<AuditEntry> = (0..JOBS)
+        .map(|_| entry(JobId::new(), "acme", "ann", t))
+        .collect();
+    let duplicate = entries[JOBS / 2].clone();
+    let writes = entries.iter().map(|e| async move {
+        log.record_submission(e).await?;
+        let job: JobId = e.job_id.parse().expect("a job id");
+        let mut rec = record(job, t);
+        rec.status = JobStatus::Running;
+        rec.started_at = Some(t);
+        log.record_progress(&rec).await
+    });
+    let (results, again) = tokio::join!(
+        futures::future::join_all(writes),
+        log.record_submission(&duplicate)
+    );
+    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+    // Whichever of the two copies came second is the one refused.
+    assert!(
+        failed.len() + usize::from(again.is_err()) == 1,
+        "exactly one of the duplicate pair fails: {failed:?}, {again:?}"
+    );
+    let mut q = query("acme", None);
+    q.limit = 1000;
+    let rows = log.search(&q).await.unwrap();
+    assert_eq!(rows.len(), JOBS);
+    for e in &entries {
+        let row = rows
+            .iter()
+            .find(|r| r.submission_id == e.submission_id)
+            .unwrap();
+        if row.submission_id == duplicate.submission_id && failed.len() == 1 {
+            continue; // its own progress never ran
+        }
+        assert_eq!(row.status, "running", "{}", row.submission_id);
+        assert_eq!(
+            row.started_at.as_deref(),
+            Some("2026-11-01T12:00:00.123456Z")
+        );
+    }
+}
+
 macro_rules! audit_suite {
     ($module:ident, $make:expr $(, #[$attr:meta])*) => {
         mod $module {
@@ -347,7 +395,8 @@ macro_rules! audit_suite {
                 case_search_by_user_time_and_tenant,
                 case_progress_updates_every_live_row_of_the_job,
                 case_record_expired_marks_only_that_job,
-                case_record_interrupted_fails_jobs_in_flight);
+                case_record_interrupted_fails_jobs_in_flight,
+                case_concurrent_writes_land_and_a_bad_one_fails_alone);
         }
     };
     (@cases $make:expr; $attrs:tt; $($case:ident),*) => {

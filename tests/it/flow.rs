@@ -140,22 +140,32 @@ async fn metrics_count_what_happened() {
     let job = server.submit(ALICE, "status = 404").await;
     server.read_all(ALICE, job["jobId"].as_str().unwrap()).await;
     server.submit(BOB, "status = 404").await;
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for line in [
+    let expected = [
         "pseudostream_jobs_accepted_total 1",
         "pseudostream_dedup_hits_total 1",
         "pseudostream_first_chunk_seconds_count 1",
         "pseudostream_jobs_finished_total{status=\"completed\"} 1",
         "pseudostream_offsets{state=\"leased\"} 1",
-    ] {
+    ];
+    // The worker counts a finished job just after publishing its last
+    // chunk, on its own threads, so a reader can get there first.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let text = server
+            .http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if expected.iter().all(|l| text.contains(l)) || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    for line in expected {
         assert!(text.contains(line), "missing `{line}` in\n{text}");
     }
     assert!(
