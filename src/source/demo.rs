@@ -17,6 +17,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
 
 use super::SourceError;
 
@@ -472,6 +473,16 @@ fn write_day(
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_write_batch_size(PAGE_ROWS)
+        .set_dictionary_enabled(false);
+    // Dictionaries only where values repeat: a reader must decode a
+    // column's whole dictionary page before any of its data pages, so a
+    // dictionary of unique times or messages would cost a small query as
+    // much as the whole row group.
+    let props = ["service", "method", "status", "region", "customer"]
+        .into_iter()
+        .fold(props, |p, c| {
+            p.set_column_dictionary_enabled(ColumnPath::from(c), true)
+        })
         .build();
     let schema = schema();
     let mut writer =

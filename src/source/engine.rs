@@ -6,13 +6,16 @@
 //!
 //! Within the query runtime, a job's first window (what its first chunk
 //! needs) runs at once, while everything after it waits for one of a few
-//! *bulk* permits. A hundred long queries submitted together then each get
-//! their first chunk before any of them streams on through its 90 days.
+//! *bulk* permits, and for the first windows running to finish (up to a
+//! bound). A hundred long queries submitted together then each get their
+//! first chunk before any of them streams on through its 90 days.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::runtime::Runtime;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
 /// OS priority of query threads (Linux nice value; 0 is the default).
 #[cfg(target_os = "linux")]
@@ -21,7 +24,14 @@ const QUERY_NICE: i32 = 10;
 struct Engine {
     runtime: Runtime,
     bulk: Semaphore,
+    /// First windows running now; bulk work yields to them.
+    first_windows: AtomicUsize,
+    first_windows_done: Notify,
 }
+
+/// Longest a bulk batch waits for first windows to finish: under a steady
+/// stream of new queries, running ones still move at least this often.
+const BULK_YIELD_MAX: Duration = Duration::from_secs(2);
 
 static ENGINE: OnceLock<Engine> = OnceLock::new();
 
@@ -57,6 +67,8 @@ fn build(threads: usize) -> Engine {
     Engine {
         runtime,
         bulk: Semaphore::new(threads),
+        first_windows: AtomicUsize::new(0),
+        first_windows_done: Notify::new(),
     }
 }
 
@@ -86,11 +98,44 @@ where
     engine().runtime.spawn(task)
 }
 
-/// Waits for a bulk permit: held while a query scans anything beyond its
-/// first window.
+/// Marks a first window as running until dropped.
+pub(crate) struct FirstWindow(());
+
+impl FirstWindow {
+    pub(crate) fn start() -> FirstWindow {
+        engine().first_windows.fetch_add(1, Ordering::SeqCst);
+        FirstWindow(())
+    }
+}
+
+impl Drop for FirstWindow {
+    fn drop(&mut self) {
+        let e = engine();
+        if e.first_windows.fetch_sub(1, Ordering::SeqCst) == 1 {
+            e.first_windows_done.notify_waiters();
+        }
+    }
+}
+
+/// Waits for a bulk permit: held while a query computes a batch beyond its
+/// first window. Waits first (up to `BULK_YIELD_MAX`) while any query's
+/// first window runs, so first chunks get the CPU before bulk scans do.
 pub(crate) async fn bulk_permit() -> SemaphorePermit<'static> {
-    engine()
-        .bulk
+    let e = engine();
+    let deadline = tokio::time::Instant::now() + BULK_YIELD_MAX;
+    while e.first_windows.load(Ordering::SeqCst) > 0 {
+        let done = e.first_windows_done.notified();
+        tokio::pin!(done);
+        // Registered before the re-check, so a wake-up in between is not lost.
+        done.as_mut().enable();
+        if e.first_windows.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, done).await.is_err() {
+            break;
+        }
+    }
+    e.bulk
         .acquire()
         .await
         // The semaphore lives in a static and is never closed.

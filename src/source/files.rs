@@ -536,11 +536,16 @@ impl Job {
                 Some((m, run)) if m == n => run,
                 _ => self.start_part(n, skip_left, remaining),
             };
-            if skip_left == 0 && n + 1 < self.parts.len() {
-                ahead = Some((n + 1, self.start_part(n + 1, 0, remaining)));
-            }
+            let read_ahead = skip_left == 0 && n + 1 < self.parts.len();
             let mut got: u64 = 0;
-            while let Some(rows) = current.rows.recv().await {
+            loop {
+                let next = current.rows.recv().await;
+                // Started once this part has its first rows (or none), so
+                // planning the next part does not delay a first chunk.
+                if read_ahead && ahead.is_none() {
+                    ahead = Some((n + 1, self.start_part(n + 1, 0, remaining)));
+                }
+                let Some(rows) = next else { break };
                 let mut rows = rows?;
                 let room = usize::try_from(remaining - got).unwrap_or(usize::MAX);
                 rows.truncate(room);
@@ -598,6 +603,9 @@ impl Job {
         // The first window is what the first chunk waits for; the rest is
         // bulk work and takes turns (see `engine`).
         let bulk = n > 0;
+        // Released once its first batch is computed (the sort is done by
+        // then), not while the batch waits for the consumer.
+        let mut first = (!bulk).then(engine::FirstWindow::start);
         let sorted = self.segment_frame(&self.parts[n]).await?;
         let engine_skip = usize::try_from(skip.min(MAX_ENGINE_ROWS)).unwrap_or(usize::MAX);
         let engine_fetch = usize::try_from(fetch.min(MAX_ENGINE_ROWS)).unwrap_or(usize::MAX);
@@ -621,6 +629,7 @@ impl Job {
             };
             let rows = batch_to_rows(&batch?)?;
             drop(permit);
+            drop(first.take());
             if tx.send(Ok(rows)).await.is_err() {
                 return Ok(()); // consumer gone: stop working
             }
