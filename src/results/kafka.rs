@@ -544,8 +544,14 @@ fn fetch(consumer: &BaseConsumer, request: &Fetch) -> Result<BTreeMap<u64, Strin
         .map_err(kafka_error)?;
     consumer.assign(&assignment).map_err(kafka_error)?;
 
+    let last_needed = request.needed.values().max().copied().unwrap_or(start);
     let deadline = Instant::now() + READ_TIMEOUT;
     let mut found: HashMap<u64, String> = HashMap::with_capacity(request.needed.len());
+    // The highest position read in this assignment.
+    let mut read_up_to: Option<KafkaPosition> = None;
+    // Copies of needed chunks found before their indexed position: not
+    // accepted, but named in the error (a broker reporting wrong offsets).
+    let mut early: Vec<(u64, KafkaPosition)> = Vec::new();
     while found.len() < request.needed.len() {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
@@ -553,7 +559,19 @@ fn fetch(consumer: &BaseConsumer, request: &Fetch) -> Result<BTreeMap<u64, Strin
         }
         let message = match consumer.poll(remaining.min(Duration::from_millis(500))) {
             None => continue,
-            Some(Err(KafkaError::PartitionEOF(p))) if p == request.partition => break,
+            Some(Err(KafkaError::PartitionEOF(p))) if p == request.partition => {
+                // Only an end read past every needed position means a chunk
+                // is missing. An earlier end is a pooled reader's leftover
+                // event from its previous read of this partition, or a
+                // broker that acknowledged a message before it became
+                // readable (seen with tansu under concurrent producers):
+                // the index says the chunk is there, so keep reading until
+                // it arrives or the read times out.
+                if read_up_to.is_some_and(|r| r >= last_needed) {
+                    break;
+                }
+                continue;
+            }
             Some(Err(KafkaError::PartitionEOF(_))) => continue,
             Some(Err(e)) => return Err(kafka_error(e)),
             Some(Ok(message)) => message,
@@ -564,6 +582,7 @@ fn fetch(consumer: &BaseConsumer, request: &Fetch) -> Result<BTreeMap<u64, Strin
         {
             continue;
         }
+        read_up_to = read_up_to.max(Some(message.offset()));
         let Some(payload) = message.payload() else {
             continue;
         };
@@ -576,7 +595,11 @@ fn fetch(consumer: &BaseConsumer, request: &Fetch) -> Result<BTreeMap<u64, Strin
         let Some(&position) = request.needed.get(&seq) else {
             continue;
         };
-        if message.offset() < position || found.contains_key(&seq) {
+        if message.offset() < position {
+            early.push((seq, message.offset()));
+            continue;
+        }
+        if found.contains_key(&seq) {
             continue;
         }
         let json = std::str::from_utf8(payload).map_err(unavailable)?;
@@ -589,7 +612,7 @@ fn fetch(consumer: &BaseConsumer, request: &Fetch) -> Result<BTreeMap<u64, Strin
             .filter(|(seq, _)| !found.contains_key(seq))
             .collect();
         return Err(ResultError::Unavailable(format!(
-            "chunks (seq, position) {missing:?} of job {} are indexed but not in partition {}",
+            "chunks (seq, position) {missing:?} of job {} are indexed but not in partition {} (read up to {read_up_to:?}; found only before their position: {early:?})",
             request.job, request.partition
         )));
     }
