@@ -588,8 +588,10 @@ async fn raw_kafka(brokers: &str, bytes: usize, count: u64) -> anyhow::Result<f6
         .set("linger.ms", "0")
         .set("allow.auto.create.topics", "true")
         .create()?;
+    // Created like the result topic (a broker may not auto-create topics).
+    crate::results::kafka::ensure_topic(brokers, &topic, 1).await?;
     let payload = vec![b'x'; bytes];
-    // Warm up: topic creation and metadata.
+    // Warm up: metadata.
     producer
         .send(
             FutureRecord::<str, [u8]>::to(&topic)

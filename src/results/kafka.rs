@@ -392,7 +392,11 @@ fn kafka_error(e: KafkaError) -> ResultError {
     }
 }
 
-async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), ResultError> {
+pub(crate) async fn ensure_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), ResultError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
