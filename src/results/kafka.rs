@@ -529,60 +529,96 @@ fn reader(brokers: &str) -> Result<BaseConsumer, ResultError> {
         .map_err(unavailable)
 }
 
+/// How far before the first needed position the reads after a miss start
+/// (see `fetch`): a record batch holds at most a few hundred chunks here.
+const REREAD_BACK: [KafkaPosition; 2] = [256, 4096];
+
 /// Reads the partition from the first needed position until every needed
 /// seq is found. A message counts for a seq when its headers name the job and
 /// seq and it sits at or after the indexed position: the indexed copy, or a
 /// later duplicate that compaction kept in its place. Messages of other jobs
 /// sharing the partition are skipped.
+///
+/// tansu 0.6 answers a fetch that starts inside a record batch with the
+/// batches after it, so the messages of that batch from the asked offset on
+/// never arrive (seen under 100 concurrent jobs, whose chunks share
+/// batches). So a read that misses chunks is repeated from further and
+/// further back (`REREAD_BACK`, then the start of the partition) before it
+/// fails.
 fn fetch(consumer: &BaseConsumer, request: &Fetch) -> Result<BTreeMap<u64, String>, ResultError> {
     let Some(&start) = request.needed.values().min() else {
         return Ok(BTreeMap::new());
     };
+    let mut found: HashMap<u64, String> = HashMap::with_capacity(request.needed.len());
+    let mut read_up_to = None;
+    let earlier = REREAD_BACK.map(|back| start.saturating_sub(back).max(0));
+    for from in [start, earlier[0], earlier[1], 0] {
+        if found.len() == request.needed.len() {
+            break;
+        }
+        if from < start {
+            warn!(job = %request.job, partition = request.partition, from, start,
+                "chunks missing from a read at their position; reading again from earlier");
+        }
+        read_up_to = scan(consumer, request, from, &mut found)?;
+        if from == 0 {
+            break;
+        }
+    }
+    if found.len() < request.needed.len() {
+        let missing: Vec<_> = request
+            .needed
+            .iter()
+            .filter(|(seq, _)| !found.contains_key(seq))
+            .collect();
+        return Err(ResultError::Unavailable(format!(
+            "chunks (seq, position) {missing:?} of job {} are indexed but not in partition {} (read up to {read_up_to:?})",
+            request.job, request.partition
+        )));
+    }
+    Ok(found.into_iter().collect())
+}
+
+/// One read of the partition from `from`, adding what it finds to `found`,
+/// until every needed seq is there or the read has passed them all.
+/// Returns the highest position read.
+fn scan(
+    consumer: &BaseConsumer,
+    request: &Fetch,
+    from: KafkaPosition,
+    found: &mut HashMap<u64, String>,
+) -> Result<Option<KafkaPosition>, ResultError> {
     let mut assignment = TopicPartitionList::new();
     assignment
         .add_partition_offset(
             &request.topic,
             request.partition,
-            rdkafka::Offset::Offset(start),
+            rdkafka::Offset::Offset(from),
         )
         .map_err(kafka_error)?;
     consumer.assign(&assignment).map_err(kafka_error)?;
 
-    let last_needed = request.needed.values().max().copied().unwrap_or(start);
     let deadline = Instant::now() + READ_TIMEOUT;
-    let mut found: HashMap<u64, String> = HashMap::with_capacity(request.needed.len());
     // The highest position read in this assignment.
     let mut read_up_to: Option<KafkaPosition> = None;
-    // Copies of needed chunks found before their indexed position: not
-    // accepted, but named in the error (a broker reporting wrong offsets).
-    let mut early: Vec<(u64, KafkaPosition)> = Vec::new();
     while found.len() < request.needed.len() {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(ResultError::Timeout);
         }
         let message = match consumer.poll(remaining.min(Duration::from_millis(500))) {
-            None => continue,
-            Some(Err(KafkaError::PartitionEOF(p))) if p == request.partition => {
-                // Only an end read past every needed position means a chunk
-                // is missing. An earlier end is a pooled reader's leftover
-                // event from its previous read of this partition, or a
-                // broker that acknowledged a message before it became
-                // readable (seen with tansu under concurrent producers):
-                // the index says the chunk is there, so keep reading until
-                // it arrives or the read times out.
-                if read_up_to.is_some_and(|r| r >= last_needed) {
-                    break;
-                }
-                continue;
-            }
+            // The end of the partition, or nothing more for half a second:
+            // what this read can find, it has found (`fetch` decides what
+            // to do about chunks still missing).
+            None => break,
+            Some(Err(KafkaError::PartitionEOF(p))) if p == request.partition => break,
             Some(Err(KafkaError::PartitionEOF(_))) => continue,
             Some(Err(e)) => return Err(kafka_error(e)),
             Some(Ok(message)) => message,
         };
         if message.topic() != request.topic
             || message.partition() != request.partition
-            || message.offset() < start
+            || message.offset() < from
         {
             continue;
         }
@@ -599,28 +635,13 @@ fn fetch(consumer: &BaseConsumer, request: &Fetch) -> Result<BTreeMap<u64, Strin
         let Some(&position) = request.needed.get(&seq) else {
             continue;
         };
-        if message.offset() < position {
-            early.push((seq, message.offset()));
-            continue;
-        }
-        if found.contains_key(&seq) {
+        if message.offset() < position || found.contains_key(&seq) {
             continue;
         }
         let json = std::str::from_utf8(payload).map_err(unavailable)?;
         found.insert(seq, json.to_owned());
     }
-    if found.len() < request.needed.len() {
-        let missing: Vec<_> = request
-            .needed
-            .iter()
-            .filter(|(seq, _)| !found.contains_key(seq))
-            .collect();
-        return Err(ResultError::Unavailable(format!(
-            "chunks (seq, position) {missing:?} of job {} are indexed but not in partition {} (read up to {read_up_to:?}; found only before their position: {early:?})",
-            request.job, request.partition
-        )));
-    }
-    Ok(found.into_iter().collect())
+    Ok(read_up_to)
 }
 
 fn job_and_seq(headers: &BorrowedHeaders) -> Option<(&str, u64)> {

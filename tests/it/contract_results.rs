@@ -92,6 +92,34 @@ pub async fn case_a_batch_lands_in_order_and_resumes_cleanly<T: ResultTopic>(top
     }
 }
 
+/// Jobs publishing at once on one offset's partition (a Kafka producer packs
+/// their chunks into shared record batches): every chunk of every job reads
+/// back, also from the middle of a batch.
+pub async fn case_concurrent_jobs_on_one_partition_all_read_back<T: ResultTopic>(topic: T) {
+    const JOBS: usize = 20;
+    const CHUNKS: u64 = 8;
+    let jobs: Vec<JobId> = (0..JOBS).map(|_| JobId::new()).collect();
+    let topic = &topic;
+    let publishes = jobs.iter().map(|&job| async move {
+        let batch: Vec<Chunk> = (0..CHUNKS)
+            .map(|seq| chunk(job, seq, seq + 1 == CHUNKS))
+            .collect();
+        topic.publish_batch(&batch).await.unwrap();
+    });
+    futures::future::join_all(publishes).await;
+    for &job in &jobs {
+        for from in [0, 3, CHUNKS - 1] {
+            let read = topic.read(job, Offset(7), from, 10).await.unwrap();
+            assert_eq!(read.len() as u64, CHUNKS - from, "job {job} from {from}");
+            for (k, json) in read.iter().enumerate() {
+                let c = decode(json);
+                assert_eq!(c["jobId"], job.to_string());
+                assert_eq!(c["chunkSeq"], from + k as u64);
+            }
+        }
+    }
+}
+
 /// Stamps the contract for one implementation; `$make` is evaluated (and
 /// may `.await`) inside each test. Attributes after it, such as `#[ignore]`
 /// for implementations that need a server, go on every case.
@@ -104,7 +132,8 @@ macro_rules! result_topic_suite {
                 case_chunks_read_back_in_order,
                 case_republishing_a_seq_is_a_no_op_and_gaps_are_refused,
                 case_delete_removes_a_job_and_only_it,
-                case_a_batch_lands_in_order_and_resumes_cleanly);
+                case_a_batch_lands_in_order_and_resumes_cleanly,
+                case_concurrent_jobs_on_one_partition_all_read_back);
         }
     };
     (@cases $attrs:tt $make:expr; $($case:ident),*) => {
