@@ -529,9 +529,10 @@ fn reader(brokers: &str) -> Result<BaseConsumer, ResultError> {
         .map_err(unavailable)
 }
 
-/// How far before the first needed position the reads after a miss start
-/// (see `fetch`): a record batch holds at most a few hundred chunks here.
-const REREAD_BACK: [KafkaPosition; 2] = [256, 4096];
+/// How far before the first needed position each read of `fetch` starts:
+/// at it, then (after a miss) a record batch back (a few hundred chunks at
+/// most here), further, and finally the start of the partition.
+const READ_BACK: [KafkaPosition; 4] = [0, 256, 4096, KafkaPosition::MAX];
 
 /// Reads the partition from the first needed position until every needed
 /// seq is found. A message counts for a seq when its headers name the job and
@@ -543,19 +544,18 @@ const REREAD_BACK: [KafkaPosition; 2] = [256, 4096];
 /// batches after it, so the messages of that batch from the asked offset on
 /// never arrive (seen under 100 concurrent jobs, whose chunks share
 /// batches). So a read that misses chunks is repeated from further and
-/// further back (`REREAD_BACK`, then the start of the partition) before it
-/// fails.
+/// further back (`READ_BACK`) before it fails.
 fn fetch(consumer: &BaseConsumer, request: &Fetch) -> Result<BTreeMap<u64, String>, ResultError> {
     let Some(&start) = request.needed.values().min() else {
         return Ok(BTreeMap::new());
     };
     let mut found: HashMap<u64, String> = HashMap::with_capacity(request.needed.len());
     let mut read_up_to = None;
-    let earlier = REREAD_BACK.map(|back| start.saturating_sub(back).max(0));
-    for from in [start, earlier[0], earlier[1], 0] {
+    for back in READ_BACK {
         if found.len() == request.needed.len() {
             break;
         }
+        let from = start.saturating_sub(back).max(0);
         if from < start {
             warn!(job = %request.job, partition = request.partition, from, start,
                 "chunks missing from a read at their position; reading again from earlier");

@@ -1,24 +1,11 @@
 //! The result-topic contract, run against every implementation.
 
-use pseudostream::jobs::model::{Chunk, JobId, JobStatus, Offset};
+use pseudostream::jobs::model::{Chunk, JobId, Offset};
 use pseudostream::results::ResultTopic;
 use pseudostream::results::memory::MemoryResultLog;
-use serde_json::{Map, json};
 
 fn chunk(job: JobId, seq: u64, last: bool) -> Chunk {
-    let mut row = Map::new();
-    row.insert("n".into(), json!(seq));
-    Chunk {
-        job_id: job,
-        offset: Offset(7),
-        chunk_seq: seq,
-        is_last: last,
-        rows: vec![row],
-        status: last.then_some(JobStatus::Completed),
-        total_rows: last.then_some(seq + 1),
-        truncated: last.then_some(false),
-        error: None,
-    }
+    crate::kafka_results::chunk(job, Offset(7), seq, last)
 }
 
 fn decode(text: &str) -> serde_json::Value {

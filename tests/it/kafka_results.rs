@@ -57,7 +57,8 @@ pub async fn fresh_topic() -> KafkaResultTopic {
     Names::fresh().connect().await
 }
 
-fn chunk(job: JobId, offset: Offset, seq: u64, last: bool) -> Chunk {
+/// A one-row chunk whose row says its seq; the last one says completed.
+pub fn chunk(job: JobId, offset: Offset, seq: u64, last: bool) -> Chunk {
     let mut row = Map::new();
     row.insert("n".into(), json!(seq));
     Chunk {
