@@ -34,6 +34,7 @@ use crate::jobs::Hooks;
 use crate::jobs::model::{Chunk, JobId, Offset};
 use crate::results::ResultTopic;
 use crate::results::memory::MemoryResultLog;
+use crate::source::Row;
 
 const KEY: &str = "bench-key-0001";
 
@@ -507,7 +508,7 @@ async fn delivery(
     let rate = rows as f64 / elapsed.as_secs_f64();
     // The same chunk, re-published raw: one full chunk of real rows.
     let sample = sample_chunk(client, &job.job_id).await?;
-    let chunk_bytes = serde_json::to_vec(&sample)?.len();
+    let chunk_bytes = sample.to_json().len();
     let (raw_rate, raw_what) = if kafka {
         let brokers = config.kafka_brokers.clone().unwrap_or_default();
         (
@@ -548,7 +549,10 @@ async fn sample_chunk(client: &Client, job: &str) -> anyhow::Result<Chunk> {
         .as_array()
         .context("the delivery job has no first chunk")?
         .iter()
-        .filter_map(|r| r.as_object().cloned())
+        .filter_map(|r| {
+            r.as_object()
+                .map(|o| Row::from_pairs(o.iter().map(|(k, v)| (k.as_str(), v))))
+        })
         .collect();
     Ok(Chunk {
         job_id: JobId::new(),

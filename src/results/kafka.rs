@@ -173,7 +173,7 @@ impl ResultTopic for KafkaResultTopic {
     }
 
     async fn publish(&self, chunk: &Chunk) -> Result<(), ResultError> {
-        let json = serde_json::to_string(chunk)?;
+        let json = chunk.to_json();
         let index = self.index_key(chunk.job_id);
         let seq = chunk.chunk_seq;
         let mut redis = self.redis.clone();
@@ -242,10 +242,7 @@ impl ResultTopic for KafkaResultTopic {
         if fresh.is_empty() {
             return Ok(());
         }
-        let encoded = fresh
-            .iter()
-            .map(|c| serde_json::to_string(c).map(|json| (*c, json)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let encoded: Vec<(&Chunk, String)> = fresh.iter().map(|c| (*c, c.to_json())).collect();
         let sends = encoded.iter().map(|(chunk, json)| {
             let headers = chunk_headers(chunk.job_id, chunk.chunk_seq, Some(chunk.is_last));
             let key = chunk_key(chunk.offset, chunk.chunk_seq);

@@ -40,7 +40,7 @@ impl MemoryResultLog {
 #[async_trait]
 impl ResultTopic for MemoryResultLog {
     async fn publish(&self, chunk: &Chunk) -> Result<(), ResultError> {
-        let json: ChunkJson = serde_json::to_string(chunk)?.into();
+        let json: ChunkJson = chunk.to_json().into();
         let mut jobs = self.lock();
         let log = jobs.entry(chunk.job_id).or_default();
         let expected = log.len() as u64;

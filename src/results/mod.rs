@@ -20,8 +20,6 @@ pub enum ResultError {
     Timeout,
     #[error("chunk {seq} of job {job} is out of sequence (expected {expected})")]
     OutOfSequence { job: JobId, seq: u64, expected: u64 },
-    #[error("could not encode chunk: {0}")]
-    Encode(#[from] serde_json::Error),
 }
 
 impl ResultError {

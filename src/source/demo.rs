@@ -604,6 +604,7 @@ mod tests {
         assert_eq!(ra, rb);
         assert!(
             ra.iter()
+                .map(Row::fields)
                 .all(|r| r["ts"].as_str().unwrap() >= "2026-10-31T00:00:00"
                     && r["ts"].as_str().unwrap() < "2026-11-02")
         );

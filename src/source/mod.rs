@@ -13,11 +13,7 @@ mod translate;
 
 pub use files::ParquetSource;
 pub use postgres::PostgresSource;
-
-/// One row of a result: field name → JSON value. Time values are RFC 3339 UTC
-/// strings with microseconds ("2026-11-01T12:00:00.000000Z"), integers/floats/
-/// bools as JSON numbers/bools, nulls as null.
-pub type Row = serde_json::Map<String, serde_json::Value>;
+pub use rows::Row;
 
 /// The rows of one query, in order. Dropping the stream stops the query.
 pub type RowStream = futures::stream::BoxStream<'static, Result<Row, SourceError>>;

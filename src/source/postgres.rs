@@ -784,10 +784,11 @@ impl Job {
                 skip_left -= 1;
                 continue;
             }
-            let mut out = Row::new();
-            for (name, i) in &self.output {
-                out.insert(name.clone(), std::mem::take(&mut vals[*i]));
-            }
+            let out = Row::from_pairs(
+                self.output
+                    .iter()
+                    .map(|(name, i)| (name.as_str(), &vals[*i])),
+            );
             remaining -= 1;
             if tx.send(Ok(out)).await.is_err() {
                 return Ok(()); // consumer gone; the guard closes the connection

@@ -168,7 +168,7 @@ async fn postgres_matches_datafusion_on_the_demo_data() {
     let everything = collect(&pair.parquet, query(Predicate::And(vec![])))
         .await
         .unwrap();
-    let time_of = |i: usize| everything[i]["ts"].as_str().unwrap().to_owned();
+    let time_of = |i: usize| everything[i].fields()["ts"].as_str().unwrap().to_owned();
     let start: DateTime<Utc> = DateTime::parse_from_rfc3339(&time_of(0))
         .unwrap()
         .with_timezone(&Utc);

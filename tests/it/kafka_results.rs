@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use pseudostream::jobs::model::{Chunk, JobId, JobStatus, Offset};
 use pseudostream::results::ResultTopic;
 use pseudostream::results::kafka::KafkaResultTopic;
+use pseudostream::source::Row;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::TopicPartitionList;
-use serde_json::{Map, json};
+use serde_json::json;
 
 const PARTITIONS: i32 = 3;
 
@@ -59,8 +60,7 @@ pub async fn fresh_topic() -> KafkaResultTopic {
 
 /// A one-row chunk whose row says its seq; the last one says completed.
 pub fn chunk(job: JobId, offset: Offset, seq: u64, last: bool) -> Chunk {
-    let mut row = Map::new();
-    row.insert("n".into(), json!(seq));
+    let row = Row::from_pairs([("n", &json!(seq))]);
     Chunk {
         job_id: job,
         offset,
@@ -100,7 +100,7 @@ async fn a_second_instance_reads_what_the_first_published() {
     let read = reader.read(job, Offset(4), 0, 10).await.unwrap();
     assert_eq!(seqs(&read), [0, 1, 2]);
     // Same text as the embedded log stores.
-    let expected = serde_json::to_string(&chunk(job, Offset(4), 1, false)).unwrap();
+    let expected = chunk(job, Offset(4), 1, false).to_json();
     assert_eq!(&*read[1], expected);
 
     // A takeover in another process re-publishes the last seq, then goes on.

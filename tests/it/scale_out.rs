@@ -258,7 +258,7 @@ async fn two_apis_and_two_workers_act_as_one_service() {
         .query(query)
         .await
         .unwrap()
-        .map(|r| Value::Object(r.unwrap()))
+        .map(|r| Value::Object(r.unwrap().fields()))
         .collect()
         .await;
     assert!(got == direct, "rows differ from a direct query");

@@ -284,13 +284,15 @@ pub async fn load_parquet_into_postgres(
         .await
         .expect("create table");
 
-    let rows: Vec<serde_json::Map<String, Value>> = src
+    let rows: Vec<pseudostream::source::Row> = src
         .query(SourceQuery::everything())
         .await
         .expect("query parquet")
         .try_collect()
         .await
         .expect("read parquet");
+    let rows: Vec<serde_json::Map<String, Value>> =
+        rows.iter().map(pseudostream::source::Row::fields).collect();
     let names: Vec<String> = fields.iter().map(|(n, _)| quote(n)).collect();
     // Well below the protocol's 65535 parameters per statement.
     let per_batch = (60_000 / fields.len().max(1)).min(1000);
