@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
+use futures::stream::Fuse;
+use futures::{FutureExt, StreamExt};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -16,7 +17,7 @@ use crate::coord::QueuedJob;
 use crate::filter;
 use crate::jobs::model::{Chunk, JobRecord, JobSpec, JobStatus, JobUpdate};
 use crate::jobs::{JobError, Jobs};
-use crate::source::{Row, SourceQuery};
+use crate::source::{Row, RowStream, SourceError, SourceQuery};
 
 /// Starts `count` workers; each ends when `shutdown` is cancelled, after
 /// closing the job it is running with a last chunk.
@@ -159,14 +160,19 @@ async fn run_job(
     };
     // Rows the source already has ready are taken together, so the chunks
     // they fill are published as one batch: one acknowledgement, one
-    // progress update and one cancel check for up to `PUBLISH_BATCH` chunks.
-    let batch_rows = PUBLISH_BATCH * jobs.settings.chunk_rows;
-    let mut stream = stream.ready_chunks(batch_rows);
+    // progress update and one cancel check per batch. Batches start at
+    // `FIRST_PUBLISH_BATCH` chunks, so the first chunk is not held back by
+    // many others, and double up to `MAX_PUBLISH_BATCH`: against Kafka each
+    // batch costs a broker round trip, so a long result wants few of them.
+    let mut batch_chunks = FIRST_PUBLISH_BATCH;
+    let mut stream = stream.fuse();
     let stop = 'rows: loop {
+        let batch_rows = batch_chunks * jobs.settings.chunk_rows;
         let next = tokio::select! {
-            next = stream.next() => next,
+            next = ready_rows(&mut stream, batch_rows) => next,
             _ = shutdown.cancelled() => break Some(Stop::Shutdown),
         };
+        batch_chunks = (batch_chunks * 2).min(MAX_PUBLISH_BATCH);
         let Some(ready) = next else { break None };
         for row in ready {
             match row {
@@ -206,8 +212,31 @@ async fn run_job(
     }
 }
 
-/// Most chunks published (and acknowledged) together.
-const PUBLISH_BATCH: usize = 64;
+/// Chunks in a job's first publish batch, and the most in any later one
+/// (published and acknowledged together). At most `MAX_PUBLISH_BATCH`
+/// chunks per running job are held in memory before acknowledgement.
+const FIRST_PUBLISH_BATCH: usize = 64;
+const MAX_PUBLISH_BATCH: usize = 512;
+
+/// Waits for the next row, then takes every row the source already has
+/// ready, up to `cap`. `None` once the stream has ended (fused: a source
+/// stream may not be polled after its end, and a batch can end with it).
+async fn ready_rows(
+    stream: &mut Fuse<RowStream>,
+    cap: usize,
+) -> Option<Vec<Result<Row, SourceError>>> {
+    let first = stream.next().await?;
+    let mut rows = Vec::with_capacity(cap.min(1024));
+    rows.push(first);
+    while rows.len() < cap {
+        // A pending `next` is dropped unpolled again: no row is lost.
+        match stream.next().now_or_never() {
+            Some(Some(row)) => rows.push(row),
+            _ => break,
+        }
+    }
+    Some(rows)
+}
 
 /// Cuts a job's rows into chunks and publishes them in order.
 struct ChunkCutter<'a> {
