@@ -606,6 +606,14 @@ impl Job {
         // Released once its first batch is computed (the sort is done by
         // then), not while the batch waits for the consumer.
         let mut first = (!bulk).then(engine::FirstWindow::start);
+        // Planning is CPU work too (DataFusion's optimiser passes cost about
+        // as much as reading a first window), so bulk parts plan under a
+        // permit as well, after the running first windows.
+        let planning = if bulk {
+            Some(engine::bulk_permit().await)
+        } else {
+            None
+        };
         let sorted = self.segment_frame(&self.parts[n]).await?;
         let engine_skip = usize::try_from(skip.min(MAX_ENGINE_ROWS)).unwrap_or(usize::MAX);
         let engine_fetch = usize::try_from(fetch.min(MAX_ENGINE_ROWS)).unwrap_or(usize::MAX);
@@ -615,6 +623,7 @@ impl Job {
             df = df.select(out.iter().map(|n| column(n)))?;
         }
         let mut stream = df.execute_stream().await?;
+        drop(planning);
         loop {
             // Held while the engine computes a batch, not while the batch
             // waits for its consumer: a slow reader of one job must not
