@@ -48,6 +48,9 @@ const MESSAGE_TIMEOUT_MS: &str = "25000";
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on admin and metadata calls at connect.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Silence after which a read is over (the first read of a fetch; later
+/// ones wait longer for their first message, see `fetch`).
+const READ_SILENCE: Duration = Duration::from_millis(500);
 /// Reader consumers kept open; a read holds one while it fetches.
 const READERS: usize = 4;
 /// The index outlives any sensible result TTL; expiry deletes it long before.
@@ -548,6 +551,10 @@ fn fetch(consumer: &BaseConsumer, request: &Fetch) -> Result<BTreeMap<u64, Strin
     };
     let mut found: HashMap<u64, String> = HashMap::with_capacity(request.needed.len());
     let mut read_up_to = None;
+    // Patience for a read's first message grows with each attempt: silence
+    // right away is what tansu's skipped batch looks like, but a busy
+    // broker can also take seconds to answer a fetch on a long partition.
+    let mut first_wait = READ_SILENCE;
     for back in READ_BACK {
         if found.len() == request.needed.len() {
             break;
@@ -557,7 +564,8 @@ fn fetch(consumer: &BaseConsumer, request: &Fetch) -> Result<BTreeMap<u64, Strin
             warn!(job = %request.job, partition = request.partition, from, start,
                 "chunks missing from a read at their position; reading again from earlier");
         }
-        read_up_to = scan(consumer, request, from, &mut found)?;
+        read_up_to = scan(consumer, request, from, first_wait, &mut found)?;
+        first_wait *= 4;
         if from == 0 {
             break;
         }
@@ -583,6 +591,7 @@ fn scan(
     consumer: &BaseConsumer,
     request: &Fetch,
     from: KafkaPosition,
+    first_wait: Duration,
     found: &mut HashMap<u64, String>,
 ) -> Result<Option<KafkaPosition>, ResultError> {
     let mut assignment = TopicPartitionList::new();
@@ -603,10 +612,14 @@ fn scan(
         if remaining.is_zero() {
             return Err(ResultError::Timeout);
         }
-        let message = match consumer.poll(remaining.min(Duration::from_millis(500))) {
-            // The end of the partition, or nothing more for half a second:
-            // what this read can find, it has found (`fetch` decides what
-            // to do about chunks still missing).
+        let wait = match read_up_to {
+            None => remaining.min(first_wait),
+            Some(_) => remaining.min(READ_SILENCE),
+        };
+        let message = match consumer.poll(wait) {
+            // The end of the partition, or silence: what this read can
+            // find, it has found (`fetch` decides what to do about chunks
+            // still missing).
             None => break,
             Some(Err(KafkaError::PartitionEOF(p))) if p == request.partition => break,
             Some(Err(KafkaError::PartitionEOF(_))) => continue,
