@@ -221,6 +221,8 @@ const MAX_PUBLISH_BATCH: usize = 512;
 /// Waits for the next row, then takes every row the source already has
 /// ready, up to `cap`. `None` once the stream has ended (fused: a source
 /// stream may not be polled after its end, and a batch can end with it).
+/// Only the first row is awaited, so dropping this future (at shutdown)
+/// never drops rows already taken from the source.
 async fn ready_rows(
     stream: &mut Fuse<RowStream>,
     cap: usize,
