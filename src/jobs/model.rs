@@ -7,7 +7,6 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
 use crate::filter::{Fingerprint, Order};
 
@@ -288,7 +287,7 @@ impl Chunk {
         }
         if let Some(error) = &self.error {
             out.push_str(r#","error":"#);
-            out.push_str(&Json::String(error.clone()).to_string());
+            crate::source::push_json_str(&mut out, error);
         }
         out.push('}');
         out
@@ -299,7 +298,7 @@ impl Chunk {
 mod tests {
     use super::*;
     use crate::source::Row;
-    use serde_json::json;
+    use serde_json::{Value as Json, json};
 
     #[test]
     fn chunk_json_has_every_field_readers_use() {
