@@ -86,7 +86,7 @@ pub async fn start_with_hooks(
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let backends = build_backends(&config).await?;
+    let backends = build_backends(&config, roles).await?;
     let audit = backends.audit.clone();
     let results = backends.results.clone();
     let settings = JobSettings {
@@ -186,7 +186,7 @@ pub async fn start_with_hooks(
 
 /// Picks each backend from the configuration: the distributed one when its
 /// URL is set, the embedded one otherwise.
-async fn build_backends(config: &Config) -> anyhow::Result<Backends> {
+async fn build_backends(config: &Config, roles: Roles) -> anyhow::Result<Backends> {
     let source = open_source(config).await?;
     let audit: Arc<dyn AuditLog> = match &config.database_url {
         Some(url) => Arc::new(
@@ -253,9 +253,14 @@ async fn build_backends(config: &Config) -> anyhow::Result<Backends> {
             )
             .await
             .context("connecting the Kafka result topic")?;
-            // Published chunks never change: pollers are served from memory.
+            // Published chunks never change: pollers are served from memory,
+            // and a process that serves what it publishes keeps it as it goes.
             let budget = usize::try_from(config.result_memory_bytes / 4).unwrap_or(usize::MAX);
-            Arc::new(CachedResultTopic::new(Arc::new(kafka), budget))
+            Arc::new(CachedResultTopic::new(
+                Arc::new(kafka),
+                budget,
+                roles == Roles::ALL,
+            ))
         }
         (Some(_), None) => anyhow::bail!(
             "PSEUDOSTREAM_KAFKA_BROKERS needs PSEUDOSTREAM_REDIS_URL too: Redis records where each chunk landed in Kafka"

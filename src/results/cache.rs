@@ -3,6 +3,12 @@
 //! answer thousands of pollers of the same offset from memory instead of
 //! fetching the same Kafka messages again. Bounded by bytes; oldest entries
 //! go first; an expired job's chunks are dropped with it.
+//!
+//! In a process that both publishes and serves (`serve` with workers), the
+//! cache is also filled by the publisher once Kafka has acknowledged a
+//! chunk: this process's readers then never fetch back what it just wrote,
+//! while every other reader (another API process, a plain Kafka consumer)
+//! reads the topic as before.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,6 +21,8 @@ use crate::jobs::model::{Chunk, JobId, Offset};
 pub struct CachedResultTopic {
     inner: Arc<dyn ResultTopic>,
     cache: Mutex<Cache>,
+    /// Whether published chunks go into the cache (see the module docs).
+    fill_on_publish: bool,
 }
 
 struct Cache {
@@ -45,7 +53,11 @@ impl Cache {
 }
 
 impl CachedResultTopic {
-    pub fn new(inner: Arc<dyn ResultTopic>, budget_bytes: usize) -> CachedResultTopic {
+    pub fn new(
+        inner: Arc<dyn ResultTopic>,
+        budget_bytes: usize,
+        fill_on_publish: bool,
+    ) -> CachedResultTopic {
         let cache = Cache {
             chunks: HashMap::new(),
             order: VecDeque::new(),
@@ -55,6 +67,23 @@ impl CachedResultTopic {
         CachedResultTopic {
             inner,
             cache: Mutex::new(cache),
+            fill_on_publish,
+        }
+    }
+
+    /// Keeps acknowledged chunks for this process's readers.
+    fn keep_published(&self, chunks: &[Chunk]) {
+        if !self.fill_on_publish {
+            return;
+        }
+        // Encoded outside the lock; the same text the topic stored.
+        let encoded: Vec<((JobId, u64), ChunkJson)> = chunks
+            .iter()
+            .map(|c| ((c.job_id, c.chunk_seq), ChunkJson::from(c.to_json())))
+            .collect();
+        let mut cache = self.lock();
+        for (key, json) in encoded {
+            cache.insert(key, json);
         }
     }
 
@@ -68,7 +97,15 @@ impl CachedResultTopic {
 #[async_trait]
 impl ResultTopic for CachedResultTopic {
     async fn publish(&self, chunk: &Chunk) -> Result<(), ResultError> {
-        self.inner.publish(chunk).await
+        self.inner.publish(chunk).await?;
+        self.keep_published(std::slice::from_ref(chunk));
+        Ok(())
+    }
+
+    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<(), ResultError> {
+        self.inner.publish_batch(chunks).await?;
+        self.keep_published(chunks);
+        Ok(())
     }
 
     async fn read(

@@ -141,7 +141,25 @@ result_topic_suite!(
     cached,
     pseudostream::results::cache::CachedResultTopic::new(
         std::sync::Arc::new(MemoryResultLog::new(u64::MAX)),
-        300
+        300,
+        false
+    )
+);
+// Filled by the publisher too: with a budget that evicts, and one that keeps all.
+result_topic_suite!(
+    cached_filled_evicting,
+    pseudostream::results::cache::CachedResultTopic::new(
+        std::sync::Arc::new(MemoryResultLog::new(u64::MAX)),
+        300,
+        true
+    )
+);
+result_topic_suite!(
+    cached_filled,
+    pseudostream::results::cache::CachedResultTopic::new(
+        std::sync::Arc::new(MemoryResultLog::new(u64::MAX)),
+        1 << 20,
+        true
     )
 );
 result_topic_suite!(
@@ -156,4 +174,66 @@ async fn embedded_log_is_full_past_its_budget() {
     assert!(!log.is_full());
     log.publish(&chunk(JobId::new(), 0, true)).await.unwrap();
     assert!(log.is_full());
+}
+
+/// Counts the reads that reach the wrapped topic.
+struct CountingReads {
+    inner: MemoryResultLog,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl ResultTopic for CountingReads {
+    async fn publish(&self, chunk: &Chunk) -> Result<(), pseudostream::results::ResultError> {
+        self.inner.publish(chunk).await
+    }
+    async fn read(
+        &self,
+        job: JobId,
+        offset: Offset,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<pseudostream::results::ChunkJson>, pseudostream::results::ResultError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.read(job, offset, from, limit).await
+    }
+    async fn delete(
+        &self,
+        job: JobId,
+        offset: Offset,
+        chunks: u64,
+    ) -> Result<(), pseudostream::results::ResultError> {
+        self.inner.delete(job, offset, chunks).await
+    }
+}
+
+/// A process that serves what it publishes reads nothing back from the
+/// topic; one that only serves reads through once, then from memory.
+#[tokio::test]
+async fn a_publishing_cache_serves_its_own_chunks_from_memory() {
+    use pseudostream::results::cache::CachedResultTopic;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    for fill in [true, false] {
+        let inner = Arc::new(CountingReads {
+            inner: MemoryResultLog::new(u64::MAX),
+            reads: Default::default(),
+        });
+        let topic = CachedResultTopic::new(inner.clone(), 1 << 20, fill);
+        let job = JobId::new();
+        let chunks: Vec<Chunk> = (0..5).map(|seq| chunk(job, seq, seq == 4)).collect();
+        topic.publish(&chunks[0]).await.unwrap();
+        topic.publish_batch(&chunks[1..]).await.unwrap();
+        for _ in 0..3 {
+            // Readers ask for no more than the job's progress says exists.
+            let read = topic.read(job, Offset(7), 0, 5).await.unwrap();
+            assert_eq!(read.len(), 5);
+            assert_eq!(*read[3], *chunks[3].to_json());
+        }
+        assert_eq!(
+            inner.reads.load(Ordering::SeqCst),
+            usize::from(!fill),
+            "fill {fill}"
+        );
+    }
 }
