@@ -6,9 +6,11 @@
 //!
 //! Within the query runtime, a job's first window (what its first chunk
 //! needs) runs at once, while everything after it waits for one of a few
-//! *bulk* permits, and for the first windows running to finish (up to a
-//! bound). A hundred long queries submitted together then each get their
-//! first chunk before any of them streams on through its 90 days.
+//! *bulk* permits, and for the jobs still waiting for their first rows to
+//! get them (up to a bound). A job counts as waiting from the moment a
+//! worker takes it until its first window has computed a batch. A hundred
+//! long queries submitted together then each get their first chunk before
+//! any of them streams on through its 90 days.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +26,7 @@ const QUERY_NICE: i32 = 10;
 struct Engine {
     runtime: Runtime,
     bulk: Semaphore,
-    /// First windows running now; bulk work yields to them.
+    /// Jobs waiting for their first rows now; bulk work yields to them.
     first_windows: AtomicUsize,
     first_windows_done: Notify,
 }
@@ -98,11 +100,14 @@ where
     engine().runtime.spawn(task)
 }
 
-/// Marks a first window as running until dropped.
-pub(crate) struct FirstWindow(());
+/// Marks a job as waiting for its first rows until dropped. A worker takes
+/// one when it picks a job up and lets go once the source has taken its
+/// own (the query has started), so the job counts from pickup until its
+/// first window has a batch.
+pub struct FirstWindow(());
 
 impl FirstWindow {
-    pub(crate) fn start() -> FirstWindow {
+    pub fn start() -> FirstWindow {
         engine().first_windows.fetch_add(1, Ordering::SeqCst);
         FirstWindow(())
     }
@@ -118,8 +123,8 @@ impl Drop for FirstWindow {
 }
 
 /// Waits for a bulk permit: held while a query computes a batch beyond its
-/// first window. Waits first (up to `BULK_YIELD_MAX`) while any query's
-/// first window runs, so first chunks get the CPU before bulk scans do.
+/// first window. Waits first (up to `BULK_YIELD_MAX`) while any job waits
+/// for its first rows, so first chunks get the CPU before bulk scans do.
 pub(crate) async fn bulk_permit() -> SemaphorePermit<'static> {
     let e = engine();
     let deadline = tokio::time::Instant::now() + BULK_YIELD_MAX;

@@ -5,9 +5,11 @@
 use crate::filter::{Order, Predicate, Schema};
 
 pub mod demo;
+mod direct;
 pub mod engine;
 pub mod files;
 pub mod postgres;
+mod regex_match;
 mod rows;
 mod translate;
 

@@ -14,6 +14,7 @@ use datafusion::logical_expr::expr::Like;
 use datafusion::logical_expr::{Expr, Operator, binary_expr, lit, not};
 
 use super::SourceError;
+use super::regex_match::regex_match;
 use crate::filter::{CompareOp, FieldType, Predicate, Value};
 
 /// The escape character of the LIKE patterns we build; DataFusion only
@@ -272,12 +273,13 @@ pub(crate) fn translate(p: &Predicate, arrow: &ArrowSchema) -> Result<Expr, Sour
             pattern,
         } => {
             string_field(field, arrow, "a regex match")?;
-            let op = if *negated {
-                Operator::RegexNotMatch
-            } else {
-                Operator::RegexMatch
-            };
-            binary_expr(column(field), op, lit(pattern.as_str()))
+            let regex = regex::Regex::new(pattern).map_err(|e| SourceError::BadPredicate {
+                field: field.clone(),
+                detail: format!("the regex does not compile: {e}"),
+            })?;
+            let matched = regex_match(column(field), regex);
+            // `not` of a null (unknown) match stays unknown, as with `!~`.
+            if *negated { not(matched) } else { matched }
         }
         Predicate::Contains { field, needle } => {
             string_field(field, arrow, "contains")?;

@@ -11,12 +11,13 @@ use futures::stream::Fuse;
 use futures::{FutureExt, StreamExt};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::coord::QueuedJob;
 use crate::filter;
 use crate::jobs::model::{Chunk, JobRecord, JobSpec, JobStatus, JobUpdate};
 use crate::jobs::{JobError, Jobs};
+use crate::source::engine::{self, FirstWindow};
 use crate::source::{Row, RowStream, SourceError, SourceQuery};
 
 /// Starts `count` workers; each ends when `shutdown` is cancelled, after
@@ -26,16 +27,46 @@ pub fn spawn(jobs: &Arc<Jobs>, count: usize, shutdown: &CancellationToken) -> Jo
     for n in 0..count {
         let jobs = jobs.clone();
         let shutdown = shutdown.clone();
-        // On the query runtime, beside the queries: encoding and publishing
-        // chunks is job work too, and must not slow the API down.
+        // Workers wait for jobs on this (the API's) runtime, so a job is
+        // taken, and bulk queries yield to it, the moment it is queued,
+        // even while the query runtime is busy. The job itself runs there.
         let worker = async move {
             run(jobs, shutdown)
                 .instrument(info_span!("worker", n))
                 .await
         };
-        set.spawn_on(worker, &crate::source::engine::handle());
+        set.spawn(worker);
     }
     set
+}
+
+/// Runs a job on the query runtime, beside the queries: encoding and
+/// publishing chunks is job work too, and must not slow the API down.
+/// A panic fails the job instead of the worker; dropping the future
+/// (a worker aborted at the end of the shutdown grace) stops the job.
+async fn run_on_query_runtime(
+    jobs: &Arc<Jobs>,
+    spec: JobSpec,
+    waiting: FirstWindow,
+    shutdown: &CancellationToken,
+) -> Result<Outcome, JobError> {
+    let (jobs, shutdown) = (jobs.clone(), shutdown.clone());
+    let task = engine::spawn(
+        async move { run_job(&jobs, spec, waiting, &shutdown).await }.in_current_span(),
+    );
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _abort = AbortOnDrop(task.abort_handle());
+    match task.await {
+        Ok(outcome) => outcome,
+        Err(e) => Err(JobError::Source(SourceError::Engine(format!(
+            "the job's task failed: {e}"
+        )))),
+    }
 }
 
 async fn run(jobs: Arc<Jobs>, shutdown: CancellationToken) {
@@ -51,12 +82,15 @@ async fn run(jobs: Arc<Jobs>, shutdown: CancellationToken) {
                 }
             }
         };
+        // Bulk query work yields to this job until its query has started
+        // (the source then marks it until its first rows).
+        let waiting = FirstWindow::start();
         let spec = queued.spec.clone();
         let span = info_span!("job", job_id = %spec.job_id, offset = %spec.offset, fingerprint = %spec.fingerprint);
         let heartbeat = spawn_heartbeat(&jobs, &queued);
         let running = &jobs.metrics.jobs_running;
         running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let outcome = run_job(&jobs, spec, &shutdown)
+        let outcome = run_on_query_runtime(&jobs, spec, waiting, &shutdown)
             .instrument(span.clone())
             .await;
         running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -110,6 +144,7 @@ enum Stop {
 async fn run_job(
     jobs: &Jobs,
     spec: JobSpec,
+    waiting: FirstWindow,
     shutdown: &CancellationToken,
 ) -> Result<Outcome, JobError> {
     let b = &jobs.backends;
@@ -154,7 +189,9 @@ async fn run_job(
         limit: spec.max_rows.saturating_sub(run.rows).saturating_add(1),
     };
     info!(skip = run.rows, "job started");
-    let stream = match b.source.query(query).await {
+    let stream = b.source.query(query).await;
+    drop(waiting);
+    let stream = match stream {
         Ok(stream) => stream,
         Err(e) => return run.finish(JobStatus::Failed, Some(e.to_string())).await,
     };
@@ -413,6 +450,10 @@ impl<'a> ChunkCutter<'a> {
                 .to_std()
                 .unwrap_or_default();
             metrics.first_chunk_seconds.observe(waited);
+            debug!(
+                waited_ms = waited.as_millis() as u64,
+                "first chunk published"
+            );
         }
         self.rows += count;
         self.chunks += chunks.len() as u64;
