@@ -27,8 +27,8 @@ struct Engine {
     runtime: Runtime,
     bulk: Semaphore,
     /// Jobs waiting for their first rows now; bulk work yields to them.
-    first_windows: AtomicUsize,
-    first_windows_done: Notify,
+    awaiting_first_rows: AtomicUsize,
+    awaiting_first_rows_done: Notify,
 }
 
 /// Longest a bulk batch waits for first windows to finish: under a steady
@@ -69,8 +69,8 @@ fn build(threads: usize) -> Engine {
     Engine {
         runtime,
         bulk: Semaphore::new(threads),
-        first_windows: AtomicUsize::new(0),
-        first_windows_done: Notify::new(),
+        awaiting_first_rows: AtomicUsize::new(0),
+        awaiting_first_rows_done: Notify::new(),
     }
 }
 
@@ -104,20 +104,20 @@ where
 /// one when it picks a job up and lets go once the source has taken its
 /// own (the query has started), so the job counts from pickup until its
 /// first window has a batch.
-pub struct FirstWindow(());
+pub struct AwaitingFirstRows(());
 
-impl FirstWindow {
-    pub fn start() -> FirstWindow {
-        engine().first_windows.fetch_add(1, Ordering::SeqCst);
-        FirstWindow(())
+impl AwaitingFirstRows {
+    pub fn start() -> AwaitingFirstRows {
+        engine().awaiting_first_rows.fetch_add(1, Ordering::SeqCst);
+        AwaitingFirstRows(())
     }
 }
 
-impl Drop for FirstWindow {
+impl Drop for AwaitingFirstRows {
     fn drop(&mut self) {
         let e = engine();
-        if e.first_windows.fetch_sub(1, Ordering::SeqCst) == 1 {
-            e.first_windows_done.notify_waiters();
+        if e.awaiting_first_rows.fetch_sub(1, Ordering::SeqCst) == 1 {
+            e.awaiting_first_rows_done.notify_waiters();
         }
     }
 }
@@ -128,12 +128,12 @@ impl Drop for FirstWindow {
 pub(crate) async fn bulk_permit() -> SemaphorePermit<'static> {
     let e = engine();
     let deadline = tokio::time::Instant::now() + BULK_YIELD_MAX;
-    while e.first_windows.load(Ordering::SeqCst) > 0 {
-        let done = e.first_windows_done.notified();
+    while e.awaiting_first_rows.load(Ordering::SeqCst) > 0 {
+        let done = e.awaiting_first_rows_done.notified();
         tokio::pin!(done);
         // Registered before the re-check, so a wake-up in between is not lost.
         done.as_mut().enable();
-        if e.first_windows.load(Ordering::SeqCst) == 0 {
+        if e.awaiting_first_rows.load(Ordering::SeqCst) == 0 {
             break;
         }
         if tokio::time::timeout_at(deadline, done).await.is_err() {

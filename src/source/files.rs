@@ -516,7 +516,7 @@ struct Job {
     pages: Arc<PageCache>,
     /// Taken when the query starts, released by its first part's first
     /// batch (or with the job): bulk work yields until then.
-    waiting_for_first_rows: std::sync::Mutex<Option<engine::FirstWindow>>,
+    waiting_for_first_rows: std::sync::Mutex<Option<engine::AwaitingFirstRows>>,
 }
 
 /// What reading a job's time windows directly (see [`direct`]) needs:
@@ -791,7 +791,7 @@ const SEND_ROWS: usize = 1024;
 async fn send_sorted(
     sorted: &RecordBatch,
     bulk: bool,
-    mut first: Option<engine::FirstWindow>,
+    mut first: Option<engine::AwaitingFirstRows>,
     tx: &mpsc::Sender<Batch>,
 ) -> Result<(), SourceError> {
     let mut at = 0;
@@ -965,7 +965,7 @@ impl QuerySource for ParquetSource {
             None
         };
         let job = Job {
-            waiting_for_first_rows: std::sync::Mutex::new(Some(engine::FirstWindow::start())),
+            waiting_for_first_rows: std::sync::Mutex::new(Some(engine::AwaitingFirstRows::start())),
             direct,
             pages: Arc::clone(&self.pages),
             ctx: self.ctx.clone(),

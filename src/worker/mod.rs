@@ -17,7 +17,7 @@ use crate::coord::QueuedJob;
 use crate::filter;
 use crate::jobs::model::{Chunk, JobRecord, JobSpec, JobStatus, JobUpdate};
 use crate::jobs::{JobError, Jobs};
-use crate::source::engine::{self, FirstWindow};
+use crate::source::engine::{self, AwaitingFirstRows};
 use crate::source::{Row, RowStream, SourceError, SourceQuery};
 
 /// Starts `count` workers; each ends when `shutdown` is cancelled, after
@@ -47,7 +47,7 @@ pub fn spawn(jobs: &Arc<Jobs>, count: usize, shutdown: &CancellationToken) -> Jo
 async fn run_on_query_runtime(
     jobs: &Arc<Jobs>,
     spec: JobSpec,
-    waiting: FirstWindow,
+    waiting: AwaitingFirstRows,
     shutdown: &CancellationToken,
 ) -> Result<Outcome, JobError> {
     let (jobs, shutdown) = (jobs.clone(), shutdown.clone());
@@ -84,7 +84,7 @@ async fn run(jobs: Arc<Jobs>, shutdown: CancellationToken) {
         };
         // Bulk query work yields to this job until its query has started
         // (the source then marks it until its first rows).
-        let waiting = FirstWindow::start();
+        let waiting = AwaitingFirstRows::start();
         let spec = queued.spec.clone();
         let span = info_span!("job", job_id = %spec.job_id, offset = %spec.offset, fingerprint = %spec.fingerprint);
         let heartbeat = spawn_heartbeat(&jobs, &queued);
@@ -102,7 +102,7 @@ async fn run(jobs: Arc<Jobs>, shutdown: CancellationToken) {
             // Not acknowledged: the queue hands it to another worker, which resumes it.
             Ok(Outcome::LeftForTakeover) => continue,
             Err(e) => {
-                span.in_scope(|| error!(error = %e, "job could not publish its last chunk; marking it failed"));
+                span.in_scope(|| error!(error = %e, "job could not publish its last chunk, or its task failed; marking it failed"));
                 mark_failed(&jobs, queued.spec.job_id, e.to_string()).await;
             }
         }
@@ -144,7 +144,7 @@ enum Stop {
 async fn run_job(
     jobs: &Jobs,
     spec: JobSpec,
-    waiting: FirstWindow,
+    waiting: AwaitingFirstRows,
     shutdown: &CancellationToken,
 ) -> Result<Outcome, JobError> {
     let b = &jobs.backends;
