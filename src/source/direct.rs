@@ -51,6 +51,15 @@ pub(super) struct IndexedFile {
     len: u64,
     modified: Option<SystemTime>,
     pub(super) meta: ArrowReaderMetadata,
+    /// The time column's range per page, in file order.
+    time_spans: Vec<TimeSpan>,
+}
+
+/// Where a page's rows are, and the range of its times.
+struct TimeSpan {
+    run: PageRun,
+    min_us: Option<i64>,
+    max_us: Option<i64>,
 }
 
 impl std::fmt::Debug for IndexedFile {
@@ -62,19 +71,23 @@ impl std::fmt::Debug for IndexedFile {
 }
 
 impl IndexedFile {
-    /// Reads the footer and, where the file has one, the page index.
-    pub(super) fn open(path: &Path) -> Result<IndexedFile, SourceError> {
+    /// Reads the footer and, where the file has one, the page index, and
+    /// notes the time range of each page of the `time` column.
+    pub(super) fn open(path: &Path, time: &str) -> Result<IndexedFile, SourceError> {
         let file = File::open(path).map_err(io_err(path))?;
         let stat = file.metadata().map_err(io_err(path))?;
         // Files written without a page index are read by row group.
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let meta = ArrowReaderMetadata::load(&file, options).map_err(parquet_err(path))?;
-        Ok(IndexedFile {
+        let mut indexed = IndexedFile {
             path: path.to_owned(),
             len: stat.len(),
             modified: stat.modified().ok(),
             meta,
-        })
+            time_spans: Vec::new(),
+        };
+        indexed.time_spans = indexed.time_spans(time)?;
+        Ok(indexed)
     }
 
     /// The file, if it is still the one whose footer we hold.
@@ -85,16 +98,11 @@ impl IndexedFile {
         Ok(same.then_some(file))
     }
 
-    /// The rows whose time may lie in `[from_us, to_us)`, as runs of
-    /// consecutive pages whose min/max overlap it (whole row groups where
-    /// there is no page index). A superset: the filter decides row by row.
-    fn runs(&self, time: &str, from_us: i64, to_us: i64) -> Result<Vec<PageRun>, SourceError> {
+    /// Each page's (each row group's, without a page index) rows and time
+    /// range in µs, read from the footer once. Empty when `time` is not a
+    /// timestamp column: the source refuses such a file before reading it.
+    fn time_spans(&self, time: &str) -> Result<Vec<TimeSpan>, SourceError> {
         let err = |e| parquet_err(&self.path)(e);
-        let meta = self.meta.metadata();
-        let row_groups = meta.row_groups();
-        let converter =
-            StatisticsConverter::try_new(time, self.meta.schema(), self.meta.parquet_schema())
-                .map_err(err)?;
         let unit = match self
             .meta
             .schema()
@@ -102,35 +110,32 @@ impl IndexedFile {
             .map(|f| f.data_type())
         {
             Ok(DataType::Timestamp(unit, _)) => *unit,
-            _ => {
-                return Err(SourceError::Parquet {
-                    file: self.path.display().to_string(),
-                    message: format!("time column {time:?} is not a timestamp"),
-                });
-            }
+            _ => return Ok(Vec::new()),
         };
-        let overlaps = |min: Option<i64>, max: Option<i64>| {
-            // A missing bound may be anything.
-            min.is_none_or(|v| saturating_micros(v, unit) < to_us)
-                && max.is_none_or(|v| saturating_micros(v, unit) >= from_us)
-        };
+        let micros = |v: Option<i64>| v.map(|v| saturating_micros(v, unit));
+        let meta = self.meta.metadata();
+        let row_groups = meta.row_groups();
+        let converter =
+            StatisticsConverter::try_new(time, self.meta.schema(), self.meta.parquet_schema())
+                .map_err(err)?;
         let rg_mins = raw_values(&converter.row_group_mins(row_groups.iter()).map_err(err)?)?;
         let rg_maxes = raw_values(&converter.row_group_maxes(row_groups.iter()).map_err(err)?)?;
-        let mut runs = Vec::new();
+        let mut spans = Vec::new();
         for (i, rg) in row_groups.iter().enumerate() {
             let rows = usize::try_from(rg.num_rows()).unwrap_or(0);
-            if rows == 0 || !overlaps(rg_mins[i], rg_maxes[i]) {
-                continue;
-            }
-            let whole = PageRun {
-                row_group: i,
-                first_row: 0,
-                rows,
+            let whole = TimeSpan {
+                run: PageRun {
+                    row_group: i,
+                    first_row: 0,
+                    rows,
+                },
+                min_us: micros(rg_mins[i]),
+                max_us: micros(rg_maxes[i]),
             };
             let (Some(column_index), Some(offset_index)) =
                 (meta.column_index(), meta.offset_index())
             else {
-                runs.push(whole);
+                spans.push(whole);
                 continue;
             };
             let mins = converter
@@ -144,29 +149,52 @@ impl IndexedFile {
                 .map_err(err)?;
             let Some(counts) = counts.filter(|c| c.len() == mins.len() && c.null_count() == 0)
             else {
-                runs.push(whole);
+                spans.push(whole);
                 continue;
             };
             let (mins, maxes) = (raw_values(&mins)?, raw_values(&maxes)?);
             let mut first_row = 0;
-            let mut open: Option<PageRun> = None;
             for (page, count) in counts.values().iter().enumerate() {
-                let count = usize::try_from(*count).unwrap_or(0);
-                if overlaps(mins[page], maxes[page]) {
-                    open.get_or_insert(PageRun {
+                let rows = usize::try_from(*count).unwrap_or(0);
+                spans.push(TimeSpan {
+                    run: PageRun {
                         row_group: i,
                         first_row,
-                        rows: 0,
-                    })
-                    .rows += count;
-                } else if let Some(run) = open.take() {
-                    runs.push(run);
-                }
-                first_row += count;
+                        rows,
+                    },
+                    min_us: micros(mins[page]),
+                    max_us: micros(maxes[page]),
+                });
+                first_row += rows;
             }
-            runs.extend(open);
         }
-        Ok(runs)
+        Ok(spans)
+    }
+
+    /// The rows whose time may lie in `[from_us, to_us)`, as runs of
+    /// consecutive pages whose time range overlaps it. A superset: the
+    /// filter decides row by row.
+    fn runs(&self, from_us: i64, to_us: i64) -> Vec<PageRun> {
+        let mut runs: Vec<PageRun> = Vec::new();
+        let mut joins_last = false;
+        for span in &self.time_spans {
+            // A missing bound may be anything.
+            let overlaps = span.run.rows > 0
+                && span.min_us.is_none_or(|v| v < to_us)
+                && span.max_us.is_none_or(|v| v >= from_us);
+            if !overlaps {
+                joins_last = false;
+                continue;
+            }
+            match runs.last_mut() {
+                Some(last) if joins_last && last.row_group == span.run.row_group => {
+                    last.rows += span.run.rows;
+                }
+                _ => runs.push(span.run.clone()),
+            }
+            joins_last = true;
+        }
+        runs
     }
 
     /// Decodes a run's rows of the root columns `roots` (ascending).
@@ -307,7 +335,6 @@ fn raw_values(a: &dyn Array) -> Result<Vec<Option<i64>>, SourceError> {
 pub(super) struct WindowRead<'a> {
     /// Columns read, in this order; `schema` describes them.
     pub(super) schema: &'a SchemaRef,
-    pub(super) time: &'a str,
     /// `[from_us, to_us)`.
     pub(super) window: (i64, i64),
     /// The part's whole filter (job filter and window bounds) over `schema`.
@@ -343,7 +370,7 @@ pub(super) async fn read_window(
             .iter()
             .map(|r| sorted_roots.binary_search(r).unwrap_or_default())
             .collect();
-        for run in indexed.runs(read.time, read.window.0, read.window.1)? {
+        for run in indexed.runs(read.window.0, read.window.1) {
             let key = PageKey {
                 path: indexed.path.clone(),
                 len: indexed.len,
@@ -460,14 +487,14 @@ mod tests {
     #[test]
     fn a_window_selects_only_the_pages_it_overlaps() {
         let (_dir, path) = demo_day();
-        let file = IndexedFile::open(&path).unwrap();
+        let file = IndexedFile::open(&path, "ts").unwrap();
         let meta = file.meta.metadata();
         assert!(
             meta.offset_index().is_some(),
             "the demo files carry a page index"
         );
         let rows = usize::try_from(meta.file_metadata().num_rows()).unwrap();
-        let all = file.runs("ts", i64::MIN, i64::MAX).unwrap();
+        let all = file.runs(i64::MIN, i64::MAX);
         assert_eq!(all.len(), 1, "one run of every page: {all:?}");
         assert_eq!(selected(&all), rows);
         // The day's last ten minutes lie in its last page only.
@@ -477,20 +504,20 @@ mod tests {
             .unwrap()
             .and_utc()
             .timestamp_micros();
-        let last = file.runs("ts", day_end - 600_000_000, day_end).unwrap();
+        let last = file.runs(day_end - 600_000_000, day_end);
         let (n, first_page) = (selected(&last), 2048);
         assert!(
             n > 0 && n <= rows - 2 * first_page,
             "selected {n} of {rows}"
         );
         assert_eq!(last[0].first_row + n, rows);
-        assert!(file.runs("ts", day_end, i64::MAX).unwrap().is_empty());
+        assert!(file.runs(day_end, i64::MAX).is_empty());
     }
 
     #[test]
     fn a_rewritten_file_is_not_read_with_its_old_footer() {
         let (_dir, path) = demo_day();
-        let file = Arc::new(IndexedFile::open(&path).unwrap());
+        let file = Arc::new(IndexedFile::open(&path, "ts").unwrap());
         assert!(file.reopen().unwrap().is_some());
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();

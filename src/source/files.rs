@@ -241,7 +241,7 @@ pub(super) fn saturating_micros(v: i64, unit: TimeUnit) -> i64 {
 /// Reads one file's footer: schema and time range (from row-group statistics,
 /// or by scanning the time column once when statistics are missing).
 fn read_footer(path: &Path, time_column: &str) -> Result<FileInfo, SourceError> {
-    let indexed = Arc::new(IndexedFile::open(path)?);
+    let indexed = Arc::new(IndexedFile::open(path, time_column)?);
     let file = File::open(path).map_err(io_err(path))?;
     let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, indexed.meta.clone());
     let schema = Arc::clone(builder.schema());
@@ -768,7 +768,6 @@ impl Job {
             .create_physical_expr(self.part_filter(part), &direct.df_schema)?;
         let read = WindowRead {
             schema: &direct.schema,
-            time: &self.time,
             window,
             filter: &filter,
         };
