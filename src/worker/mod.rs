@@ -196,21 +196,38 @@ async fn run_job(
         Err(e) => return run.finish(JobStatus::Failed, Some(e.to_string())).await,
     };
     // Rows the source already has ready are taken together, so the chunks
-    // they fill are published as one batch: one acknowledgement, one
-    // progress update and one cancel check per batch. Batches start at
-    // `FIRST_PUBLISH_BATCH` chunks, so the first chunk is not held back by
-    // many others, and double up to `MAX_PUBLISH_BATCH`: against Kafka each
-    // batch costs a broker round trip, so a long result wants few of them.
-    let mut batch_chunks = FIRST_PUBLISH_BATCH;
+    // they fill are published as one batch: one acknowledgement and one
+    // progress update (which also says whether the job was cancelled) per
+    // batch. A job's first chunk
+    // goes alone (its rows, plus the row that proves it is not the last):
+    // the dashboard is waiting for it, and against Kafka a batch is readable
+    // only once all of it is acknowledged. Later batches start at
+    // `PUBLISH_BATCH_START` chunks and double up to `MAX_PUBLISH_BATCH`:
+    // each costs a broker round trip, so a long result wants few of them.
+    let chunk_rows = jobs.settings.chunk_rows;
+    let mut batch_rows = if run.chunks == 0 {
+        chunk_rows + 1
+    } else {
+        PUBLISH_BATCH_START * chunk_rows
+    };
+    let mut batch_chunks = PUBLISH_BATCH_START;
     let mut stream = stream.fuse();
+    // Rows read while the previous batch was being published.
+    let mut read_ahead = Vec::new();
     let stop = 'rows: loop {
-        let batch_rows = batch_chunks * jobs.settings.chunk_rows;
-        let next = tokio::select! {
-            next = ready_rows(&mut stream, batch_rows) => next,
-            _ = shutdown.cancelled() => break Some(Stop::Shutdown),
-        };
+        let mut ready = std::mem::take(&mut read_ahead);
+        if ready.is_empty() {
+            let next = tokio::select! {
+                next = ready_rows(&mut stream, batch_rows) => next,
+                _ = shutdown.cancelled() => break Some(Stop::Shutdown),
+            };
+            let Some(rows) = next else { break None };
+            ready = rows;
+        } else {
+            take_ready(&mut stream, &mut ready, batch_rows);
+        }
+        batch_rows = batch_chunks * chunk_rows;
         batch_chunks = (batch_chunks * 2).min(MAX_PUBLISH_BATCH);
-        let Some(ready) = next else { break None };
         for row in ready {
             match row {
                 Err(e) => {
@@ -226,7 +243,9 @@ async fn run_job(
                 }
             }
         }
-        if run.publish_cut().await? && run.cancel_requested().await? {
+        let (published, rows) = publish_reading_ahead(&mut run, &mut stream, batch_rows).await;
+        read_ahead = rows;
+        if published? && run.cancel_seen {
             break Some(Stop::Cancelled);
         }
     };
@@ -249,10 +268,11 @@ async fn run_job(
     }
 }
 
-/// Chunks in a job's first publish batch, and the most in any later one
-/// (published and acknowledged together). At most `MAX_PUBLISH_BATCH`
-/// chunks per running job are held in memory before acknowledgement.
-const FIRST_PUBLISH_BATCH: usize = 64;
+/// Chunks in the publish batch after a job's first chunk (which goes
+/// alone), and the most in any later one (published and acknowledged
+/// together). At most `MAX_PUBLISH_BATCH` chunks per running job are held in
+/// memory before acknowledgement.
+const PUBLISH_BATCH_START: usize = 64;
 const MAX_PUBLISH_BATCH: usize = 512;
 
 /// Waits for the next row, then takes every row the source already has
@@ -267,6 +287,12 @@ async fn ready_rows(
     let first = stream.next().await?;
     let mut rows = Vec::with_capacity(cap.min(1024));
     rows.push(first);
+    take_ready(stream, &mut rows, cap);
+    Some(rows)
+}
+
+/// Adds the rows the source already has ready to `rows`, up to `cap` in all.
+fn take_ready(stream: &mut Fuse<RowStream>, rows: &mut Vec<Result<Row, SourceError>>, cap: usize) {
     while rows.len() < cap {
         // A pending `next` is dropped unpolled again: no row is lost.
         match stream.next().now_or_never() {
@@ -274,7 +300,30 @@ async fn ready_rows(
             _ => break,
         }
     }
-    Some(rows)
+}
+
+/// Publishes the chunks cut so far (see `ChunkCutter::publish_cut`) while
+/// reading up to `cap` further rows, so the source keeps working during the
+/// acknowledgement round trip instead of stalling on its full channel.
+/// Returns the publish outcome and the rows read meanwhile, in order.
+async fn publish_reading_ahead(
+    run: &mut ChunkCutter<'_>,
+    stream: &mut Fuse<RowStream>,
+    cap: usize,
+) -> (Result<bool, JobError>, Vec<Result<Row, SourceError>>) {
+    let mut rows = Vec::new();
+    let publish = run.publish_cut();
+    tokio::pin!(publish);
+    let published = loop {
+        tokio::select! {
+            biased;
+            published = &mut publish => break published,
+            // `next` is cancel-safe: a row is either returned or still in
+            // the stream. An ended stream disables this branch.
+            Some(row) = stream.next(), if rows.len() < cap => rows.push(row),
+        }
+    };
+    (published, rows)
 }
 
 /// Cuts a job's rows into chunks and publishes them in order.
@@ -292,6 +341,9 @@ struct ChunkCutter<'a> {
     /// proves more follow.
     pending: Vec<Row>,
     truncated: bool,
+    /// Whether the job was cancelled (or forgotten), as the progress update
+    /// after the last publish found it: no extra round trip per batch.
+    cancel_seen: bool,
 }
 
 impl<'a> ChunkCutter<'a> {
@@ -305,6 +357,7 @@ impl<'a> ChunkCutter<'a> {
             cut: Vec::new(),
             pending: Vec::with_capacity(jobs.settings.chunk_rows + 1),
             truncated: false,
+            cancel_seen: false,
         }
     }
 
@@ -323,11 +376,6 @@ impl<'a> ChunkCutter<'a> {
         }
     }
 
-    async fn cancel_requested(&self) -> Result<bool, JobError> {
-        let job = self.jobs.backends.coordinator.job(self.spec.job_id).await?;
-        Ok(job.is_none_or(|j| j.cancel_requested))
-    }
-
     /// Publishes the chunks cut so far; returns whether there were any.
     async fn publish_cut(&mut self) -> Result<bool, JobError> {
         if self.cut.is_empty() {
@@ -339,7 +387,7 @@ impl<'a> ChunkCutter<'a> {
             for rows in cut {
                 let chunk = self.chunk(0, rows, None);
                 self.publish(vec![chunk]).await?;
-                if self.cancel_requested().await? {
+                if self.cancel_seen {
                     // Stop at this chunk: the last one says cancelled, empty.
                     self.pending.clear();
                     break;
@@ -469,6 +517,7 @@ impl<'a> ChunkCutter<'a> {
                 .coordinator
                 .update_job(self.spec.job_id, progress)
                 .await?;
+            self.cancel_seen = job.as_ref().is_none_or(|j| j.cancel_requested);
             if first && let Some(job) = job {
                 audit_progress(self.jobs, &job).await;
             }
