@@ -49,6 +49,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod parser;
 pub mod predicate;
+pub mod regexes;
 pub mod schema;
 pub mod validate;
 

@@ -242,10 +242,7 @@ fn compile_regex(
     lit: &Spanned<Literal>,
     limits: &Limits,
 ) -> Result<(), FilterError> {
-    regex::RegexBuilder::new(pattern)
-        .size_limit(limits.regex_size_limit)
-        .dfa_size_limit(limits.regex_size_limit)
-        .build()
+    super::regexes::within(pattern, limits.regex_size_limit)
         .map(drop)
         .map_err(|e| {
             let reason = match &e {

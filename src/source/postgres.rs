@@ -534,10 +534,12 @@ impl Translator<'_> {
             } => {
                 let c = self.source.column(field)?;
                 string_field(c, "a regex match")?;
-                // The same crate and defaults DataFusion compiles `~` with.
-                let re = Regex::new(pattern).map_err(|e| SourceError::BadPredicate {
-                    field: field.clone(),
-                    detail: format!("invalid regular expression: {e}"),
+                // Matched in Rust like the Parquet source matches `~`.
+                let re = crate::filter::regexes::any(pattern).map_err(|e| {
+                    SourceError::BadPredicate {
+                        field: field.clone(),
+                        detail: format!("invalid regular expression: {e}"),
+                    }
                 })?;
                 Split::Regex {
                     field: field.clone(),

@@ -273,10 +273,11 @@ pub(crate) fn translate(p: &Predicate, arrow: &ArrowSchema) -> Result<Expr, Sour
             pattern,
         } => {
             string_field(field, arrow, "a regex match")?;
-            let regex = regex::Regex::new(pattern).map_err(|e| SourceError::BadPredicate {
-                field: field.clone(),
-                detail: format!("the regex does not compile: {e}"),
-            })?;
+            let regex =
+                crate::filter::regexes::any(pattern).map_err(|e| SourceError::BadPredicate {
+                    field: field.clone(),
+                    detail: format!("the regex does not compile: {e}"),
+                })?;
             let matched = regex_match(column(field), regex);
             // `not` of a null (unknown) match stays unknown, as with `!~`.
             if *negated { not(matched) } else { matched }

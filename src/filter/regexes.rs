@@ -1,0 +1,122 @@
+//! Compiled regexes, kept by pattern. A filter's regex is compiled when the
+//! filter is validated at submit time, again when a worker takes the job and
+//! validates it against the source's schema, and again when the source turns
+//! the filter into its query; and concurrent dashboards often send the same
+//! pattern. The regex crate builds its automata up front, which cost about
+//! an eighth of the CPU of 100 concurrent first chunks, so a pattern is
+//! compiled once and the compiled regex (cheap to clone, safe to share
+//! between threads) reused.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use regex::{Regex, RegexBuilder};
+
+/// Patterns kept, oldest out first. A compiled regex is a few kilobytes
+/// for the patterns dashboards send; validation caps each at
+/// `Limits::regex_size_limit`, so the worst case is this many times that.
+const KEPT: usize = 256;
+
+/// The regex crate's own size limit, for patterns compiled without one.
+const DEFAULT_SIZE_LIMIT: usize = 10 << 20;
+
+struct Compiled {
+    regex: Regex,
+    /// The size limit it compiled within.
+    size_limit: usize,
+}
+
+#[derive(Default)]
+struct Kept {
+    by_pattern: HashMap<String, Compiled>,
+    /// Patterns, oldest first.
+    order: VecDeque<String>,
+}
+
+fn kept() -> MutexGuard<'static, Kept> {
+    static KEPT_REGEXES: OnceLock<Mutex<Kept>> = OnceLock::new();
+    KEPT_REGEXES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// `pattern` compiled within `size_limit` bytes (also the lazy DFA's cache
+/// limit): the check that a submitted regex is acceptable.
+pub fn within(pattern: &str, size_limit: usize) -> Result<Regex, regex::Error> {
+    // One compiled within a smaller limit also fits this one.
+    if let Some(c) = kept().by_pattern.get(pattern)
+        && c.size_limit <= size_limit
+    {
+        return Ok(c.regex.clone());
+    }
+    let regex = RegexBuilder::new(pattern)
+        .size_limit(size_limit)
+        .dfa_size_limit(size_limit)
+        .build()?;
+    keep(pattern, size_limit, &regex);
+    Ok(regex)
+}
+
+/// `pattern` compiled, within whatever limit it was first checked against:
+/// for filters that were validated already.
+pub fn any(pattern: &str) -> Result<Regex, regex::Error> {
+    if let Some(c) = kept().by_pattern.get(pattern) {
+        return Ok(c.regex.clone());
+    }
+    let regex = Regex::new(pattern)?;
+    keep(pattern, DEFAULT_SIZE_LIMIT, &regex);
+    Ok(regex)
+}
+
+fn keep(pattern: &str, size_limit: usize, regex: &Regex) {
+    let mut kept = kept();
+    let compiled = Compiled {
+        regex: regex.clone(),
+        size_limit,
+    };
+    if let Some(old) = kept.by_pattern.get_mut(pattern) {
+        *old = compiled;
+        return;
+    }
+    kept.by_pattern.insert(pattern.to_owned(), compiled);
+    kept.order.push_back(pattern.to_owned());
+    while kept.order.len() > KEPT {
+        if let Some(oldest) = kept.order.pop_front() {
+            kept.by_pattern.remove(&oldest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_regex_is_reused_only_within_its_limit() {
+        let pattern = "^kept-[a-z]{3}$";
+        let first = within(pattern, 1 << 20).unwrap();
+        assert!(first.is_match("kept-abc"));
+        // The same compiled regex comes back (clones share their program).
+        assert_eq!(any(pattern).unwrap().as_str(), pattern);
+        // A stricter limit compiles again, and can refuse.
+        let big = "[a-z]{200}";
+        within(big, 1 << 20).unwrap();
+        assert!(matches!(
+            within(big, 1000),
+            Err(regex::Error::CompiledTooBig(1000))
+        ));
+    }
+
+    #[test]
+    fn the_oldest_patterns_go_first() {
+        let prefix = "oldest-first-";
+        for n in 0..KEPT + 10 {
+            any(&format!("{prefix}{n}")).unwrap();
+        }
+        let kept = kept();
+        assert!(kept.by_pattern.len() <= KEPT);
+        assert_eq!(kept.by_pattern.len(), kept.order.len());
+        assert!(!kept.by_pattern.contains_key(&format!("{prefix}0")));
+    }
+}
