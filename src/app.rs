@@ -311,7 +311,8 @@ async fn open_source(config: &Config) -> anyhow::Result<Arc<dyn QuerySource>> {
     };
     let source = ParquetSource::open(&location, &config.time_column)
         .await
-        .with_context(|| format!("opening the source {location}"))?;
+        .with_context(|| format!("opening the source {location}"))?
+        .with_page_cache_bytes(usize::try_from(config.page_cache_bytes).unwrap_or(usize::MAX));
     info!(
         source = source.id(),
         fields = source.schema().fields.len(),

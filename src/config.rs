@@ -84,6 +84,11 @@ pub struct Config {
     #[arg(long, env = "PSEUDOSTREAM_RESULT_MEMORY", default_value = "1073741824")]
     pub result_memory_bytes: u64,
 
+    /// Decoded Parquet pages kept in memory and shared by concurrent jobs'
+    /// first windows (the newest pages, which dashboards all read first).
+    #[arg(long, env = "PSEUDOSTREAM_PAGE_CACHE", default_value = "67108864")]
+    pub page_cache_bytes: u64,
+
     /// Longest `wait` a chunk long-poll may ask for (kept well under the
     /// dashboard gateway's 60 s timeout).
     #[arg(long, env = "PSEUDOSTREAM_MAX_WAIT", default_value = "25s", value_parser = humantime::parse_duration)]

@@ -77,9 +77,10 @@ pub struct ParquetSource {
     pages: Arc<PageCache>,
 }
 
-/// Decoded pages kept for the direct window reads: a few dozen pages of
-/// the newest day, the ones concurrent dashboards all read first.
-const PAGE_CACHE_BYTES: usize = 64 << 20;
+/// Decoded pages kept for the direct window reads unless the source is
+/// given another budget: a few dozen pages of the newest day, the ones
+/// concurrent dashboards all read first.
+pub const DEFAULT_PAGE_CACHE_BYTES: usize = 64 << 20;
 
 impl std::fmt::Debug for ParquetSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -435,7 +436,7 @@ fn open_blocking(location: &str, time_column: &str) -> Result<ParquetSource, Sou
         segments,
         ctx: SessionContext::new_with_config(engine_config()?),
         direct_windows: true,
-        pages: Arc::new(PageCache::new(PAGE_CACHE_BYTES)),
+        pages: Arc::new(PageCache::new(DEFAULT_PAGE_CACHE_BYTES)),
     })
 }
 
@@ -880,6 +881,12 @@ impl ParquetSource {
         tokio::task::spawn_blocking(move || open_blocking(&location, &time_column))
             .await
             .map_err(|e| SourceError::Engine(format!("open task failed: {e}")))?
+    }
+
+    /// Keeps at most `bytes` of decoded pages for first windows (0: none).
+    pub fn with_page_cache_bytes(mut self, bytes: usize) -> ParquetSource {
+        self.pages = Arc::new(PageCache::new(bytes));
+        self
     }
 
     /// Number of time-disjoint file groups (for diagnostics and tests).
