@@ -135,10 +135,12 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<()> {
     if wants("admission") {
         admission(&client, &args, &mut table).await?;
         table.push(rss_line("after admission"));
+        settle(&running.jobs).await?;
     }
     if wants("delivery") {
         delivery(&client, &config, &args, kafka, &mut table).await?;
         table.push(rss_line("after delivery"));
+        settle(&running.jobs).await?;
     }
     if wants("whole") {
         whole_result(&client, &demo, &args, &mut table).await?;
@@ -149,6 +151,31 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<()> {
     running.done.await??;
     let _ = std::fs::remove_dir_all(&run_dir);
     print_table(&table.0, &config, kafka);
+    Ok(())
+}
+
+/// Waits until every admitted job has finished and the audit writes they
+/// queued are committed, so the next measurement starts on a quiet service
+/// (admission leaves thousands of short jobs behind it).
+async fn settle(jobs: &crate::jobs::Jobs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let metrics = &jobs.metrics;
+    while metrics.jobs_finished_total() < metrics.jobs_accepted_total.get() {
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!("admitted jobs did not finish within two minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A search waits for every audit write queued before it.
+    let query = crate::audit::AuditQuery {
+        tenant: "bench".into(),
+        user: None,
+        from: None,
+        to: None,
+        limit: 1,
+    };
+    jobs.backends.audit.search(&query).await?;
+    eprintln!("settled in {:.1?}", started.elapsed());
     Ok(())
 }
 

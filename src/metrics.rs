@@ -124,6 +124,11 @@ impl Metrics {
         *lock(&self.finished).entry(status).or_default() += 1;
     }
 
+    /// Jobs finished so far, whatever their status.
+    pub fn jobs_finished_total(&self) -> u64 {
+        lock(&self.finished).values().sum()
+    }
+
     pub fn rejected(&self, why: Rejection) {
         *lock(&self.rejections).entry(why).or_default() += 1;
     }

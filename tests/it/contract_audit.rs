@@ -279,6 +279,60 @@ pub async fn case_progress_updates_every_live_row_of_the_job(log: &dyn AuditLog)
     }
 }
 
+/// Updates queued back to back (the embedded log commits them together)
+/// end in the state the last one carries; an expiry between two still
+/// freezes the row at the update before it.
+pub async fn case_back_to_back_progress_ends_in_the_last_state(log: &dyn AuditLog) {
+    let t = base();
+    let (short, expiring) = (JobId::new(), JobId::new());
+    for job in [short, expiring] {
+        log.record_submission(&entry(job, "acme", "ann", t))
+            .await
+            .unwrap();
+    }
+    let mut started = record(short, t);
+    started.status = JobStatus::Running;
+    started.started_at = Some(t + TimeDelta::milliseconds(5));
+    let mut finished = started.clone();
+    finished.status = JobStatus::Completed;
+    finished.rows = 7;
+    finished.chunks = 1;
+    finished.finished_at = Some(t + TimeDelta::milliseconds(9));
+    let mut running = record(expiring, t);
+    running.status = JobStatus::Running;
+    running.rows = 5;
+    let mut late = running.clone();
+    late.status = JobStatus::Completed;
+    late.rows = 9;
+
+    log.record_progress(&started).await.unwrap();
+    log.record_progress(&running).await.unwrap();
+    log.record_progress(&finished).await.unwrap();
+    log.record_expired(expiring, t + TimeDelta::hours(1))
+        .await
+        .unwrap();
+    log.record_progress(&late).await.unwrap();
+
+    let rows = all(log, "acme").await;
+    let short_row = rows.iter().find(|e| e.job_id == short.to_string()).unwrap();
+    assert_eq!(short_row.status, "completed");
+    assert_eq!((short_row.row_count, short_row.chunk_count), (7, 1));
+    assert_eq!(
+        short_row.started_at.as_deref(),
+        Some("2026-11-01T12:00:00.128456Z")
+    );
+    assert_eq!(
+        short_row.finished_at.as_deref(),
+        Some("2026-11-01T12:00:00.132456Z")
+    );
+    let expired_row = rows
+        .iter()
+        .find(|e| e.job_id == expiring.to_string())
+        .unwrap();
+    assert_eq!(expired_row.status, "expired");
+    assert_eq!(expired_row.row_count, 5);
+}
+
 pub async fn case_record_expired_marks_only_that_job(log: &dyn AuditLog) {
     let t = base();
     let (job, other) = (JobId::new(), JobId::new());
@@ -394,6 +448,7 @@ macro_rules! audit_suite {
             audit_suite!(@cases $make; [$(#[$attr])*];
                 case_search_by_user_time_and_tenant,
                 case_progress_updates_every_live_row_of_the_job,
+                case_back_to_back_progress_ends_in_the_last_state,
                 case_record_expired_marks_only_that_job,
                 case_record_interrupted_fails_jobs_in_flight,
                 case_concurrent_writes_land_and_a_bad_one_fails_alone);
