@@ -107,14 +107,23 @@ impl KafkaResultTopic {
             .map_err(unavailable)?;
 
         let readers = Arc::new(ReaderPool::new(brokers)?);
-        Ok(KafkaResultTopic {
+        let topic = KafkaResultTopic {
             producer,
             topic: topic.to_owned(),
             partitions,
             redis,
             prefix: redis_prefix.to_owned(),
             readers,
-        })
+        };
+        // An idempotent producer holds its first messages until it has a
+        // producer id and the topic's partition leaders: up to half a second
+        // against tansu, which the first chunks after a start would wait
+        // for. One tombstone (null value, no headers) takes that wait here;
+        // compaction removes it like any other.
+        topic
+            .produce(0, WARM_UP_KEY, None, OwnedHeaders::new())
+            .await?;
+        Ok(topic)
     }
 
     /// The partition count in use (the topic's real one).
@@ -422,6 +431,10 @@ pub(crate) async fn ensure_topic(
     }
     Ok(())
 }
+
+/// The key of the message `warm_up` publishes; it has no offset prefix,
+/// so connectors that keep only their offset's keys skip it.
+const WARM_UP_KEY: &str = "warm-up";
 
 async fn partition_count(brokers: &str, topic: &str) -> Result<i32, ResultError> {
     let consumer: BaseConsumer = ClientConfig::new()
