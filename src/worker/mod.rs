@@ -198,12 +198,12 @@ async fn run_job(
     // Rows the source already has ready are taken together, so the chunks
     // they fill are published as one batch: one acknowledgement and one
     // progress update (which also says whether the job was cancelled) per
-    // batch. A job's first chunk
-    // goes alone (its rows, plus the row that proves it is not the last):
-    // the dashboard is waiting for it, and against Kafka a batch is readable
-    // only once all of it is acknowledged. Later batches start at
-    // `PUBLISH_BATCH_START` chunks and double up to `MAX_PUBLISH_BATCH`:
-    // each costs a broker round trip, so a long result wants few of them.
+    // batch. A job's first chunk goes alone (its rows, plus the row that
+    // proves it is not the last): the dashboard is waiting for it, and
+    // against Kafka a batch is readable only once all of it is
+    // acknowledged. Later batches start at `PUBLISH_BATCH_START` chunks and
+    // double up to `MAX_PUBLISH_BATCH`: each costs a broker round trip, so a
+    // long result wants few of them.
     let chunk_rows = jobs.settings.chunk_rows;
     let mut batch_rows = if run.chunks == 0 {
         chunk_rows + 1
