@@ -312,7 +312,7 @@ async fn open_source(config: &Config) -> anyhow::Result<Arc<dyn QuerySource>> {
     let source = ParquetSource::open(&location, &config.time_column)
         .await
         .with_context(|| format!("opening the source {location}"))?
-        .with_page_cache_bytes(usize::try_from(config.page_cache_bytes).unwrap_or(usize::MAX));
+        .with_page_cache_bytes(config.page_cache_bytes);
     info!(
         source = source.id(),
         fields = source.schema().fields.len(),

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::source::files::DEFAULT_PAGE_CACHE_BYTES;
+
 /// Settings for `serve` (and the future `worker`). Durations accept
 /// humantime strings such as `5m`, `90d` or `250ms`.
 #[derive(Debug, Clone, Args)]
@@ -86,8 +88,8 @@ pub struct Config {
 
     /// Decoded Parquet pages kept in memory and shared by concurrent jobs'
     /// first windows (the newest pages, which dashboards all read first).
-    #[arg(long, env = "PSEUDOSTREAM_PAGE_CACHE", default_value = "67108864")]
-    pub page_cache_bytes: u64,
+    #[arg(long, env = "PSEUDOSTREAM_PAGE_CACHE", default_value_t = DEFAULT_PAGE_CACHE_BYTES)]
+    pub page_cache_bytes: usize,
 
     /// Longest `wait` a chunk long-poll may ask for (kept well under the
     /// dashboard gateway's 60 s timeout).
