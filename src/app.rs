@@ -36,6 +36,7 @@ use crate::results::ResultTopic;
 use crate::results::cache::CachedResultTopic;
 use crate::results::kafka::KafkaResultTopic;
 use crate::results::memory::MemoryResultLog;
+use crate::results::spill::SpillFiles;
 use crate::source::QuerySource;
 use crate::source::files::ParquetSource;
 use crate::source::postgres::PostgresSource;
@@ -265,7 +266,20 @@ async fn build_backends(config: &Config, roles: Roles) -> anyhow::Result<Backend
         (Some(_), None) => anyhow::bail!(
             "PSEUDOSTREAM_KAFKA_BROKERS needs PSEUDOSTREAM_REDIS_URL too: Redis records where each chunk landed in Kafka"
         ),
-        (None, _) => Arc::new(MemoryResultLog::new(config.result_memory_bytes)),
+        (None, _) if config.result_disk_bytes == 0 => {
+            Arc::new(MemoryResultLog::new(config.result_memory_bytes))
+        }
+        (None, _) => {
+            let dir = config.data_dir.join("results");
+            let files = SpillFiles::new(&dir).with_context(|| {
+                format!("creating the result spill directory {}", dir.display())
+            })?;
+            Arc::new(MemoryResultLog::with_spill(
+                config.result_memory_bytes,
+                files,
+                config.result_disk_bytes,
+            ))
+        }
     };
     Ok(Backends {
         coordinator,

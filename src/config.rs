@@ -82,9 +82,16 @@ pub struct Config {
     #[arg(long, env = "PSEUDOSTREAM_QUERY_THREADS", default_value_t = 0)]
     pub query_threads: usize,
 
-    /// Memory the embedded result log may hold; above it new jobs get 503.
+    /// Memory the embedded result log may hold; past it, chunks go to spill
+    /// files on the disk (or, with `RESULT_DISK` = 0, new jobs get 503).
     #[arg(long, env = "PSEUDOSTREAM_RESULT_MEMORY", default_value = "1073741824")]
     pub result_memory_bytes: u64,
+
+    /// Disk the embedded result log may fill with chunks past
+    /// `RESULT_MEMORY` (unlinked files under `DATA_DIR/results`, freed as
+    /// results expire); above it new jobs get 503. 0 = no spill files.
+    #[arg(long, env = "PSEUDOSTREAM_RESULT_DISK", default_value = "8589934592")]
+    pub result_disk_bytes: u64,
 
     /// Decoded Parquet pages kept in memory and shared by concurrent jobs'
     /// first windows (the newest pages, which dashboards all read first).

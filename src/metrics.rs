@@ -8,6 +8,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::results::HeldBytes;
+
 /// Upper bounds of the latency buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -140,8 +142,9 @@ impl Metrics {
             .observe(elapsed);
     }
 
-    /// The exposition text; `pool` is (leased, size) of the offset pool.
-    pub fn render(&self, pool: Option<(u32, u32)>) -> String {
+    /// The exposition text; `pool` is (leased, size) of the offset pool,
+    /// `results` what this process's result topic holds.
+    pub fn render(&self, pool: Option<(u32, u32)>, results: HeldBytes) -> String {
         let mut out = String::with_capacity(8 * 1024);
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -229,6 +232,11 @@ impl Metrics {
                 size.saturating_sub(leased)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP pseudostream_result_bytes Result chunks held by this process, in memory and in spill files on the disk.\n# TYPE pseudostream_result_bytes gauge\npseudostream_result_bytes{{where=\"memory\"}} {}\npseudostream_result_bytes{{where=\"disk\"}} {}",
+            results.memory, results.disk
+        );
         histogram_head(
             &mut out,
             "pseudostream_http_request_seconds",
@@ -260,7 +268,7 @@ mod tests {
         m.first_chunk_seconds.observe(Duration::from_millis(40));
         m.rejected(Rejection::RateLimited);
         m.http_request("GET", "/v1/jobs/{job_id}", 200, Duration::from_millis(1));
-        let text = m.render(Some((3, 10)));
+        let text = m.render(Some((3, 10)), HeldBytes { memory: 5, disk: 6 });
         assert!(
             text.contains("pseudostream_first_chunk_seconds_bucket{le=\"0.005\"} 1"),
             "{text}"
@@ -269,6 +277,7 @@ mod tests {
         assert!(text.contains("pseudostream_first_chunk_seconds_count 2"));
         assert!(text.contains("pseudostream_rejections_total{reason=\"rate_limited\"} 1"));
         assert!(text.contains("pseudostream_offsets{state=\"free\"} 7"));
+        assert!(text.contains("pseudostream_result_bytes{where=\"disk\"} 6"));
         assert!(
             text.contains(
                 "route=\"/v1/jobs/{job_id}\",method=\"GET\",status=\"200\",le=\"+Inf\"} 1"

@@ -97,7 +97,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .await
         .ok()
         .map(|p| (p.leased, p.size));
-    let body = state.jobs.metrics.render(pool);
+    let results = state.jobs.backends.results.held_bytes();
+    let body = state.jobs.metrics.render(pool, results);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{ChunkJson, ResultError, ResultTopic};
+use super::{ChunkJson, HeldBytes, ResultError, ResultTopic};
 use crate::jobs::model::{Chunk, JobId, Offset};
 
 pub struct CachedResultTopic {
@@ -163,6 +163,13 @@ impl ResultTopic for CachedResultTopic {
 
     fn is_full(&self) -> bool {
         self.inner.is_full()
+    }
+
+    fn held_bytes(&self) -> HeldBytes {
+        HeldBytes {
+            memory: self.lock().bytes as u64,
+            ..self.inner.held_bytes()
+        }
     }
 
     async fn close(&self) {

@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod kafka;
 pub mod memory;
+pub mod spill;
 
 use std::sync::Arc;
 
@@ -26,6 +27,13 @@ impl ResultError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, ResultError::Unavailable(_) | ResultError::Timeout)
     }
+}
+
+/// Bytes of chunks a result topic holds in this process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldBytes {
+    pub memory: u64,
+    pub disk: u64,
 }
 
 /// A chunk as stored and served: its JSON text, encoded once at publish so
@@ -61,6 +69,10 @@ pub trait ResultTopic: Send + Sync + 'static {
     /// 503 until expiry frees space.
     fn is_full(&self) -> bool {
         false
+    }
+    /// Bytes of chunks this process holds, for `/metrics`.
+    fn held_bytes(&self) -> HeldBytes {
+        HeldBytes::default()
     }
     /// Flushes what is in flight at shutdown.
     async fn close(&self) {}

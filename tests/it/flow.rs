@@ -151,15 +151,7 @@ async fn metrics_count_what_happened() {
     // chunk, on its own threads, so a reader can get there first.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     let text = loop {
-        let text = server
-            .http
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.metrics().await;
         if expected.iter().all(|l| text.contains(l)) || tokio::time::Instant::now() > deadline {
             break text;
         }

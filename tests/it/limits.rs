@@ -85,7 +85,10 @@ async fn an_exhausted_pool_is_503_never_an_overwrite() {
 #[tokio::test]
 async fn a_full_result_store_is_503_until_results_expire() {
     let mut config = config();
+    // Past one byte of memory, chunks spill to the disk, which is full at
+    // its first byte too.
     config.result_memory_bytes = 1;
+    config.result_disk_bytes = 1;
     config.result_ttl = Duration::from_millis(300);
     config.expiry_interval = Duration::from_millis(50);
     let server = Server::start_with(config, Default::default()).await;
@@ -114,4 +117,34 @@ async fn a_full_result_store_is_503_until_results_expire() {
     )
     .await;
     server.stop().await;
+}
+
+#[tokio::test]
+async fn past_the_memory_budget_results_are_served_from_spill_files() {
+    let in_memory = Server::start().await;
+    let mut config = config();
+    config.result_memory_bytes = 1;
+    let data_dir = config.data_dir.clone();
+    let spilling = Server::start_with(config, Default::default()).await;
+
+    let mut results = Vec::new();
+    for server in [&in_memory, &spilling] {
+        let job = server.submit(ALICE, "status = 200").await;
+        let chunks = server.read_all(ALICE, job["jobId"].as_str().unwrap()).await;
+        assert!(chunks.len() > 2, "a result of several chunks");
+        results.push(rows(&chunks));
+    }
+    assert_eq!(results[0], results[1]);
+
+    let metrics = spilling.metrics().await;
+    assert!(
+        metrics.contains("pseudostream_result_bytes{where=\"memory\"} 0"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("pseudostream_result_bytes{where=\"disk\"} 0\n"));
+    // Spill files are unlinked as they are made: nothing to clean up.
+    let left = std::fs::read_dir(data_dir.join("results")).unwrap().count();
+    assert_eq!(left, 0);
+    in_memory.stop().await;
+    spilling.stop().await;
 }

@@ -159,6 +159,12 @@ impl Server {
         }
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     pub async fn stop(self) {
         self.app.shutdown.cancel();
         self.app.done.await.expect("join").expect("clean shutdown");
