@@ -50,7 +50,7 @@ impl Stored {
     fn disk_bytes(&self) -> u64 {
         match self {
             Stored::Memory(_) => 0,
-            Stored::Disk(place) => place.len(),
+            Stored::Disk(place) => place.bytes(),
         }
     }
 }
@@ -179,7 +179,7 @@ impl ResultTopic for MemoryResultLog {
             .and_then(|r| r.map_err(|e| ResultError::Unavailable(e.to_string())));
             match written {
                 Ok(places) => {
-                    let bytes: u64 = places.iter().map(Spilled::len).sum();
+                    let bytes: u64 = places.iter().map(Spilled::bytes).sum();
                     spill.bytes.fetch_add(bytes, Ordering::Relaxed);
                     stored.extend(places.into_iter().map(Stored::Disk));
                 }

@@ -61,7 +61,8 @@ pub struct Spilled {
 }
 
 impl Spilled {
-    pub fn len(&self) -> u64 {
+    /// The chunk's size in bytes.
+    pub fn bytes(&self) -> u64 {
         u64::from(self.len)
     }
 }
@@ -137,11 +138,11 @@ pub fn read(places: &[Spilled]) -> io::Result<Vec<ChunkJson>> {
         let adjacent = rest
             .windows(2)
             .take_while(|w| {
-                Arc::ptr_eq(&w[0].segment, &w[1].segment) && w[0].at + w[0].len() == w[1].at
+                Arc::ptr_eq(&w[0].segment, &w[1].segment) && w[0].at + w[0].bytes() == w[1].at
             })
             .count();
         let (run, after) = rest.split_at(adjacent + 1);
-        let len: u64 = run.iter().map(Spilled::len).sum();
+        let len: u64 = run.iter().map(Spilled::bytes).sum();
         let mut bytes = vec![0; len as usize];
         first.segment.file.read_exact_at(&mut bytes, first.at)?;
         let mut from = 0;
@@ -187,8 +188,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spill = SpillFiles::new(dir.path()).unwrap();
         let big = chunk(&"x".repeat(SEGMENT_BYTES as usize / 2 + 1));
-        let first = spill.append(&[big.clone()]).unwrap();
-        let second = spill.append(&[big.clone()]).unwrap();
+        let first = spill.append(std::slice::from_ref(&big)).unwrap();
+        let second = spill.append(std::slice::from_ref(&big)).unwrap();
         assert!(!Arc::ptr_eq(&first[0].segment, &second[0].segment));
         assert_eq!(spill.disk_bytes(), 2 * big.len() as u64);
         drop(first);
