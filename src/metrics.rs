@@ -234,7 +234,7 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP pseudostream_result_bytes Result chunks held by this process, in memory and in spill files on the disk.\n# TYPE pseudostream_result_bytes gauge\npseudostream_result_bytes{{where=\"memory\"}} {}\npseudostream_result_bytes{{where=\"disk\"}} {}",
+            "# HELP pseudostream_result_bytes Result chunks held by this process: bytes in memory, and disk space their spill files take (freed a 64 MiB segment at a time).\n# TYPE pseudostream_result_bytes gauge\npseudostream_result_bytes{{where=\"memory\"}} {}\npseudostream_result_bytes{{where=\"disk\"}} {}",
             results.memory, results.disk
         );
         histogram_head(
