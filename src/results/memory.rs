@@ -40,18 +40,26 @@ enum Stored {
 }
 
 impl Stored {
-    fn memory_bytes(&self) -> u64 {
+    fn in_memory(&self) -> Option<&ChunkJson> {
         match self {
-            Stored::Memory(json) => json.len() as u64,
-            Stored::Disk(_) => 0,
+            Stored::Memory(json) => Some(json),
+            Stored::Disk(_) => None,
         }
     }
 
-    fn disk_bytes(&self) -> u64 {
+    fn on_disk(&self) -> Option<&Spilled> {
         match self {
-            Stored::Memory(_) => 0,
-            Stored::Disk(place) => place.bytes(),
+            Stored::Memory(_) => None,
+            Stored::Disk(place) => Some(place),
         }
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        self.in_memory().map_or(0, |json| json.len() as u64)
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        self.on_disk().map_or(0, Spilled::bytes)
     }
 }
 
@@ -93,24 +101,20 @@ impl MemoryResultLog {
     /// Reserves memory for as many of `sizes` (in order) as fit the budget;
     /// returns how many. Without spill files everything stays in memory.
     fn reserve_memory(&self, sizes: impl Iterator<Item = u64>) -> usize {
-        let mut fitting = 0;
-        for size in sizes {
-            let fits = self.spill.is_none()
-                || self
-                    .bytes
+        if self.spill.is_none() {
+            let sizes: Vec<u64> = sizes.collect();
+            self.bytes.fetch_add(sizes.iter().sum(), Ordering::Relaxed);
+            return sizes.len();
+        }
+        sizes
+            .take_while(|size| {
+                self.bytes
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
                         (held + size <= self.budget_bytes).then_some(held + size)
                     })
-                    .is_ok();
-            if !fits {
-                break;
-            }
-            if self.spill.is_none() {
-                self.bytes.fetch_add(size, Ordering::Relaxed);
-            }
-            fitting += 1;
-        }
-        fitting
+                    .is_ok()
+            })
+            .count()
     }
 
     /// Appends `stored` (chunks `first_seq..`) to `job`'s log, skipping
@@ -215,13 +219,8 @@ impl ResultTopic for MemoryResultLog {
             let wanted = log.iter().skip(from).take(limit);
             // The common case, and the one thousands of pollers hit: all in
             // memory, answered without copying a byte.
-            let in_memory: Option<Vec<ChunkJson>> = wanted
-                .clone()
-                .map(|s| match s {
-                    Stored::Memory(json) => Some(json.clone()),
-                    Stored::Disk(_) => None,
-                })
-                .collect();
+            let in_memory: Option<Vec<ChunkJson>> =
+                wanted.clone().map(|s| s.in_memory().cloned()).collect();
             if let Some(chunks) = in_memory {
                 return Ok(chunks);
             }
@@ -239,7 +238,7 @@ impl ResultTopic for MemoryResultLog {
             self.forget(&log);
             // Dropping the log closes segment files no other job holds; that
             // is file I/O, so it happens off the async threads.
-            if log.iter().any(|s| matches!(s, Stored::Disk(_))) {
+            if log.iter().any(|s| s.on_disk().is_some()) {
                 tokio::task::spawn_blocking(move || drop(log));
             }
         }
@@ -264,24 +263,12 @@ impl ResultTopic for MemoryResultLog {
 /// Chunks in order, the spilled ones read back from their files.
 fn read_stored(stored: &[Stored]) -> std::io::Result<Vec<ChunkJson>> {
     let mut chunks = Vec::with_capacity(stored.len());
-    let mut rest = stored;
-    while !rest.is_empty() {
-        let on_disk = rest
-            .iter()
-            .take_while(|s| matches!(s, Stored::Disk(_)))
-            .filter_map(|s| match s {
-                Stored::Disk(place) => Some(place.clone()),
-                Stored::Memory(_) => None,
-            })
-            .collect::<Vec<_>>();
-        if on_disk.is_empty() {
-            if let Stored::Memory(json) = &rest[0] {
-                chunks.push(json.clone());
-            }
-            rest = &rest[1..];
+    for run in stored.chunk_by(|a, b| a.on_disk().is_some() == b.on_disk().is_some()) {
+        let places: Vec<Spilled> = run.iter().filter_map(Stored::on_disk).cloned().collect();
+        if places.is_empty() {
+            chunks.extend(run.iter().filter_map(Stored::in_memory).cloned());
         } else {
-            rest = &rest[on_disk.len()..];
-            chunks.extend(spill::read(&on_disk)?);
+            chunks.extend(spill::read(&places)?);
         }
     }
     Ok(chunks)
