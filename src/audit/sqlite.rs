@@ -18,9 +18,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{
+    ConnectOptions, Connection, Executor, QueryBuilder, Sqlite, SqliteConnection, SqlitePool,
+};
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{AuditEntry, AuditError, AuditLog, AuditQuery, rfc3339};
 use crate::jobs::model::{JobId, JobRecord};
@@ -81,14 +83,18 @@ impl SqliteAuditLog {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite")
             .run(&pool)
             .await
             .map_err(|e| AuditError::Migration(e.to_string()))?;
+        // The writer keeps a connection of its own: taking one from the pool
+        // for every commit cost a health check, one more round trip to the
+        // SQLite thread, while submissions waited for that commit.
+        let writer_conn = options.connect().await?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let writer = tokio::spawn(write_loop(pool.clone(), rx));
+        let writer = tokio::spawn(write_loop(writer_conn, rx));
         Ok(SqliteAuditLog {
             pool,
             writes: Mutex::new(Some(tx)),
@@ -117,20 +123,23 @@ impl SqliteAuditLog {
 /// The writer task: takes what has queued (up to `WRITE_BATCH`), commits it
 /// as one transaction, answers the waiting submissions, repeats. Ends when
 /// every sender is gone, after the last write.
-async fn write_loop(pool: SqlitePool, mut rx: mpsc::Receiver<Write>) {
+async fn write_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        match commit(&pool, &batch).await {
+        match commit(&mut conn, &batch).await {
             Ok(()) => batch.drain(..).for_each(|w| answer(w, Ok(()))),
             Err(e) => {
                 // One bad write must not sink the others: apply them one by one.
                 warn!(error = %e, writes = batch.len(), "audit batch failed; writing one by one");
                 for write in batch.drain(..) {
-                    let outcome = commit(&pool, std::slice::from_ref(&write)).await;
+                    let outcome = commit(&mut conn, std::slice::from_ref(&write)).await;
                     answer(write, outcome);
                 }
             }
         }
+    }
+    if let Err(e) = conn.close().await {
+        warn!(error = %e, "could not close the audit writer's connection");
     }
 }
 
@@ -153,130 +162,159 @@ fn answer(write: Write, outcome: Result<(), AuditError>) {
     }
 }
 
-async fn commit(pool: &SqlitePool, writes: &[Write]) -> Result<(), AuditError> {
-    let live: Vec<&Write> = writes
-        .iter()
-        .zip(superseded(writes))
-        .filter_map(|(write, superseded)| (!superseded).then_some(write))
-        .collect();
-    let mut tx = pool.begin().await?;
-    // Consecutive writes of one kind go as one statement: each statement is
-    // a round trip to sqlx's SQLite thread, and under load those round
-    // trips, not SQLite, limited how fast submissions were committed.
-    for run in live.chunk_by(|a, b| std::mem::discriminant(*a) == std::mem::discriminant(*b)) {
-        apply(&mut tx, run).await?;
+async fn commit(conn: &mut SqliteConnection, writes: &[Write]) -> Result<(), AuditError> {
+    let started = std::time::Instant::now();
+    let plan = Plan::of(writes);
+    // The whole transaction goes to SQLite as one query: every statement
+    // sent on its own is a round trip to sqlx's SQLite thread (a wake-up on
+    // each side, which on a busy machine waits for a core), and while every
+    // submission waits for its commit, those round trips, not SQLite's own
+    // work, bounded admission.
+    let mut sql = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE;");
+    push_submissions(&mut sql, &plan.submissions);
+    push_progress(&mut sql, &plan.progress);
+    push_expiries(&mut sql, &plan.expiries);
+    sql.push(" COMMIT;");
+    // Not kept in sqlx's statement cache: batches come in many shapes, and
+    // each would push out a statement worth keeping.
+    if let Err(e) = sql.build().persistent(false).execute(&mut *conn).await {
+        // Undo what ran before the failing statement. If BEGIN itself
+        // failed there is nothing to undo and this fails too, harmlessly.
+        let _ = conn.execute("ROLLBACK").await;
+        return Err(e.into());
     }
-    tx.commit().await?;
+    debug!(
+        writes = writes.len(),
+        submissions = plan.submissions.len(),
+        progress = plan.progress.len(),
+        expiries = plan.expiries.len(),
+        micros = started.elapsed().as_micros() as u64,
+        "audit batch committed"
+    );
     Ok(())
 }
 
-/// Which writes of a batch need not be applied: a job's progress update
-/// followed in the same batch by another one for that job. Each carries the
-/// job's whole audited state, copied from its record, so the later one
-/// leaves the row as both would; a short job's started and finished updates
-/// then cost one statement. An expiry in between keeps the earlier update,
-/// since the later one is ignored once the row is expired.
-fn superseded(writes: &[Write]) -> Vec<bool> {
-    let mut updated_later = std::collections::HashSet::new();
-    let mut superseded = vec![false; writes.len()];
-    for (n, write) in writes.iter().enumerate().rev() {
-        match write {
-            Write::Progress(p) => superseded[n] = !updated_later.insert(p.job_id.as_str()),
-            Write::Expired { job_id, .. } => {
-                updated_later.remove(job_id.as_str());
-            }
-            Write::Submission(..) | Write::Flush(_) => {}
-        }
-    }
-    superseded
+/// A batch's writes as one statement per kind, applied in this order:
+/// submissions, then progress, then expiries. That leaves the rows as
+/// applying the writes one by one in queue order would:
+///
+/// - a job's progress is always queued after its submission;
+/// - each progress update carries the job's whole audited state, copied
+///   from its record, so a job's last update in the batch leaves the rows
+///   as all of them would (a short job's started and finished updates cost
+///   one row of one statement); `UPDATE ... FROM` then matches each row once;
+/// - an update queued after the job's expiry would be ignored (expired rows
+///   keep their state), so it is dropped, and the last one before the
+///   expiry is applied before it.
+///
+/// One difference: a submission that joined a job whose expiry is queued
+/// ahead of it in the same batch ends expired too, as its job is.
+#[derive(Default)]
+struct Plan<'a> {
+    submissions: Vec<&'a AuditEntry>,
+    progress: Vec<&'a Progress>,
+    expiries: Vec<(&'a str, &'a str)>,
 }
 
-/// Applies consecutive writes of one kind. A job has one progress update
-/// in a run at most (see `superseded`), so `UPDATE ... FROM` matches each
-/// row once.
-async fn apply(conn: &mut SqliteConnection, run: &[&Write]) -> Result<(), AuditError> {
-    let Some(first) = run.first() else {
-        return Ok(());
-    };
-    match first {
-        Write::Submission(..) => {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO audit_submissions (submission_id, job_id, fingerprint, user_id, tenant, result_offset,
-                    filter_text, canonical_filter, time_from, time_to, deduplicated_from, status, row_count,
-                    chunk_count, truncated, error, submitted_at, started_at, first_chunk_at, finished_at, expired_at) ",
-            );
-            let entries = run.iter().filter_map(|w| match w {
-                Write::Submission(e, _) => Some(e),
-                _ => None,
-            });
-            insert.push_values(entries, |mut row, e| {
-                row.push_bind(&e.submission_id)
-                    .push_bind(&e.job_id)
-                    .push_bind(&e.fingerprint)
-                    .push_bind(&e.user_id)
-                    .push_bind(&e.tenant)
-                    .push_bind(e.result_offset)
-                    .push_bind(&e.filter_text)
-                    .push_bind(&e.canonical_filter)
-                    .push_bind(&e.time_from)
-                    .push_bind(&e.time_to)
-                    .push_bind(&e.deduplicated_from)
-                    .push_bind(&e.status)
-                    .push_bind(e.row_count)
-                    .push_bind(e.chunk_count)
-                    .push_bind(e.truncated)
-                    .push_bind(&e.error)
-                    .push_bind(&e.submitted_at)
-                    .push_bind(&e.started_at)
-                    .push_bind(&e.first_chunk_at)
-                    .push_bind(&e.finished_at)
-                    .push_bind(&e.expired_at);
-            });
-            insert.build().execute(&mut *conn).await?;
-        }
-        Write::Progress(_) => {
-            let mut update = QueryBuilder::<Sqlite>::new(
-                "UPDATE audit_submissions SET status = p.column2, row_count = p.column3, chunk_count = p.column4,
-                    truncated = p.column5, error = p.column6, started_at = p.column7,
-                    first_chunk_at = p.column8, finished_at = p.column9
-                 FROM (",
-            );
-            let updates = run.iter().filter_map(|w| match w {
-                Write::Progress(p) => Some(p),
-                _ => None,
-            });
-            update.push_values(updates, |mut row, p| {
-                row.push_bind(&p.job_id)
-                    .push_bind(p.status)
-                    .push_bind(p.rows)
-                    .push_bind(p.chunks)
-                    .push_bind(p.truncated)
-                    .push_bind(&p.error)
-                    .push_bind(&p.started_at)
-                    .push_bind(&p.first_chunk_at)
-                    .push_bind(&p.finished_at);
-            });
-            update.push(
-                ") AS p WHERE audit_submissions.job_id = p.column1 AND audit_submissions.expired_at IS NULL",
-            );
-            update.build().execute(&mut *conn).await?;
-        }
-        Write::Expired { .. } => {
-            for write in run {
-                if let Write::Expired { job_id, at } = write {
-                    sqlx::query(
-                        "UPDATE audit_submissions SET status = 'expired', expired_at = ? WHERE job_id = ?",
-                    )
-                    .bind(at)
-                    .bind(job_id)
-                    .execute(&mut *conn)
-                    .await?;
+impl<'a> Plan<'a> {
+    fn of(writes: &'a [Write]) -> Plan<'a> {
+        let mut plan = Plan::default();
+        // Per job: the index into `plan.progress` of its latest update.
+        let mut latest = std::collections::HashMap::new();
+        let mut expired = std::collections::HashSet::new();
+        for write in writes {
+            match write {
+                Write::Submission(entry, _) => plan.submissions.push(entry),
+                Write::Progress(p) if expired.contains(p.job_id.as_str()) => {}
+                Write::Progress(p) => match latest.get(p.job_id.as_str()) {
+                    Some(&n) => plan.progress[n] = p,
+                    None => {
+                        latest.insert(p.job_id.as_str(), plan.progress.len());
+                        plan.progress.push(p);
+                    }
+                },
+                Write::Expired { job_id, at } => {
+                    expired.insert(job_id.as_str());
+                    plan.expiries.push((job_id, at));
                 }
+                Write::Flush(_) => {}
             }
         }
-        Write::Flush(_) => {}
+        plan
     }
-    Ok(())
+}
+
+fn push_submissions<'a>(sql: &mut QueryBuilder<'a, Sqlite>, entries: &[&'a AuditEntry]) {
+    if entries.is_empty() {
+        return;
+    }
+    sql.push(
+        " INSERT INTO audit_submissions (submission_id, job_id, fingerprint, user_id, tenant, result_offset,
+            filter_text, canonical_filter, time_from, time_to, deduplicated_from, status, row_count,
+            chunk_count, truncated, error, submitted_at, started_at, first_chunk_at, finished_at, expired_at) ",
+    );
+    sql.push_values(entries, |mut row, e| {
+        row.push_bind(e.submission_id.as_str())
+            .push_bind(e.job_id.as_str())
+            .push_bind(e.fingerprint.as_str())
+            .push_bind(e.user_id.as_str())
+            .push_bind(e.tenant.as_str())
+            .push_bind(e.result_offset)
+            .push_bind(e.filter_text.as_str())
+            .push_bind(e.canonical_filter.as_str())
+            .push_bind(e.time_from.as_str())
+            .push_bind(e.time_to.as_str())
+            .push_bind(e.deduplicated_from.as_deref())
+            .push_bind(e.status.as_str())
+            .push_bind(e.row_count)
+            .push_bind(e.chunk_count)
+            .push_bind(e.truncated)
+            .push_bind(e.error.as_deref())
+            .push_bind(e.submitted_at.as_str())
+            .push_bind(e.started_at.as_deref())
+            .push_bind(e.first_chunk_at.as_deref())
+            .push_bind(e.finished_at.as_deref())
+            .push_bind(e.expired_at.as_deref());
+    });
+    sql.push(";");
+}
+
+fn push_progress<'a>(sql: &mut QueryBuilder<'a, Sqlite>, updates: &[&'a Progress]) {
+    if updates.is_empty() {
+        return;
+    }
+    sql.push(
+        " UPDATE audit_submissions SET status = p.column2, row_count = p.column3, chunk_count = p.column4,
+            truncated = p.column5, error = p.column6, started_at = p.column7,
+            first_chunk_at = p.column8, finished_at = p.column9
+         FROM (",
+    );
+    sql.push_values(updates, |mut row, p| {
+        row.push_bind(p.job_id.as_str())
+            .push_bind(p.status)
+            .push_bind(p.rows)
+            .push_bind(p.chunks)
+            .push_bind(p.truncated)
+            .push_bind(p.error.as_deref())
+            .push_bind(p.started_at.as_deref())
+            .push_bind(p.first_chunk_at.as_deref())
+            .push_bind(p.finished_at.as_deref());
+    });
+    sql.push(
+        ") AS p WHERE audit_submissions.job_id = p.column1 AND audit_submissions.expired_at IS NULL;",
+    );
+}
+
+/// One statement per expiry: expiries come one job at a time, minutes
+/// apart from the job's other writes.
+fn push_expiries<'a>(sql: &mut QueryBuilder<'a, Sqlite>, expiries: &[(&'a str, &'a str)]) {
+    for (job_id, at) in expiries {
+        sql.push(" UPDATE audit_submissions SET status = 'expired', expired_at = ")
+            .push_bind(*at)
+            .push(" WHERE job_id = ")
+            .push_bind(*job_id)
+            .push(";");
+    }
 }
 
 #[async_trait]
@@ -357,11 +395,12 @@ impl AuditLog for SqliteAuditLog {
 mod tests {
     use super::*;
 
-    fn progress(job: &str) -> Write {
+    /// A progress update of `job`; `rows` tells the updates apart.
+    fn progress(job: &str, rows: i64) -> Write {
         Write::Progress(Progress {
             job_id: job.into(),
             status: "running",
-            rows: 0,
+            rows,
             chunks: 0,
             truncated: false,
             error: None,
@@ -372,24 +411,29 @@ mod tests {
     }
 
     #[test]
-    fn only_a_jobs_last_progress_before_an_expiry_is_applied() {
+    fn a_jobs_last_progress_before_its_expiry_is_applied_once() {
         let (done, _) = oneshot::channel();
         let writes = [
-            progress("a"),
-            progress("b"),
-            progress("a"),
+            progress("a", 0),
+            progress("b", 1),
+            progress("a", 2),
             Write::Flush(done),
-            progress("b"),
+            progress("b", 4),
             Write::Expired {
                 job_id: "b".into(),
                 at: "t".into(),
             },
-            progress("b"),
-            progress("a"),
+            progress("b", 6),
+            progress("a", 7),
         ];
-        assert_eq!(
-            superseded(&writes),
-            [true, true, true, false, false, false, false, false]
-        );
+        let plan = Plan::of(&writes);
+        let applied: Vec<(&str, i64)> = plan
+            .progress
+            .iter()
+            .map(|p| (p.job_id.as_str(), p.rows))
+            .collect();
+        assert_eq!(applied, [("a", 7), ("b", 4)]);
+        assert_eq!(plan.expiries, [("b", "t")]);
+        assert!(plan.submissions.is_empty());
     }
 }
