@@ -24,8 +24,16 @@ for _ in $(seq 1 100); do curl -sf localhost:8080/healthz >/dev/null && break; s
     sleep 0.5
   done ) &
 MON=$!
+# PROBE=PATH also polls PATH from loadtest/probe.py beside k6, from
+# PROBE_AFTER seconds (k6's setup) for PROBE_FOR seconds.
+if [ -n "${PROBE:-}" ]; then
+  python3 "$(dirname "$0")/probe.py" "$PROBE" --after "${PROBE_AFTER:-15}" \
+    --for "${PROBE_FOR:-30}" > "$OUT/$NAME.probe.json" 2>&1 &
+  PROBE_PID=$!
+fi
 k6 run "$@" "$SCRIPT" > "$OUT/$NAME.k6.txt" 2>&1
 echo "k6 rc=$?" >> "$OUT/$NAME.k6.txt"
+if [ -n "${PROBE_PID:-}" ]; then wait "$PROBE_PID"; fi
 curl -s localhost:8080/metrics > "$OUT/$NAME.metrics.txt"
 kill $SPID; wait $SPID; kill $MON 2>/dev/null
 echo "peak RSS kB: $(cat "$OUT/$NAME.rss_peak_kb")" >> "$OUT/$NAME.k6.txt"
