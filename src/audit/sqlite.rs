@@ -179,8 +179,12 @@ async fn commit(conn: &mut SqliteConnection, writes: &[Write]) -> Result<(), Aud
     // each would push out a statement worth keeping.
     if let Err(e) = sql.build().persistent(false).execute(&mut *conn).await {
         // Undo what ran before the failing statement. If BEGIN itself
-        // failed there is nothing to undo and this fails too, harmlessly.
-        let _ = conn.execute("ROLLBACK").await;
+        // failed there is nothing to undo and this fails too, harmlessly;
+        // any other failure here would leave the transaction open, and
+        // every later batch would fail on its BEGIN, so it is logged.
+        if let Err(rollback) = conn.execute("ROLLBACK").await {
+            warn!(error = %rollback, "could not roll back a failed audit batch");
+        }
         return Err(e.into());
     }
     debug!(
