@@ -102,9 +102,9 @@ impl MemoryResultLog {
     /// returns how many. Without spill files everything stays in memory.
     fn reserve_memory(&self, sizes: impl Iterator<Item = u64>) -> usize {
         if self.spill.is_none() {
-            let sizes: Vec<u64> = sizes.collect();
-            self.bytes.fetch_add(sizes.iter().sum(), Ordering::Relaxed);
-            return sizes.len();
+            let (count, total) = sizes.fold((0, 0), |(n, sum), size| (n + 1, sum + size));
+            self.bytes.fetch_add(total, Ordering::Relaxed);
+            return count;
         }
         sizes
             .take_while(|size| {
@@ -162,14 +162,10 @@ impl ResultTopic for MemoryResultLog {
         let Some(first) = chunks.first() else {
             return Ok(());
         };
-        let encoded: Vec<ChunkJson> = chunks.iter().map(|c| c.to_json().into()).collect();
+        let mut encoded: Vec<ChunkJson> = chunks.iter().map(|c| c.to_json().into()).collect();
         let in_memory = self.reserve_memory(encoded.iter().map(|c| c.len() as u64));
-        let mut stored: Vec<Stored> = encoded[..in_memory]
-            .iter()
-            .cloned()
-            .map(Stored::Memory)
-            .collect();
-        let to_disk = encoded[in_memory..].to_vec();
+        let to_disk = encoded.split_off(in_memory);
+        let mut stored: Vec<Stored> = encoded.into_iter().map(Stored::Memory).collect();
         if let Some(spill) = &self.spill
             && !to_disk.is_empty()
         {

@@ -31,16 +31,16 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 /// Segment files of one process, and the bytes they take on the disk.
 pub struct SpillFiles {
     dir: PathBuf,
-    /// The segment being appended to, and how much of it is written or
-    /// reserved by a write in progress.
-    current: Mutex<Option<(Arc<Segment>, u64)>>,
+    /// The segment being appended to.
+    current: Mutex<Option<Arc<Segment>>>,
     /// Bytes of every segment still open (the disk space they hold).
     disk_bytes: Arc<AtomicU64>,
 }
 
 struct Segment {
     file: File,
-    /// Bytes reserved in this file, for `disk_bytes` when it closes.
+    /// Bytes written or reserved by a write in progress: where the next
+    /// append starts, and what `disk_bytes` gives back when it closes.
     size: AtomicU64,
     disk_bytes: Arc<AtomicU64>,
 }
@@ -109,12 +109,11 @@ impl SpillFiles {
     /// or not, until its segment closes.
     fn reserve(&self, len: u64) -> io::Result<(Arc<Segment>, u64)> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((segment, written)) = current.as_mut()
-            && *written + len <= SEGMENT_BYTES
+        // Sizes change only under this lock.
+        if let Some(segment) = current.as_ref()
+            && segment.size.load(Ordering::Relaxed) + len <= SEGMENT_BYTES
         {
-            let start = *written;
-            *written += len;
-            segment.size.fetch_add(len, Ordering::Relaxed);
+            let start = segment.size.fetch_add(len, Ordering::Relaxed);
             self.disk_bytes.fetch_add(len, Ordering::Relaxed);
             return Ok((segment.clone(), start));
         }
@@ -124,7 +123,7 @@ impl SpillFiles {
             disk_bytes: self.disk_bytes.clone(),
         });
         self.disk_bytes.fetch_add(len, Ordering::Relaxed);
-        *current = Some((segment.clone(), len));
+        *current = Some(segment.clone());
         Ok((segment, 0))
     }
 }
