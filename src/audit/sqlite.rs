@@ -139,7 +139,8 @@ impl SqliteAuditLog {
 /// 1,000 pages checkpoints right there: it copies the pages and fsyncs the
 /// database before its commit returns. Under a submission storm that was
 /// about nine times a second, each 20-35 ms, and every submission of the
-/// batch, and of the batches queued behind it, waited (2026-11-30, 11:45).
+/// batch, and of the batches queued behind it, waited (docs/PERFORMANCE.md,
+/// the audit checkpoints round).
 /// A `PASSIVE` checkpoint here runs beside the writer instead. It cannot
 /// restart the WAL while commits keep coming (that needs every frame copied
 /// and none added meanwhile), so the writer's own checkpoint stays as a
@@ -190,7 +191,9 @@ impl Checkpointer {
         self.committed.send_replace(());
     }
 
-    /// Stops the task after its current checkpoint.
+    /// Stops the task once its current round is over: a round already
+    /// waiting out `CHECKPOINT_EVERY` still checkpoints, so the last
+    /// commits are copied too.
     async fn stop(self) {
         drop(self.committed);
         let _ = self.task.await;
