@@ -210,9 +210,7 @@ async fn write_loop(
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        let outcome = commit(&mut conn, &batch).await;
-        checkpointer.committed();
-        match outcome {
+        match commit(&mut conn, &batch).await {
             Ok(()) => batch.drain(..).for_each(|w| answer(w, Ok(()))),
             Err(e) => {
                 // One bad write must not sink the others: apply them one by one.
@@ -223,6 +221,8 @@ async fn write_loop(
                 }
             }
         }
+        // After the one-by-one fallback too: its commits reach the WAL as well.
+        checkpointer.committed();
     }
     checkpointer.stop().await;
     if let Err(e) = conn.close().await {
