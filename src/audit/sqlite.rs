@@ -102,6 +102,11 @@ impl SqliteAuditLog {
         let writer_conn = options
             .clone()
             .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string())
+            // A batch's multi-row statements keep statement journals; past
+            // 64 KiB SQLite spills them to temporary files, and creating,
+            // writing and deleting those cost every large commit a few
+            // syscalls. A batch is bounded (WRITE_BATCH), so memory is too.
+            .pragma("temp_store", "MEMORY")
             .connect()
             .await?;
         let checkpointer = Checkpointer::start(options.connect().await?);

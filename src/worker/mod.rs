@@ -117,7 +117,10 @@ fn spawn_heartbeat(jobs: &Arc<Jobs>, queued: &QueuedJob) -> Option<tokio::task::
     let every = jobs.backends.queue.heartbeat_interval()?;
     let (jobs, queued) = (jobs.clone(), queued.clone());
     Some(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
+        // The first beat is one interval in: taking the job from the queue
+        // has just started its lease, and a beat at once would cost every
+        // job, however short, a round trip for nothing.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tick.tick().await;
             if let Err(e) = jobs.backends.queue.heartbeat(&queued).await {
