@@ -915,8 +915,24 @@ impl QuerySource for ParquetSource {
     /// never match a time range, so they are never returned.
     async fn query(&self, q: SourceQuery) -> Result<RowStream, SourceError> {
         let output = super::output_fields(&self.schema, &q.fields)?;
-        let time = self.schema.time_column.clone();
         let predicate = translate(&q.predicate, &self.arrow_schema)?;
+        let mut segments: Vec<Segment> = if q.limit == 0 || q.from_us >= q.to_us {
+            Vec::new()
+        } else {
+            self.segments
+                .iter()
+                .filter(|s| s.max_us >= q.from_us && s.min_us < q.to_us)
+                .cloned()
+                .collect()
+        };
+        if segments.is_empty() {
+            // No file holds a row of the range: answer once the request is
+            // checked (above), without a plan or a task. Such queries are
+            // cheap to send, so storms of them (a dashboard scrolled back
+            // past the data) must not cost a query.
+            return Ok(futures::stream::empty().boxed());
+        }
+        let time = self.schema.time_column.clone();
         let filter = time_compare(&time, CompareOp::Ge, q.from_us, &self.time_type)
             .and(time_compare(&time, CompareOp::Lt, q.to_us, &self.time_type))
             .and(predicate);
@@ -937,21 +953,6 @@ impl QuerySource for ParquetSource {
                 .map(|n| column(n).sort(true, false)),
         );
 
-        let mut segments: Vec<Segment> = if q.limit == 0 || q.from_us >= q.to_us {
-            Vec::new()
-        } else {
-            self.segments
-                .iter()
-                .filter(|s| s.max_us >= q.from_us && s.min_us < q.to_us)
-                .cloned()
-                .collect()
-        };
-        if segments.is_empty() {
-            // No file holds a row of the range: answer without a plan or a
-            // task. Such queries are cheap to send, so storms of them (a
-            // dashboard scrolled back past the data) must not cost a query.
-            return Ok(futures::stream::empty().boxed());
-        }
         if !asc {
             segments.reverse();
         }
