@@ -129,7 +129,8 @@ pub struct Config {
     pub redis_prefix: String,
 
     /// How long a distributed worker may stay silent (no heartbeat) before
-    /// another worker takes its job over and resumes it.
+    /// another worker takes its job over and resumes it. Worker processes
+    /// look for such jobs every third of a lease.
     #[arg(long, env = "PSEUDOSTREAM_WORKER_LEASE", default_value = "15s", value_parser = humantime::parse_duration)]
     pub worker_lease: Duration,
 

@@ -28,7 +28,7 @@
 //! The claim script builds a job key from its arguments, so this needs a
 //! single Redis server (or one hash slot), not a cluster.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,6 +65,10 @@ const QUEUE_BLOCK: Duration = Duration::from_millis(1000);
 /// Compare-and-set attempts before an update gives up under contention.
 const MAX_CAS_ATTEMPTS: usize = 64;
 const GROUP: &str = "workers";
+/// The most job records one instance remembers having written (see
+/// `WrittenRecords`): a few MiB. Live jobs hold an offset each, so a small
+/// pool bounds them sooner.
+const REMEMBERED_RECORDS: usize = 4096;
 
 fn unavailable(e: RedisError) -> CoordError {
     CoordError::Unavailable(e.to_string())
@@ -182,17 +186,20 @@ return 0
 
 /// Writes an updated record only if nobody changed it since it was read (the
 /// optimistic half of `update_job`); indexes its expiry and announces it.
-/// Returns -1 when the job is gone, 0 on a lost race, 1 when written.
+/// The record as read is named by its SHA-1, so the call carries the record
+/// once. Answers `{1, ''}` when written, `{-1, ''}` when the job is gone, and
+/// on a lost race `{0, current}`, the record to apply the update to instead
+/// (saving the caller a `GET`).
 const UPDATE_JOB: &str = r#"
 -- KEYS[1] job, KEYS[2] expiry index
--- ARGV[1] record as read, ARGV[2] new record, ARGV[3] job id, ARGV[4] expiry score or '', ARGV[5] channel
+-- ARGV[1] SHA-1 (hex) of the record as read, ARGV[2] new record, ARGV[3] job id, ARGV[4] expiry score or '', ARGV[5] channel
 local current = redis.call('GET', KEYS[1])
-if not current then return -1 end
-if current ~= ARGV[1] then return 0 end
+if not current then return {-1, ''} end
+if redis.sha1hex(current) ~= ARGV[1] then return {0, current} end
 redis.call('SET', KEYS[1], ARGV[2])
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3]) end
 redis.call('PUBLISH', ARGV[5], ARGV[3])
-return 1
+return {1, ''}
 "#;
 
 /// Marks one due job expired and takes it out of the expiry index in the
@@ -363,6 +370,65 @@ impl Drop for WaitRegistration {
     }
 }
 
+/// The record text this instance last wrote for each of its recent jobs, so
+/// its next update of the same job (a worker's started, progress, finished)
+/// compares and sets against it without reading the record first. An entry
+/// another instance has since overwritten costs nothing extra: the update
+/// script answers the mismatch with the current record. Bounded: past
+/// `capacity` jobs the oldest entry goes.
+struct WrittenRecords {
+    capacity: usize,
+    inner: Mutex<WrittenRecordsInner>,
+}
+
+#[derive(Default)]
+struct WrittenRecordsInner {
+    by_job: HashMap<JobId, String>,
+    /// Jobs in the order they were first remembered; may name jobs since
+    /// forgotten, which eviction skips.
+    order: VecDeque<JobId>,
+}
+
+impl WrittenRecords {
+    fn new(capacity: usize) -> WrittenRecords {
+        WrittenRecords {
+            capacity: capacity.max(1),
+            inner: Mutex::new(WrittenRecordsInner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WrittenRecordsInner> {
+        // Every change is a single map or queue operation, so a poisoned
+        // lock still guards consistent data.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn get(&self, id: JobId) -> Option<String> {
+        self.lock().by_job.get(&id).cloned()
+    }
+
+    fn remember(&self, id: JobId, json: String) {
+        let mut inner = self.lock();
+        if inner.by_job.insert(id, json).is_none() {
+            inner.order.push_back(id);
+        }
+        // The queue may also hold forgotten jobs; let it grow to twice the
+        // capacity before it is cut back, so the cut is rare.
+        while inner.by_job.len() > self.capacity || inner.order.len() > 2 * self.capacity {
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
+            inner.by_job.remove(&oldest);
+        }
+    }
+
+    fn forget(&self, id: JobId) {
+        self.lock().by_job.remove(&id);
+    }
+}
+
 /// Keys of one coordinator deployment.
 struct CoordKeys {
     prefix: String,
@@ -411,6 +477,7 @@ pub struct RedisCoordinator {
     pool_size: u32,
     scripts: CoordinatorScripts,
     waiters: Arc<Waiters>,
+    written: WrittenRecords,
     /// Stops the change subscriber when the coordinator is dropped.
     _stop_listening: DropGuard,
 }
@@ -444,6 +511,7 @@ impl RedisCoordinator {
             pool_size,
             scripts: CoordinatorScripts::new(),
             waiters,
+            written: WrittenRecords::new(REMEMBERED_RECORDS.min(2 * pool_size as usize)),
             _stop_listening: stop.drop_guard(),
         })
     }
@@ -653,6 +721,7 @@ impl Coordinator for RedisCoordinator {
             }
             _ => String::new(),
         };
+        let json = encode_record(&record)?;
         let mut conn = self.conn.clone();
         let mut invocation = self.scripts.insert_job.prepare_invoke();
         invocation
@@ -660,11 +729,13 @@ impl Coordinator for RedisCoordinator {
             .key(self.keys.fingerprint(record.spec.fingerprint))
             .key(self.keys.user(&record.spec.tenant, &record.spec.user))
             .key(&self.keys.expiry)
-            .arg(encode_record(&record)?)
+            .arg(&json)
             .arg(id.to_string())
             .arg(expiry)
             .arg(&self.keys.changes);
-        call(invocation.invoke_async::<()>(&mut conn)).await
+        call(invocation.invoke_async::<()>(&mut conn)).await?;
+        self.written.remember(id, json);
+        Ok(())
     }
 
     async fn job(&self, id: JobId) -> Result<Option<JobRecord>, CoordError> {
@@ -738,10 +809,14 @@ impl Coordinator for RedisCoordinator {
         update: JobUpdate,
     ) -> Result<Option<JobRecord>, CoordError> {
         let mut conn = self.conn.clone();
+        let mut read = match self.written.get(id) {
+            Some(json) => json,
+            None => match self.record_json(id).await? {
+                Some(json) => json,
+                None => return Ok(None),
+            },
+        };
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let Some(read) = self.record_json(id).await? else {
-                return Ok(None);
-            };
             let mut record = decode_record(id, &read)?;
             let was_expired = record.status == JobStatus::Expired;
             record.apply(&update);
@@ -750,19 +825,33 @@ impl Coordinator for RedisCoordinator {
                 (JobUpdate::Finished { .. }, Some(at)) if !was_expired => micros(at).to_string(),
                 _ => String::new(),
             };
+            let written = encode_record(&record)?;
             let mut invocation = self.scripts.update_job.prepare_invoke();
             invocation
                 .key(self.keys.job(id))
                 .key(&self.keys.expiry)
-                .arg(&read)
-                .arg(encode_record(&record)?)
+                .arg(sha1_smol::Sha1::from(&read).digest().to_string())
+                .arg(&written)
                 .arg(id.to_string())
                 .arg(expiry)
                 .arg(&self.keys.changes);
-            match call(invocation.invoke_async::<i64>(&mut conn)).await? {
-                1 => return Ok(Some(record)),
-                -1 => return Ok(None),
-                _ => continue, // changed under us: apply again to the new record
+            let (outcome, current): (i64, String) =
+                call(invocation.invoke_async(&mut conn)).await?;
+            match outcome {
+                1 if record.status.is_finished() => {
+                    // Nothing of this instance's updates it again.
+                    self.written.forget(id);
+                    return Ok(Some(record));
+                }
+                1 => {
+                    self.written.remember(id, written);
+                    return Ok(Some(record));
+                }
+                -1 => {
+                    self.written.forget(id);
+                    return Ok(None);
+                }
+                _ => read = current, // changed under us: apply again to the record as it is
             }
         }
         Err(CoordError::Unavailable(format!(
@@ -929,6 +1018,8 @@ pub struct RedisJobQueue {
     consumer: String,
     lease: Duration,
     heartbeat: Script,
+    /// When this process next looks for deliveries whose worker went silent.
+    next_takeover_check: Mutex<Instant>,
 }
 
 impl RedisJobQueue {
@@ -969,12 +1060,40 @@ impl RedisJobQueue {
             consumer: consumer.to_owned(),
             lease,
             heartbeat: Script::new(HEARTBEAT),
+            next_takeover_check: Mutex::new(Instant::now()),
         })
     }
 
     fn readers(&self) -> std::sync::MutexGuard<'_, Vec<MultiplexedConnection>> {
         // A Vec of idle connections cannot be left inconsistent by a panic.
         self.readers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether it is time to look for silent workers' deliveries. A silent
+    /// delivery is only due after a whole lease, so one look per process
+    /// every third of a lease is soon enough; looking before every read
+    /// cost each job an `XAUTOCLAIM` round trip.
+    fn takeover_check_due(&self) -> bool {
+        let mut next = self.next_takeover_check();
+        let now = Instant::now();
+        if now < *next {
+            return false;
+        }
+        *next = now + self.lease / 3;
+        true
+    }
+
+    /// After a takeover more silent deliveries may be waiting: look again
+    /// on the next read.
+    fn check_takeovers_again(&self) {
+        *self.next_takeover_check() = Instant::now();
+    }
+
+    fn next_takeover_check(&self) -> std::sync::MutexGuard<'_, Instant> {
+        // An instant cannot be left half-written by a panic.
+        self.next_takeover_check
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -1086,7 +1205,13 @@ impl JobQueue for RedisJobQueue {
 
     async fn next(&self, shutdown: &CancellationToken) -> Result<Option<QueuedJob>, CoordError> {
         while !shutdown.is_cancelled() {
-            if let Some(entry) = self.take_over().await? {
+            let taken = if self.takeover_check_due() {
+                self.take_over().await?
+            } else {
+                None
+            };
+            if let Some(entry) = taken {
+                self.check_takeovers_again();
                 let receipt = entry.id.clone();
                 if let Some(job) = self.parse(entry).await? {
                     warn!(job_id = %job.spec.job_id, offset = %job.spec.offset, receipt = %receipt,
@@ -1219,5 +1344,37 @@ impl RateLimiter for RedisRateLimiter {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_records_keep_the_newest_jobs_up_to_their_capacity() {
+        let written = WrittenRecords::new(2);
+        let [a, b, c] = [JobId::new(), JobId::new(), JobId::new()];
+        written.remember(a, "a1".into());
+        written.remember(b, "b1".into());
+        written.remember(a, "a2".into()); // a rewrite keeps a's place
+        assert_eq!(written.get(a).as_deref(), Some("a2"));
+        written.remember(c, "c1".into());
+        assert_eq!(written.get(a), None, "the oldest job goes first");
+        assert_eq!(written.get(b).as_deref(), Some("b1"));
+        assert_eq!(written.get(c).as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn forgotten_jobs_do_not_grow_the_order_without_bound() {
+        let written = WrittenRecords::new(4);
+        for _ in 0..1_000 {
+            let id = JobId::new();
+            written.remember(id, "x".into());
+            written.forget(id);
+        }
+        let inner = written.lock();
+        assert!(inner.by_job.is_empty());
+        assert!(inner.order.len() <= 8, "{}", inner.order.len());
     }
 }

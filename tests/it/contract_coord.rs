@@ -511,6 +511,52 @@ mod redis_across_instances {
         );
     }
 
+    /// Each instance remembers the record it last wrote and updates against
+    /// it; an update made meanwhile by the other instance must not be lost.
+    #[tokio::test]
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
+    async fn updates_from_two_instances_build_on_each_other() {
+        let (a, b) = pair(3).await;
+        let job = admit(a.as_ref(), 12, "ann").await;
+        let id = job.id();
+        let started = a
+            .update_job(id, JobUpdate::Started { at: Utc::now() })
+            .await
+            .unwrap()
+            .unwrap();
+        // `a` now remembers `started`; `b` changes the record under it.
+        b.update_job(id, JobUpdate::CancelRequested)
+            .await
+            .unwrap()
+            .unwrap();
+        let progress = JobUpdate::Progress {
+            rows: 10,
+            chunks: 1,
+            at: Utc::now(),
+        };
+        let seen = a.update_job(id, progress).await.unwrap().unwrap();
+        assert!(seen.cancel_requested, "b's update was lost: {seen:?}");
+        assert_eq!((seen.rows, seen.version), (10, started.version + 2));
+
+        // Concurrent updates from both: every one is applied exactly once.
+        let mut calls = tokio::task::JoinSet::new();
+        for n in 0..40 {
+            let c = if n % 2 == 0 { a.clone() } else { b.clone() };
+            calls.spawn(async move {
+                let progress = JobUpdate::Progress {
+                    rows: 10,
+                    chunks: 1,
+                    at: Utc::now(),
+                };
+                c.update_job(id, progress).await.unwrap().unwrap()
+            });
+        }
+        calls.join_all().await;
+        let after = b.job(id).await.unwrap().unwrap();
+        assert_eq!(after.version, seen.version + 40);
+        assert_eq!(a.job(id).await.unwrap(), Some(after));
+    }
+
     #[tokio::test]
     #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
     async fn a_change_on_one_instance_wakes_a_waiter_on_the_other() {
