@@ -492,7 +492,8 @@ impl<'a> ChunkCutter<'a> {
             metrics.publish_errors_total.inc();
             return Err(e);
         }
-        metrics.chunk_publish_seconds.observe(started.elapsed());
+        let publishing = started.elapsed();
+        metrics.chunk_publish_seconds.observe(publishing);
         metrics.chunks_published_total.add(chunks.len() as u64);
         metrics.rows_published_total.add(count);
         let first = self.chunks == 0;
@@ -501,8 +502,11 @@ impl<'a> ChunkCutter<'a> {
                 .to_std()
                 .unwrap_or_default();
             metrics.first_chunk_seconds.observe(waited);
+            // How long the publish itself took tells a slow broker from a
+            // slow query when a first chunk is late.
             debug!(
                 waited_ms = waited.as_millis() as u64,
+                publish_ms = publishing.as_millis() as u64,
                 "first chunk published"
             );
         }
