@@ -17,3 +17,10 @@ pub mod metrics;
 pub mod results;
 pub mod source;
 pub mod worker;
+
+/// Locks a mutex whose data stays valid whatever a panicking holder was
+/// doing (each change under it is a single operation), so a poisoned lock
+/// is still usable instead of a reason to fail every later caller.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -318,9 +318,7 @@ impl Waiters {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, watch::Sender<()>>> {
         // The map is valid after any panic (inserts and removes are single
         // operations), so a poisoned lock is still usable.
-        self.by_job
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.by_job)
     }
 
     fn watch(self: &Arc<Self>, id: JobId) -> WaitRegistration {
@@ -400,9 +398,7 @@ impl WrittenRecords {
     fn lock(&self) -> std::sync::MutexGuard<'_, WrittenRecordsInner> {
         // Every change is a single map or queue operation, so a poisoned
         // lock still guards consistent data.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.inner)
     }
 
     fn get(&self, id: JobId) -> Option<String> {
@@ -1066,36 +1062,29 @@ impl RedisJobQueue {
 
     fn readers(&self) -> std::sync::MutexGuard<'_, Vec<MultiplexedConnection>> {
         // A Vec of idle connections cannot be left inconsistent by a panic.
-        self.readers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.readers)
     }
 
-    /// Whether it is time to look for silent workers' deliveries. A silent
-    /// delivery is only due after a whole lease, so one look per process
-    /// every third of a lease is soon enough; looking before every read
-    /// cost each job an `XAUTOCLAIM` round trip.
-    fn takeover_check_due(&self) -> bool {
-        let mut next = self.next_takeover_check();
+    /// Claims one delivery idle longer than the lease (its worker is gone),
+    /// if it is time to look. A silent delivery is only due after a whole
+    /// lease, so one look per process every third of a lease is soon
+    /// enough; looking before every read cost each job an `XAUTOCLAIM`
+    /// round trip. After a takeover more may be waiting: the next call
+    /// looks again.
+    async fn take_over_if_due(&self) -> Result<Option<StreamId>, CoordError> {
         let now = Instant::now();
-        if now < *next {
-            return false;
+        {
+            let mut next = crate::lock(&self.next_takeover_check);
+            if now < *next {
+                return Ok(None);
+            }
+            *next = now + self.lease / 3;
         }
-        *next = now + self.lease / 3;
-        true
-    }
-
-    /// After a takeover more silent deliveries may be waiting: look again
-    /// on the next read.
-    fn check_takeovers_again(&self) {
-        *self.next_takeover_check() = Instant::now();
-    }
-
-    fn next_takeover_check(&self) -> std::sync::MutexGuard<'_, Instant> {
-        // An instant cannot be left half-written by a panic.
-        self.next_takeover_check
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        let taken = self.take_over().await?;
+        if taken.is_some() {
+            *crate::lock(&self.next_takeover_check) = now;
+        }
+        Ok(taken)
     }
 
     /// Claims one delivery idle longer than the lease: its worker is gone.
@@ -1205,13 +1194,7 @@ impl JobQueue for RedisJobQueue {
 
     async fn next(&self, shutdown: &CancellationToken) -> Result<Option<QueuedJob>, CoordError> {
         while !shutdown.is_cancelled() {
-            let taken = if self.takeover_check_due() {
-                self.take_over().await?
-            } else {
-                None
-            };
-            if let Some(entry) = taken {
-                self.check_takeovers_again();
+            if let Some(entry) = self.take_over_if_due().await? {
                 let receipt = entry.id.clone();
                 if let Some(job) = self.parse(entry).await? {
                     warn!(job_id = %job.spec.job_id, offset = %job.spec.offset, receipt = %receipt,

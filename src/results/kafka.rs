@@ -498,9 +498,7 @@ impl ReaderPool {
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<BaseConsumer>> {
-        self.idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.idle)
     }
 
     /// Chunk JSON by seq: every needed seq, or an error.

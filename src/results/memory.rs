@@ -93,9 +93,7 @@ impl MemoryResultLog {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Vec<Stored>>> {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.jobs)
     }
 
     /// Reserves memory for as many of `sizes` (in order) as fit the budget;
