@@ -249,6 +249,7 @@ async fn build_backends(config: &Config, roles: Roles) -> anyhow::Result<Backend
                 brokers,
                 &config.kafka_topic,
                 config.kafka_partitions,
+                config.kafka_compression,
                 redis,
                 &config.redis_prefix,
             )

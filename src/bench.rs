@@ -10,8 +10,10 @@
 //! 2. admission throughput of `POST /v1/jobs` against a trivial axum route
 //!    served by the same process;
 //! 3. end-to-end rows per second through the result topic against raw
-//!    producer throughput with the same message size (the embedded log, or
-//!    Kafka when `PSEUDOSTREAM_KAFKA_BROKERS` and `PSEUDOSTREAM_REDIS_URL` are set);
+//!    producer throughput with the same messages (appends of one chunk to
+//!    the embedded log; or, when `PSEUDOSTREAM_KAFKA_BROKERS` and
+//!    `PSEUDOSTREAM_REDIS_URL` are set, a plain rdkafka producer with the
+//!    result topic's settings re-sending the job's own chunks);
 //! 4. time to the whole result of a 90-day regex query against DuckDB
 //!    (`python3 -c`, same Parquet files, equivalent filter, `ORDER BY ts DESC`).
 //!
@@ -33,6 +35,7 @@ use crate::config::{Config, RateLimit};
 use crate::jobs::Hooks;
 use crate::jobs::model::{Chunk, JobId, Offset};
 use crate::results::ResultTopic;
+use crate::results::kafka::Compression;
 use crate::results::memory::MemoryResultLog;
 use crate::source::Row;
 
@@ -307,6 +310,39 @@ impl Client {
         Ok(())
     }
 
+    /// `GET` of an API path, decoded.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        Ok(self
+            .http
+            .get(url)
+            .bearer_auth(KEY)
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Every chunk of a finished job, as JSON text of its stored size.
+    async fn chunk_texts(&self, job: &str) -> anyhow::Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Texts {
+            chunks: Vec<Value>,
+            next: u64,
+        }
+        let (mut from, mut texts) = (0, Vec::new());
+        loop {
+            let page: Texts = self
+                .get_json(&format!("/v1/jobs/{job}/chunks?from={from}&limit=1000"))
+                .await?;
+            if page.chunks.is_empty() {
+                return Ok(texts);
+            }
+            texts.extend(page.chunks.iter().map(Value::to_string));
+            from = page.next;
+        }
+    }
+
     /// Reads a job to its last chunk: (rows, chunks, bytes of chunk pages, status).
     async fn read_all(&self, job: &str) -> anyhow::Result<(u64, u64, u64, String)> {
         let (mut from, mut bytes) = (0, 0u64);
@@ -556,9 +592,11 @@ async fn delivery(
     let chunk_bytes = sample.to_json().len();
     let (raw_rate, raw_what) = if kafka {
         let brokers = config.kafka_brokers.clone().unwrap_or_default();
+        let payloads = client.chunk_texts(&job.job_id).await?;
         (
-            raw_kafka(&brokers, chunk_bytes, chunks.max(10_000)).await? * sample.rows.len() as f64,
-            "raw rdkafka producer",
+            raw_kafka(&brokers, config.kafka_compression, &payloads).await?
+                * sample.rows.len() as f64,
+            "a raw rdkafka producer (same compression) re-sending the job's own chunks",
         )
     } else {
         (
@@ -581,14 +619,8 @@ async fn delivery(
 
 /// The first chunk of `job`, rebuilt as a `Chunk` to publish again.
 async fn sample_chunk(client: &Client, job: &str) -> anyhow::Result<Chunk> {
-    let url = format!("{}/v1/jobs/{job}/chunks?from=0&limit=1", client.base);
     let page: Value = client
-        .http
-        .get(url)
-        .bearer_auth(KEY)
-        .send()
-        .await?
-        .json()
+        .get_json(&format!("/v1/jobs/{job}/chunks?from=0&limit=1"))
         .await?;
     let rows = page["chunks"][0]["rows"]
         .as_array()
@@ -624,41 +656,49 @@ async fn raw_memory(sample: &Chunk, count: u64) -> anyhow::Result<f64> {
     Ok(count as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Messages per second of a plain rdkafka producer (same acks and
-/// idempotence as the result topic), every message in flight at once.
-async fn raw_kafka(brokers: &str, bytes: usize, count: u64) -> anyhow::Result<f64> {
+/// Messages per second of a plain rdkafka producer (same acks, idempotence
+/// and compression as the result topic) sending `payloads` (at least 10,000
+/// messages, cycling), every message in flight at once. Real chunks, not
+/// filler: compression works on them as on the result topic's.
+async fn raw_kafka(
+    brokers: &str,
+    compression: Compression,
+    payloads: &[String],
+) -> anyhow::Result<f64> {
     use rdkafka::ClientConfig;
     use rdkafka::producer::{FutureProducer, FutureRecord};
+    anyhow::ensure!(!payloads.is_empty(), "no chunks to re-send");
     let topic = format!("pseudostream.bench-raw-{}", std::process::id());
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "0")
+        .set("compression.type", compression.as_str())
         .set("allow.auto.create.topics", "true")
         .create()?;
     // Created like the result topic (a broker may not auto-create topics).
     crate::results::kafka::ensure_topic(brokers, &topic, 1).await?;
-    let payload = vec![b'x'; bytes];
     // Warm up: metadata.
     producer
         .send(
-            FutureRecord::<str, [u8]>::to(&topic)
+            FutureRecord::<str, str>::to(&topic)
                 .key("warm")
-                .payload(&payload),
+                .payload(&payloads[0]),
             Duration::from_secs(30),
         )
         .await
         .map_err(|(e, _)| e)?;
+    let count = payloads.len().max(10_000);
     let keys: Vec<String> = (0..count).map(|n| format!("0/{n}")).collect();
     let started = Instant::now();
     let mut inflight = futures::stream::FuturesUnordered::new();
-    for key in &keys {
+    for (key, payload) in keys.iter().zip(payloads.iter().cycle()) {
         inflight.push(
             producer.send(
-                FutureRecord::<str, [u8]>::to(&topic)
+                FutureRecord::<str, str>::to(&topic)
                     .key(key.as_str())
-                    .payload(&payload),
+                    .payload(payload.as_str()),
                 Duration::from_secs(30),
             ),
         );

@@ -151,6 +151,12 @@ pub struct Config {
     #[arg(long, env = "PSEUDOSTREAM_KAFKA_PARTITIONS", default_value_t = 16)]
     pub kafka_partitions: i32,
 
+    /// How the producer compresses the result topic's batches: none, gzip,
+    /// snappy or lz4. Chunks are JSON, which lz4 shrinks several times over
+    /// for little CPU; consumers decompress transparently.
+    #[arg(long, env = "PSEUDOSTREAM_KAFKA_COMPRESSION", value_enum, default_value_t = crate::results::kafka::Compression::Lz4)]
+    pub kafka_compression: crate::results::kafka::Compression,
+
     /// Postgres for the audit log, e.g. `postgres://user@host/db`. Unset:
     /// SQLite in the data directory.
     #[arg(long, env = "PSEUDOSTREAM_DATABASE_URL")]
@@ -202,19 +208,33 @@ impl Config {
     /// Defaults as the CLI would give them with no flags or environment,
     /// for tests and embedding.
     pub fn defaults() -> Config {
+        Config::from_args(["pseudostream"]).expect("the defaults parse")
+    }
+
+    /// The settings the given command line (with the environment) gives.
+    pub fn from_args<const N: usize>(args: [&str; N]) -> Result<Config, clap::Error> {
         use clap::Parser;
         #[derive(Parser)]
         struct Only {
             #[command(flatten)]
             config: Config,
         }
-        Only::parse_from(["pseudostream"]).config
+        Only::try_parse_from(args).map(|only| only.config)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kafka_batches_are_lz4_compressed_unless_configured_otherwise() {
+        use crate::results::kafka::Compression;
+        assert_eq!(Config::defaults().kafka_compression, Compression::Lz4);
+        let none = Config::from_args(["pseudostream", "--kafka-compression", "none"]).unwrap();
+        assert_eq!(none.kafka_compression, Compression::None);
+        assert!(Config::from_args(["pseudostream", "--kafka-compression", "zstd"]).is_err());
+    }
 
     #[test]
     fn parses_rates() {

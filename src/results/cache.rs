@@ -71,19 +71,15 @@ impl CachedResultTopic {
         }
     }
 
-    /// Keeps acknowledged chunks for this process's readers.
-    fn keep_published(&self, chunks: &[Chunk]) {
+    /// Keeps acknowledged chunks, as the topic stored them, for this
+    /// process's readers.
+    fn keep_published(&self, chunks: &[Chunk], stored: &[ChunkJson]) {
         if !self.fill_on_publish {
             return;
         }
-        // Encoded outside the lock; the same text the topic stored.
-        let encoded: Vec<((JobId, u64), ChunkJson)> = chunks
-            .iter()
-            .map(|c| ((c.job_id, c.chunk_seq), ChunkJson::from(c.to_json())))
-            .collect();
         let mut cache = self.lock();
-        for (key, json) in encoded {
-            cache.insert(key, json);
+        for (chunk, json) in chunks.iter().zip(stored) {
+            cache.insert((chunk.job_id, chunk.chunk_seq), json.clone());
         }
     }
 
@@ -94,16 +90,10 @@ impl CachedResultTopic {
 
 #[async_trait]
 impl ResultTopic for CachedResultTopic {
-    async fn publish(&self, chunk: &Chunk) -> Result<(), ResultError> {
-        self.inner.publish(chunk).await?;
-        self.keep_published(std::slice::from_ref(chunk));
-        Ok(())
-    }
-
-    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<(), ResultError> {
-        self.inner.publish_batch(chunks).await?;
-        self.keep_published(chunks);
-        Ok(())
+    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<Vec<ChunkJson>, ResultError> {
+        let stored = self.inner.publish_batch(chunks).await?;
+        self.keep_published(chunks, &stored);
+        Ok(stored)
     }
 
     async fn read(

@@ -60,6 +60,31 @@ const INDEX_TTL_SECS: i64 = 7 * 24 * 3600;
 /// commits to it: consumer groups are never used.
 const READER_GROUP: &str = "pseudostream-result-readers";
 
+/// How the producer compresses the result topic's record batches. Chunks are
+/// JSON rows, which compress several times over, so the broker receives,
+/// stores and replicates a fraction of the bytes. Consumers decompress
+/// transparently. (zstd is not offered: the bundled librdkafka is built
+/// without it.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+}
+
+impl Compression {
+    /// The value of librdkafka's `compression.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+        }
+    }
+}
+
 pub struct KafkaResultTopic {
     producer: FutureProducer,
     topic: String,
@@ -77,6 +102,7 @@ impl KafkaResultTopic {
         brokers: &str,
         topic: &str,
         partitions: i32,
+        compression: Compression,
         redis_url: &str,
         redis_prefix: &str,
     ) -> Result<KafkaResultTopic, ResultError> {
@@ -94,6 +120,7 @@ impl KafkaResultTopic {
             .set("acks", "all")
             // Publishes wait for their acknowledgement; batching only adds latency.
             .set("linger.ms", "0")
+            .set("compression.type", compression.as_str())
             .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
             .create()
             .map_err(unavailable)?;
@@ -174,18 +201,9 @@ impl KafkaResultTopic {
             Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
         }
     }
-}
 
-#[async_trait]
-impl ResultTopic for KafkaResultTopic {
-    async fn close(&self) {
-        if let Err(e) = self.flush(Duration::from_secs(10)).await {
-            tracing::warn!(error = %e, "could not flush the Kafka producer at shutdown");
-        }
-    }
-
-    async fn publish(&self, chunk: &Chunk) -> Result<(), ResultError> {
-        let json = chunk.to_json();
+    /// Publishes one chunk, already encoded as `json`.
+    async fn publish_one(&self, chunk: &Chunk, json: &str) -> Result<(), ResultError> {
         let index = self.index_key(chunk.job_id);
         let seq = chunk.chunk_seq;
         let mut redis = self.redis.clone();
@@ -211,7 +229,7 @@ impl ResultTopic for KafkaResultTopic {
         let headers = chunk_headers(chunk.job_id, seq, Some(chunk.is_last));
         let key = chunk_key(chunk.offset, seq);
         let (partition, position) = self
-            .produce(self.partition_of(chunk.offset), &key, Some(&json), headers)
+            .produce(self.partition_of(chunk.offset), &key, Some(json), headers)
             .await?;
 
         // Two publishers racing for one seq both land in Kafka with the same
@@ -228,16 +246,26 @@ impl ResultTopic for KafkaResultTopic {
             .map_err(unavailable)?;
         Ok(())
     }
+}
+
+#[async_trait]
+impl ResultTopic for KafkaResultTopic {
+    async fn close(&self) {
+        if let Err(e) = self.flush(Duration::from_secs(10)).await {
+            tracing::warn!(error = %e, "could not flush the Kafka producer at shutdown");
+        }
+    }
 
     /// The batch's messages are all in flight together (librdkafka batches
     /// them); the index learns of them only once every one is acknowledged,
     /// in one Redis round trip, so readers never see a gap.
-    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<(), ResultError> {
+    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<Vec<ChunkJson>, ResultError> {
+        let encoded: Vec<ChunkJson> = chunks.iter().map(|c| c.to_json().into()).collect();
         let (Some(first), true) = (chunks.first(), chunks.len() > 1) else {
-            for chunk in chunks {
-                self.publish(chunk).await?;
+            for (chunk, json) in chunks.iter().zip(&encoded) {
+                self.publish_one(chunk, json).await?;
             }
-            return Ok(());
+            return Ok(encoded);
         };
         let index = self.index_key(first.job_id);
         let mut redis = self.redis.clone();
@@ -249,36 +277,34 @@ impl ResultTopic for KafkaResultTopic {
                 expected,
             });
         }
-        // Chunks already indexed (a resumed job) are skipped, as in `publish`.
-        let fresh: Vec<&Chunk> = chunks.iter().filter(|c| c.chunk_seq >= expected).collect();
+        // Chunks already indexed (a resumed job) are skipped, as in `publish_one`.
+        let fresh: Vec<(&Chunk, &ChunkJson)> = chunks
+            .iter()
+            .zip(&encoded)
+            .filter(|(c, _)| c.chunk_seq >= expected)
+            .collect();
         if fresh.is_empty() {
-            return Ok(());
+            return Ok(encoded);
         }
-        let encoded: Vec<(&Chunk, String)> = fresh.iter().map(|c| (*c, c.to_json())).collect();
-        let sends = encoded.iter().map(|(chunk, json)| {
+        let sends = fresh.iter().map(|(chunk, json)| {
             let headers = chunk_headers(chunk.job_id, chunk.chunk_seq, Some(chunk.is_last));
             let key = chunk_key(chunk.offset, chunk.chunk_seq);
             async move {
-                self.produce(
-                    self.partition_of(chunk.offset),
-                    &key,
-                    Some(json.as_str()),
-                    headers,
-                )
-                .await
+                self.produce(self.partition_of(chunk.offset), &key, Some(json), headers)
+                    .await
             }
         });
         let landed = join_all(sends).await;
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for ((chunk, _), outcome) in encoded.iter().zip(landed) {
+        for ((chunk, _), outcome) in fresh.iter().zip(landed) {
             let (partition, position) = outcome?;
             pipe.hset_nx(&index, chunk.chunk_seq, format!("{partition}:{position}"))
                 .ignore();
         }
         pipe.expire(&index, INDEX_TTL_SECS).ignore();
         let _: () = pipe.query_async(&mut redis).await.map_err(unavailable)?;
-        Ok(())
+        Ok(encoded)
     }
 
     async fn read(

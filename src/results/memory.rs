@@ -152,15 +152,12 @@ impl MemoryResultLog {
 
 #[async_trait]
 impl ResultTopic for MemoryResultLog {
-    async fn publish(&self, chunk: &Chunk) -> Result<(), ResultError> {
-        self.publish_batch(std::slice::from_ref(chunk)).await
-    }
-
-    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<(), ResultError> {
+    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<Vec<ChunkJson>, ResultError> {
         let Some(first) = chunks.first() else {
-            return Ok(());
+            return Ok(Vec::new());
         };
-        let mut encoded: Vec<ChunkJson> = chunks.iter().map(|c| c.to_json().into()).collect();
+        let published: Vec<ChunkJson> = chunks.iter().map(|c| c.to_json().into()).collect();
+        let mut encoded = published.clone();
         let in_memory = self.reserve_memory(encoded.iter().map(|c| c.len() as u64));
         let to_disk = encoded.split_off(in_memory);
         let mut stored: Vec<Stored> = encoded.into_iter().map(Stored::Memory).collect();
@@ -194,7 +191,8 @@ impl ResultTopic for MemoryResultLog {
                 }
             }
         }
-        self.append(first.job_id, first.chunk_seq, stored)
+        self.append(first.job_id, first.chunk_seq, stored)?;
+        Ok(published)
     }
 
     async fn read(

@@ -45,16 +45,16 @@ pub trait ResultTopic: Send + Sync + 'static {
     /// Appends a chunk and returns once it is acknowledged (readable by every
     /// reader). Chunks of a job arrive in `chunk_seq` order without gaps;
     /// re-publishing an already stored seq (a resumed job) is a no-op.
-    async fn publish(&self, chunk: &Chunk) -> Result<(), ResultError>;
-    /// Publishes consecutive chunks of one job, in order, and returns once
-    /// all are acknowledged. An implementation may have them in flight
-    /// together, but a reader never sees one before those it follows.
-    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<(), ResultError> {
-        for chunk in chunks {
-            self.publish(chunk).await?;
-        }
+    async fn publish(&self, chunk: &Chunk) -> Result<(), ResultError> {
+        self.publish_batch(std::slice::from_ref(chunk)).await?;
         Ok(())
     }
+    /// Publishes consecutive chunks of one job, in order, and returns once
+    /// all are acknowledged, with each chunk's JSON as stored (what `read`
+    /// will answer), so a cache in front need not encode it again. An
+    /// implementation may have them in flight together, but a reader never
+    /// sees one before those it follows.
+    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<Vec<ChunkJson>, ResultError>;
     /// Chunks of a job with `chunk_seq` in `from..from + limit`, in order.
     async fn read(
         &self,

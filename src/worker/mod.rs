@@ -542,7 +542,7 @@ async fn publish_with_retry(jobs: &Jobs, chunks: &[Chunk]) -> Result<(), JobErro
     loop {
         attempt += 1;
         match jobs.backends.results.publish_batch(chunks).await {
-            Ok(()) => return Ok(()),
+            Ok(_) => return Ok(()),
             Err(e) if e.is_retryable() && attempt < 6 => {
                 warn!(error = %e, attempt, chunk_seq, chunks = chunks.len(), "publish failed; retrying");
                 tokio::time::sleep(delay).await;
