@@ -41,7 +41,7 @@ impl Names {
     }
 
     pub async fn connect(&self) -> KafkaResultTopic {
-        self.connect_with(Compression::Lz4).await
+        self.connect_with(Compression::None).await
     }
 
     pub async fn connect_with(&self, compression: Compression) -> KafkaResultTopic {
@@ -137,7 +137,7 @@ async fn chunks_read_back_whatever_the_writer_compresses_with() {
     ] {
         let names = Names::fresh();
         let writer = names.connect_with(compression).await;
-        let reader = names.connect_with(Compression::None).await;
+        let reader = names.connect_with(Compression::Lz4).await;
         let job = JobId::new();
         let batch: Vec<Chunk> = (0..3)
             .map(|seq| chunk(job, Offset(5), seq, seq == 2))
