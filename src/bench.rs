@@ -596,7 +596,7 @@ async fn delivery(
         (
             raw_kafka(&brokers, config.kafka_compression, &payloads).await?
                 * sample.rows.len() as f64,
-            "a raw rdkafka producer (same compression) re-sending the job's own chunks",
+            "a raw rdkafka producer (the result topic's settings) re-sending the job's chunks",
         )
     } else {
         (
@@ -606,7 +606,7 @@ async fn delivery(
     };
     table.push(Figure {
         what: format!(
-            "delivery: rows/s submit→last chunk read, {rows} rows in {chunks} chunks ({status}, {:.0} B/chunk on the wire), vs {raw_what} of {chunk_bytes} B chunks",
+            "delivery: rows/s submit→last chunk read, {rows} rows in {chunks} chunks ({status}, {:.0} B/chunk on the wire), vs {raw_what} ({chunk_bytes} B a chunk)",
             bytes as f64 / chunks.max(1) as f64
         ),
         ours: format!("{rate:.0} rows/s ({:.2} s)", elapsed.as_secs_f64()),

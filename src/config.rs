@@ -153,9 +153,9 @@ pub struct Config {
 
     /// How the producer compresses the result topic's batches: none, gzip,
     /// snappy or lz4. lz4 sends the broker about a quarter of the bytes and
-    /// shortens whole results, but librdkafka compresses on its one broker
-    /// thread, so first chunks wait behind other jobs' bulk batches (see
-    /// docs/PERFORMANCE.md); off by default, for the first chunk.
+    /// shortens whole results, but it costs CPU on librdkafka's broker
+    /// thread, which also sends every first chunk, and first chunks were
+    /// slower with it (docs/PERFORMANCE.md); off by default, for them.
     #[arg(long, env = "PSEUDOSTREAM_KAFKA_COMPRESSION", value_enum, default_value_t = crate::results::kafka::Compression::None)]
     pub kafka_compression: crate::results::kafka::Compression,
 
