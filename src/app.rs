@@ -107,7 +107,15 @@ pub async fn start_with_hooks(
             jobs: jobs.clone(),
             keys,
         });
-        let router = api::router(state, config.max_body_bytes);
+        let body = api::guard::BodyLimits {
+            max_bytes: config.max_body_bytes,
+            timeout: config.body_timeout,
+        };
+        let limits = api::server::ListenerLimits {
+            header_timeout: config.header_timeout,
+            max_connections: config.max_connections,
+        };
+        let router = api::router(state, body);
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(
                 "binding {}; set PSEUDOSTREAM_LISTEN to another address",
@@ -116,11 +124,7 @@ pub async fn start_with_hooks(
         })?;
         let addr = listener.local_addr()?;
         let closed = jobs.admission_closed.clone();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(closed.cancelled_owned())
-                .await
-        });
+        let task = tokio::spawn(api::server::serve(listener, router, limits, closed));
         Some((addr, task))
     } else {
         None
@@ -162,8 +166,7 @@ pub async fn start_with_hooks(
             let _ = expiry.await;
             if let Some((_, server)) = server {
                 match tokio::time::timeout(grace, server).await {
-                    Ok(Ok(Ok(()))) => {}
-                    Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server stopped with an error"),
+                    Ok(Ok(())) => {}
                     Ok(Err(e)) => warn!(error = %e, "HTTP server task failed"),
                     Err(_) => warn!("HTTP connections still open after the grace period; closing"),
                 }

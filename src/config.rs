@@ -111,9 +111,25 @@ pub struct Config {
     #[arg(long, env = "PSEUDOSTREAM_EXPIRY_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub expiry_interval: Duration,
 
-    /// Largest accepted request body, in bytes.
+    /// Largest accepted request body, in bytes. A request declaring more is
+    /// refused (413) before its body is read.
     #[arg(long, env = "PSEUDOSTREAM_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Time a client has to send a request's head (line and headers); also
+    /// how long a keep-alive connection may sit idle between requests.
+    #[arg(long, env = "PSEUDOSTREAM_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Time a client has to send a request's whole body, counted from its
+    /// head (408 past it).
+    #[arg(long, env = "PSEUDOSTREAM_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Connections the API holds open at once; one more is answered 503
+    /// and closed. Each takes a file descriptor of the process's limit.
+    #[arg(long, env = "PSEUDOSTREAM_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
 
     /// Redis for coordination (dedup, offsets, job state, queue, rate limit),
     /// e.g. `redis://127.0.0.1:6379`. Unset: in-process coordination.

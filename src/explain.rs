@@ -49,10 +49,16 @@ pub async fn run(config: &Config, args: &ExplainArgs) -> anyhow::Result<()> {
         Err(e) => anyhow::bail!("{e}"),
     };
     let to = args.to.unwrap_or_else(Utc::now);
-    let from = args.from.unwrap_or(to - chrono::TimeDelta::hours(24));
-    let mut fields = args.fields.clone();
-    fields.sort();
-    fields.dedup();
+    let from = args
+        .from
+        .or_else(|| to.checked_sub_signed(chrono::TimeDelta::hours(24)))
+        .unwrap_or(to);
+    let mut fields: Vec<String> = Vec::new();
+    for field in &args.fields {
+        if !fields.contains(field) {
+            fields.push(field.clone());
+        }
+    }
     let order = match args.order {
         OrderArg::Asc => Order::Asc,
         OrderArg::Desc => Order::Desc,

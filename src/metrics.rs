@@ -119,7 +119,9 @@ pub struct Metrics {
     pub jobs_running: AtomicU64,
     finished: Mutex<BTreeMap<&'static str, u64>>,
     rejections: Mutex<BTreeMap<Rejection, u64>>,
-    http: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    /// By (route template, method label, status): closed sets, chosen by the
+    /// API so that no client-controlled text becomes a label.
+    http: Mutex<BTreeMap<(String, &'static str, u16), Histogram>>,
 }
 
 impl Metrics {
@@ -136,9 +138,9 @@ impl Metrics {
         *lock(&self.rejections).entry(why).or_default() += 1;
     }
 
-    pub fn http_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+    pub fn http_request(&self, method: &'static str, route: &str, status: u16, elapsed: Duration) {
         lock(&self.http)
-            .entry((route.to_owned(), method.to_owned(), status))
+            .entry((route.to_owned(), method, status))
             .or_default()
             .observe(elapsed);
     }

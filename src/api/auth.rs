@@ -111,9 +111,17 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Caller, ApiError> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
+        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            // Proxies and servers disagree on which of several counts.
+            return Err(ApiError::new(
+                ErrorCode::InvalidParameter,
+                "send one `Authorization` header, not several",
+            )
+            .with("field", "Authorization"));
+        }
+        let presented = first
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 v.strip_prefix("Bearer ")

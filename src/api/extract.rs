@@ -23,6 +23,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if caused_by::<super::guard::BodyTimedOut>(&rejection) {
+        return ApiError::new(
+            ErrorCode::RequestTimeout,
+            "the body did not arrive within the body timeout; send it whole, at once",
+        );
+    }
     let code = match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::BodyTooLarge,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
@@ -35,6 +41,18 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         _ => rejection.body_text(),
     };
     ApiError::new(code, detail)
+}
+
+/// Whether `E` is anywhere in the chain of `error`'s sources.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<E>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 pub struct Query<T>(pub T);

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -15,9 +16,10 @@ use super::auth::Caller;
 use super::extract::{Json, Path, Query, limit_param};
 use super::problem::{ApiError, ErrorCode};
 use crate::audit::rfc3339;
+use crate::filter::Fingerprint;
 use crate::jobs::read::ChunkPage;
 use crate::jobs::submit::{MAX_IDEMPOTENCY_KEY_LEN, SubmitRequest};
-use crate::jobs::{JobRecord, JobStatus};
+use crate::jobs::{JobId, JobRecord, JobStatus, Offset};
 
 /// The longest `POST /v1/jobs?wait=` may hold the answer.
 const MAX_SUBMIT_WAIT: f64 = 5.0;
@@ -46,28 +48,34 @@ pub async fn submit(
         tokio::spawn(async move { jobs.submit_with_key(&who, request, key.as_deref()).await })
             .await
             .map_err(|e| {
-                ApiError::new(ErrorCode::Internal, format!("the submission failed: {e}"))
+                tracing::error!(error = %e, "the submission's task failed");
+                ApiError::new(
+                    ErrorCode::Internal,
+                    "the submission failed unexpectedly; it is logged, and a retry may work",
+                )
             })??;
     let mut job = submitted.job;
-    let mut body = json!({
-        "jobId": job.id(),
-        "offset": job.spec.offset,
-        "fingerprint": job.spec.fingerprint,
-        "deduplicated": submitted.deduplicated,
-    });
+    let mut first_chunk = None;
     if !wait.is_zero() {
         // One round trip for fast queries: hold the answer until the first chunk exists.
         let page = state.jobs.chunks(job, 0, 1, wait).await?;
-        if let Some(first) = page.chunks.first() {
-            body["firstChunk"] = serde_json::from_str(first).unwrap_or(Value::Null);
-        }
+        // As stored, so its rows keep their fields' order.
+        first_chunk = page
+            .chunks
+            .first()
+            .and_then(|c| RawValue::from_string(c.to_string()).ok());
         job = page.job;
     }
-    if let Value::Object(map) = &mut body {
-        map.insert("status".into(), json!(job.status));
-        map.insert("expiresAt".into(), json!(job.expires_at.map(rfc3339)));
-        map.insert("links".into(), links(&job));
-    }
+    let body = Accepted {
+        job_id: job.id(),
+        offset: job.spec.offset,
+        fingerprint: job.spec.fingerprint,
+        deduplicated: submitted.deduplicated,
+        status: job.status,
+        expires_at: job.expires_at.map(rfc3339),
+        links: links(&job),
+        first_chunk,
+    };
     let location = format!("/v1/jobs/{}", job.id());
     Ok((
         StatusCode::ACCEPTED,
@@ -75,6 +83,22 @@ pub async fn submit(
         axum::Json(body),
     )
         .into_response())
+}
+
+/// The 202 answer to a submission.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted {
+    job_id: JobId,
+    offset: Offset,
+    fingerprint: Fingerprint,
+    deduplicated: bool,
+    status: JobStatus,
+    expires_at: Option<String>,
+    links: Value,
+    /// With `?wait=`, the first chunk when it came in time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_chunk: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +171,10 @@ pub async fn chunks(
     read_chunks(&state, job, params).await
 }
 
+/// The largest chunk cursor: 2^53 - 1, the largest integer every JSON
+/// reader (JavaScript's numbers) holds exactly, so `next` never exceeds it.
+const MAX_CURSOR: u64 = (1 << 53) - 1;
+
 /// Shared by the job and offset chunk routes.
 pub async fn read_chunks(
     state: &AppState,
@@ -155,10 +183,15 @@ pub async fn read_chunks(
 ) -> Result<Response, ApiError> {
     let wait = wait_param(params.wait, state.jobs.settings.max_wait.as_secs_f64())?;
     let limit = limit_param(params.limit)?;
-    let page = state
-        .jobs
-        .chunks(job, params.from.unwrap_or(0), limit, wait)
-        .await?;
+    let from = params.from.unwrap_or(0);
+    if from > MAX_CURSOR {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("`from` must be between 0 and {MAX_CURSOR}"),
+        )
+        .with("field", "from"));
+    }
+    let page = state.jobs.chunks(job, from, limit, wait).await?;
     Ok(chunk_page_response(&page))
 }
 

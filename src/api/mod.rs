@@ -4,10 +4,12 @@
 pub mod audit;
 pub mod auth;
 pub mod extract;
+pub mod guard;
 pub mod jobs;
 pub mod offsets;
 pub mod openapi;
 pub mod problem;
+pub mod server;
 
 use std::sync::Arc;
 
@@ -20,6 +22,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use self::auth::ApiKeys;
+use self::guard::BodyLimits;
 use self::problem::{ApiError, ErrorCode};
 use crate::jobs::Jobs;
 
@@ -29,7 +32,7 @@ pub struct AppState {
     pub keys: ApiKeys,
 }
 
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+pub fn router(state: Arc<AppState>, body: BodyLimits) -> Router {
     // The document is a build-time constant, checked by a unit test; a
     // failure here is a broken build, not something a request can cause.
     let openapi_json =
@@ -54,7 +57,8 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(body.max_bytes))
+        .layer(middleware::from_fn_with_state(Arc::new(body), guard::guard))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_latency,
@@ -75,16 +79,33 @@ async fn record_latency(
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     state.jobs.metrics.http_request(
-        &method,
+        method,
         &route,
         response.status().as_u16(),
         started.elapsed(),
     );
     response
+}
+
+/// A request's method as a metrics label, from a closed set: the method is
+/// the client's to choose (any token up to hyper's head limit), and every
+/// label value is a series kept for the life of the process.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Prometheus metrics of this process.
@@ -107,7 +128,9 @@ async fn healthz() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
-/// Readiness: admitting jobs, and the coordinator answers.
+/// Readiness: not shutting down, and the coordinator answers. A full pool
+/// is still ready (reads and dedup work; new jobs get 503 with
+/// `Retry-After`); the body says how full it is.
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     if state.jobs.admission_closed.is_cancelled() {
         // Through `JobError` so the 503 carries `Retry-After` like every other.
@@ -122,7 +145,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError
         .map_err(crate::jobs::JobError::from)?;
     Ok(axum::Json(json!({
         "status": "ready",
-        "offsets": { "leased": pool.leased, "size": pool.size },
+        "offsets": {
+            "leased": pool.leased,
+            "free": pool.size.saturating_sub(pool.leased),
+            "size": pool.size,
+        },
     }))
     .into_response())
 }

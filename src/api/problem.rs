@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::audit::AuditError;
-use crate::filter::FilterError;
+use crate::filter::{FilterError, TimeRangeError};
 use crate::jobs::JobError;
 
 /// Prefix of every problem `type`: a stable identifier, documented in the
@@ -19,6 +19,10 @@ pub const PROBLEM_BASE: &str = "https://pseudostream.dev/problems/";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
+    MalformedRequest,
+    UriTooLong,
+    HeadersTooLarge,
+    RequestTimeout,
     InvalidJson,
     UnsupportedMediaType,
     BodyTooLarge,
@@ -55,6 +59,26 @@ impl ErrorCode {
     fn describe(self) -> (&'static str, &'static str, StatusCode) {
         use ErrorCode::*;
         match self {
+            MalformedRequest => (
+                "malformed-request",
+                "The request is not valid HTTP",
+                StatusCode::BAD_REQUEST,
+            ),
+            UriTooLong => (
+                "uri-too-long",
+                "The request target is too long",
+                StatusCode::URI_TOO_LONG,
+            ),
+            HeadersTooLarge => (
+                "headers-too-large",
+                "The request headers are too large",
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ),
+            RequestTimeout => (
+                "request-timeout",
+                "The request did not arrive in time",
+                StatusCode::REQUEST_TIMEOUT,
+            ),
             InvalidJson => (
                 "invalid-json",
                 "The request body is not valid JSON for this operation",
@@ -224,7 +248,7 @@ impl ApiError {
         }
     }
 
-    fn retry_after(mut self, after: Duration) -> ApiError {
+    pub(crate) fn retry_after(mut self, after: Duration) -> ApiError {
         self.retry_after = Some(after);
         self
     }
@@ -235,12 +259,10 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The problem document.
+    fn body(&self) -> String {
         let (slug, title, status) = self.code.describe();
-        if status.is_server_error() {
-            tracing::warn!(problem = slug, detail = %self.detail, "request failed");
-        }
         let mut body = json!({
             "type": format!("{PROBLEM_BASE}{slug}"),
             "title": title,
@@ -248,18 +270,53 @@ impl IntoResponse for ApiError {
             "detail": self.detail,
         });
         if let Value::Object(map) = &mut body {
-            map.extend(self.extensions);
+            map.extend(self.extensions.clone());
         }
-        let mut response = (status, body.to_string()).into_response();
+        body.to_string()
+    }
+
+    /// `Retry-After` in whole seconds, rounded up: a client retrying early
+    /// only gets another 429/503.
+    fn retry_after_header(&self) -> Option<u64> {
+        self.retry_after
+            .map(|after| (after.as_secs() + u64::from(after.subsec_nanos() > 0)).max(1))
+    }
+
+    /// A whole HTTP/1.1 response that closes the connection, for answers
+    /// written straight to a socket, outside hyper (see `api::server`).
+    pub(crate) fn to_http1_bytes(&self) -> Vec<u8> {
+        let status = self.code.status();
+        let body = self.body();
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        );
+        if let Some(secs) = self.retry_after_header() {
+            head.push_str(&format!("retry-after: {secs}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body.as_bytes());
+        bytes
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (slug, _, status) = self.code.describe();
+        if status.is_server_error() {
+            tracing::warn!(problem = slug, detail = %self.detail, "request failed");
+        }
+        let mut response = (status, self.body()).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let Some(after) = self.retry_after {
-            // Whole seconds, rounded up: a client retrying early only gets another 429/503.
-            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        if let Some(secs) = self.retry_after_header() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if self.code == ErrorCode::Unauthorized {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -303,8 +360,11 @@ impl From<JobError> for ApiError {
             JobError::UnknownField { .. } => {
                 ApiError::new(ErrorCode::UnknownField, detail).with("field", "fields")
             }
-            JobError::TimeRangeTooLong { .. } => {
+            JobError::TimeRange(TimeRangeError::TooLong { .. }) => {
                 ApiError::new(ErrorCode::TimeRangeTooLong, detail).with("field", "timeRange")
+            }
+            JobError::TimeRange(_) => {
+                ApiError::new(ErrorCode::InvalidRequest, detail).with("field", "timeRange")
             }
             JobError::IdempotencyKeyReused => {
                 ApiError::new(ErrorCode::IdempotencyKeyReused, detail)

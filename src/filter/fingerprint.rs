@@ -83,8 +83,8 @@ pub struct FingerprintInput<'a> {
     /// The time range `[from_us, to_us)` bounds the rows.
     pub from_us: i64,
     pub to_us: i64,
-    /// The projection changes every returned row; order and duplicates in the
-    /// request do not, so they are sorted and deduplicated.
+    /// The projection changes every returned row, and its order the order of
+    /// each row's fields; a repeated name does not (the first one counts).
     pub fields: &'a [String],
     /// Decides which rows come first, and so which survive `max_rows`.
     pub order: Order,
@@ -105,9 +105,12 @@ impl FingerprintInput<'_> {
         part(&mut h, self.filter.canonical().as_bytes());
         part(&mut h, &self.from_us.to_be_bytes());
         part(&mut h, &self.to_us.to_be_bytes());
-        let mut fields: Vec<&str> = self.fields.iter().map(String::as_str).collect();
-        fields.sort_unstable();
-        fields.dedup();
+        let mut fields: Vec<&str> = Vec::with_capacity(self.fields.len());
+        for f in self.fields {
+            if !fields.contains(&f.as_str()) {
+                fields.push(f);
+            }
+        }
         h.update((fields.len() as u64).to_be_bytes());
         for f in fields {
             part(&mut h, f.as_bytes());
@@ -177,15 +180,17 @@ mod tests {
     }
 
     #[test]
-    fn fields_order_and_duplicates_do_not_matter() {
+    fn fields_order_matters_and_repeats_do_not() {
         let f = filter("status = 500");
         let a = vec!["status".to_string(), "service".to_string()];
         let b = vec![
+            "status".to_string(),
             "service".to_string(),
             "status".to_string(),
-            "status".to_string(),
         ];
+        let c = vec!["service".to_string(), "status".to_string()];
         assert_eq!(base(&f, &a).fingerprint(), base(&f, &b).fingerprint());
+        assert_ne!(base(&f, &a).fingerprint(), base(&f, &c).fingerprint());
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub mod parser;
 pub mod predicate;
 pub mod regexes;
 pub mod schema;
+pub mod time_range;
 pub mod validate;
 
 #[cfg(test)]
@@ -62,6 +63,7 @@ pub use error::{FilterError, FilterErrorKind};
 pub use fingerprint::{Fingerprint, FingerprintInput};
 pub use predicate::{CompareOp, Order, Predicate, Value};
 pub use schema::{FieldType, Schema};
+pub use time_range::{TimeRange, TimeRangeError};
 
 /// Bounds on what a filter may cost to parse, store and evaluate. Each one
 /// violated has its own `FilterErrorKind`.

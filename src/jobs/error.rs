@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::audit::AuditError;
 use crate::coord::CoordError;
-use crate::filter::FilterError;
+use crate::filter::{FilterError, TimeRangeError};
 use crate::results::ResultError;
 use crate::source::SourceError;
 
@@ -17,8 +17,8 @@ pub enum JobError {
     InvalidRequest { field: &'static str, detail: String },
     #[error("unknown field `{name}` in `fields`; known fields: {known}")]
     UnknownField { name: String, known: String },
-    #[error("the time range spans {requested}, more than the allowed {max}; narrow `timeRange`")]
-    TimeRangeTooLong { requested: String, max: String },
+    #[error("{0}")]
+    TimeRange(#[from] TimeRangeError),
     #[error(
         "this Idempotency-Key was used with a different request; use a new key for a new request"
     )]

@@ -66,6 +66,9 @@ pub struct Hooks {
     /// When set, a new job's admission takes one permit after leasing its
     /// offset and before auditing, so a test can hold it mid-admission.
     pub admission_gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// When set, a job takes one permit before reading its first rows, so a
+    /// test can hold it scanning (a sparse query that finds nothing yet).
+    pub scan_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// The job service the API and the workers share.

@@ -33,12 +33,26 @@ impl fmt::Display for JobId {
     }
 }
 
+/// Only the form the service writes: lower-case, hyphenated, 36
+/// characters. Braced, `urn:uuid:`, upper-case and undashed spellings of
+/// the same id are refused, so every id has one spelling.
 impl FromStr for JobId {
-    type Err = uuid::Error;
+    type Err = NotAJobId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::parse_str(s).map(JobId)
+        let id = uuid::Uuid::try_parse(s).map_err(|_| NotAJobId)?;
+        let mut canonical = uuid::Uuid::encode_buffer();
+        if id.hyphenated().encode_lower(&mut canonical) == s {
+            Ok(JobId(id))
+        } else {
+            Err(NotAJobId)
+        }
     }
 }
+
+/// A string that is not a job id as the service writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a job id (a lower-case hyphenated UUID)")]
+pub struct NotAJobId;
 
 /// A slot of the fixed result pool (0..pool size): the number dashboards
 /// embed. Not a Kafka partition offset.

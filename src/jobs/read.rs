@@ -44,7 +44,12 @@ impl Jobs {
         offset: &str,
     ) -> Result<JobRecord, JobError> {
         let not_found = || JobError::OffsetNotFound(offset.to_owned());
-        let n: u32 = offset.parse().map_err(|_| not_found())?;
+        // One spelling per offset: `7`, never `07` or `+7`.
+        let n: u32 = offset
+            .parse()
+            .ok()
+            .filter(|n: &u32| n.to_string() == offset)
+            .ok_or_else(not_found)?;
         let job = self
             .backends
             .coordinator

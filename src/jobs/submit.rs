@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -13,7 +13,7 @@ use super::model::{JobId, JobRecord, JobSpec, Principal};
 use super::{JobError, Jobs};
 use crate::audit::{AuditEntry, rfc3339};
 use crate::coord::{Claim, IdempotencyKey, KeyClaim, RequestHash};
-use crate::filter::{self, FingerprintInput, Order};
+use crate::filter::{self, FingerprintInput, Order, TimeRange};
 use crate::metrics::Rejection;
 
 /// The body of `POST /v1/jobs`. Serialized only to hash it for an
@@ -38,13 +38,6 @@ pub struct TimeRangeRequest {
     pub from: Option<String>,
     pub to: Option<String>,
     pub last: Option<String>,
-}
-
-/// A resolved, half-open time range in microseconds since the epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeRange {
-    pub from_us: i64,
-    pub to_us: i64,
 }
 
 /// What a submission got: the job (new or shared) and whether it was shared.
@@ -306,62 +299,21 @@ impl Jobs {
         request: &TimeRangeRequest,
         now: DateTime<Utc>,
     ) -> Result<TimeRange, JobError> {
-        let invalid = |detail: String| JobError::InvalidRequest {
-            field: "timeRange",
-            detail,
-        };
-        let (from, to) = match (&request.from, &request.to, &request.last) {
-            (Some(from), Some(to), None) => (
-                parse_time("timeRange.from", from)?,
-                parse_time("timeRange.to", to)?,
-            ),
-            (None, None, Some(last)) => {
-                let span = humantime::parse_duration(last).map_err(|e| {
-                    invalid(format!("`timeRange.last` = {last:?} is not a duration ({e}); write e.g. \"15m\", \"24h\" or \"7d\""))
-                })?;
-                let span = TimeDelta::from_std(span)
-                    .map_err(|_| invalid(format!("`timeRange.last` = {last:?} is too long")))?;
-                // Relative ranges end at the next whole minute so that a
-                // dashboard refreshing "last 7d" within a minute shares one job.
-                let minute = TimeDelta::minutes(1);
-                let to = now
-                    .duration_trunc(minute)
-                    .map_err(|e| invalid(e.to_string()))?
-                    + minute;
-                (to - span, to)
-            }
-            _ => {
-                return Err(invalid(
-                    "give either `from` and `to` (RFC 3339, e.g. \"2026-11-01T00:00:00Z\") or `last` (e.g. \"7d\")".into(),
-                ));
-            }
-        };
-        if from >= to {
-            return Err(invalid(format!(
-                "`from` ({}) must be before `to` ({})",
-                rfc3339(from),
-                rfc3339(to)
-            )));
-        }
-        let max = TimeDelta::from_std(self.settings.max_time_range).unwrap_or(TimeDelta::MAX);
-        if to - from > max {
-            return Err(JobError::TimeRangeTooLong {
-                requested: humantime::format_duration((to - from).to_std().unwrap_or_default())
-                    .to_string(),
-                max: humantime::format_duration(self.settings.max_time_range).to_string(),
-            });
-        }
-        Ok(TimeRange {
-            from_us: from.timestamp_micros(),
-            to_us: to.timestamp_micros(),
-        })
+        Ok(filter::time_range::resolve(
+            request.from.as_deref(),
+            request.to.as_deref(),
+            request.last.as_deref(),
+            now,
+            self.settings.max_time_range,
+        )?)
     }
 
-    /// Checks the requested fields against the schema; sorted and deduplicated,
-    /// since rows are JSON objects and the order of names changes nothing.
+    /// Checks the requested fields against the schema. Rows carry them in
+    /// the order asked for; a name asked for twice counts once, where it
+    /// first appears.
     fn resolve_fields(&self, fields: Option<&[String]>) -> Result<Vec<String>, JobError> {
         let schema = self.backends.source.schema();
-        let mut out = Vec::new();
+        let mut out: Vec<String> = Vec::new();
         for name in fields.unwrap_or_default() {
             if schema.field_type(name).is_none() {
                 return Err(JobError::UnknownField {
@@ -369,10 +321,10 @@ impl Jobs {
                     known: schema.field_names().collect::<Vec<_>>().join(", "),
                 });
             }
-            out.push(name.clone());
+            if !out.contains(name) {
+                out.push(name.clone());
+            }
         }
-        out.sort();
-        out.dedup();
         Ok(out)
     }
 
@@ -387,13 +339,6 @@ impl Jobs {
             }),
         }
     }
-}
-
-fn parse_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, JobError> {
-    DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc)).map_err(|e| JobError::InvalidRequest {
-        field: "timeRange",
-        detail: format!("`{field}` = {text:?} is not an RFC 3339 time ({e}); write e.g. \"2026-11-01T00:00:00Z\""),
-    })
 }
 
 fn audit_entry(

@@ -215,14 +215,27 @@ async fn run_job(
     };
     let mut batch_chunks = PUBLISH_BATCH_START;
     let mut stream = stream.fuse();
+    let scanning_since = tokio::time::Instant::now();
+    let cancel_requested = cancel_requested(jobs, spec.job_id);
+    tokio::pin!(cancel_requested);
+    let mut scan_gate = jobs.hooks.scan_gate.clone();
     // Rows read while the previous batch was being published.
     let mut read_ahead = Vec::new();
     let stop = 'rows: loop {
         let mut ready = std::mem::take(&mut read_ahead);
         if ready.is_empty() {
+            let rows = async {
+                if let Some(gate) = scan_gate.take()
+                    && let Ok(permit) = gate.acquire().await
+                {
+                    permit.forget();
+                }
+                ready_rows(&mut stream, batch_rows).await
+            };
             let next = tokio::select! {
-                next = ready_rows(&mut stream, batch_rows) => next,
+                next = rows => next,
                 _ = shutdown.cancelled() => break Some(Stop::Shutdown),
+                () = &mut cancel_requested => break Some(Stop::Cancelled),
             };
             let Some(rows) = next else { break None };
             ready = rows;
@@ -253,6 +266,16 @@ async fn run_job(
         }
     };
     drop(stream);
+    // A cancel that came while the last rows were read still counts; a job
+    // shorter than one look-out interval is spared the extra round trip.
+    let stop = match stop {
+        None if scanning_since.elapsed() >= CANCEL_CHECK_INTERVAL
+            && is_cancel_requested(jobs, spec.job_id).await =>
+        {
+            Some(Stop::Cancelled)
+        }
+        stop => stop,
+    };
     match stop {
         None => run.finish(JobStatus::Completed, None).await,
         Some(Stop::Cancelled) => run.finish(JobStatus::Cancelled, None).await,
@@ -267,6 +290,39 @@ async fn run_job(
             let reason =
                 "the service shut down before the job finished; submit it again".to_owned();
             run.finish(JobStatus::Failed, Some(reason)).await
+        }
+    }
+}
+
+/// How often a running job looks for a cancel of its own. Publishing a
+/// batch also looks (in its progress update), but a sparse job can scan for
+/// seconds between batches, and those are the jobs users cancel.
+const CANCEL_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Resolves once the job's cancel is requested, or the job is gone.
+async fn cancel_requested(jobs: &Jobs, job_id: crate::jobs::JobId) {
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + CANCEL_CHECK_INTERVAL,
+        CANCEL_CHECK_INTERVAL,
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if is_cancel_requested(jobs, job_id).await {
+            return;
+        }
+    }
+}
+
+/// Whether the job's cancel was requested (or the job forgotten). A
+/// coordinator that does not answer says no: the next look, or the next
+/// progress update, asks again.
+async fn is_cancel_requested(jobs: &Jobs, job_id: crate::jobs::JobId) -> bool {
+    match jobs.backends.coordinator.job(job_id).await {
+        Ok(job) => job.is_none_or(|j| j.cancel_requested),
+        Err(e) => {
+            debug!(error = %e, "could not look for a cancel; looking again later");
+            false
         }
     }
 }

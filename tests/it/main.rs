@@ -16,6 +16,7 @@ mod correctness;
 mod dedup;
 mod expiry;
 mod flow;
+mod hostile;
 mod idempotency;
 mod kafka_results;
 mod limits;

@@ -192,3 +192,94 @@ fn every_status_of_the_bad_input_table_is_documented() {
         }
     }
 }
+
+/// A JSON object's keys in the order its text has them (`Value` sorts them).
+struct KeyOrder(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for KeyOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<KeyOrder, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = KeyOrder;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<KeyOrder, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                    keys.push(key);
+                }
+                Ok(KeyOrder(keys))
+            }
+        }
+        d.deserialize_map(Keys)
+    }
+}
+
+/// The first row's field names, in order, of a job's first chunk, as the
+/// submission's `?wait=` answer and as a chunk read have them.
+async fn first_row_fields(server: &Server, fields: Option<&[String]>) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Accepted {
+        job_id: String,
+        first_chunk: ChunkRows,
+    }
+    #[derive(serde::Deserialize)]
+    struct Page {
+        chunks: Vec<ChunkRows>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ChunkRows {
+        rows: Vec<KeyOrder>,
+    }
+    let text = |request: reqwest::RequestBuilder| async move {
+        let response = request.bearer_auth(ALICE).send().await.unwrap();
+        response.text().await.unwrap()
+    };
+    let mut body = serde_json::json!({ "filter": "", "timeRange": { "last": "7d" } });
+    if let Some(fields) = fields {
+        body["fields"] = serde_json::json!(fields);
+    }
+    let submit = server.http.post(server.url("/v1/jobs?wait=5")).json(&body);
+    let accepted: Accepted = serde_json::from_str(&text(submit).await).unwrap();
+    let path = format!("/v1/jobs/{}/chunks?from=0&limit=1", accepted.job_id);
+    let page: Page = serde_json::from_str(&text(server.http.get(server.url(&path))).await).unwrap();
+    let read = page.chunks[0].rows[0].0.clone();
+    assert_eq!(accepted.first_chunk.rows[0].0, read, "the ?wait= answer");
+    read
+}
+
+#[tokio::test]
+async fn rows_keep_the_field_order_the_readme_and_the_spec_show() {
+    let spec = spec();
+    let example: Vec<String> = serde_json::from_value(
+        spec["components"]["schemas"]["SubmitRequest"]["properties"]["fields"]["examples"][0]
+            .clone(),
+    )
+    .expect("the spec shows a `fields` example");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let quoted: Vec<String> = example.iter().map(|f| format!("{f:?}")).collect();
+    let written = format!("\"fields\": [{}]", quoted.join(", "));
+    assert!(readme.contains(&written), "the README shows {written}");
+
+    let server = Server::start().await;
+    assert_eq!(first_row_fields(&server, Some(&example)).await, example);
+    let reversed: Vec<String> = example.iter().rev().cloned().collect();
+    assert_eq!(first_row_fields(&server, Some(&reversed)).await, reversed);
+    let source = pseudostream::source::ParquetSource::open(dataset().to_str().unwrap(), "ts")
+        .await
+        .unwrap();
+    use pseudostream::source::QuerySource;
+    let columns: Vec<String> = source.schema().field_names().map(str::to_owned).collect();
+    assert_eq!(
+        first_row_fields(&server, None).await,
+        columns,
+        "the source's column order"
+    );
+    server.stop().await;
+}
