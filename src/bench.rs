@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use crate::app::{self, Roles};
 use crate::config::{Config, RateLimit};
 use crate::jobs::Hooks;
-use crate::jobs::model::{Chunk, JobId, Offset};
+use crate::model::{Chunk, JobId, Offset};
 use crate::results::ResultTopic;
 use crate::results::kafka::Compression;
 use crate::results::memory::MemoryResultLog;

@@ -14,6 +14,7 @@ pub mod explain;
 pub mod filter;
 pub mod jobs;
 pub mod metrics;
+pub mod model;
 pub mod results;
 pub mod source;
 pub mod worker;

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::problem::{ApiError, ErrorCode};
-use crate::jobs::{Principal, Role};
+use crate::model::{Principal, Role};
 
 #[derive(Debug, Clone, Default)]
 pub struct ApiKeys {

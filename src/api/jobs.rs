@@ -19,7 +19,7 @@ use crate::audit::rfc3339;
 use crate::filter::Fingerprint;
 use crate::jobs::read::ChunkPage;
 use crate::jobs::submit::{MAX_IDEMPOTENCY_KEY_LEN, SubmitRequest};
-use crate::jobs::{JobId, JobRecord, JobStatus, Offset};
+use crate::model::{JobId, JobRecord, JobStatus, Offset};
 
 /// The longest `POST /v1/jobs?wait=` may hold the answer.
 const MAX_SUBMIT_WAIT: f64 = 5.0;

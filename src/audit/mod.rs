@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::jobs::model::{JobId, JobRecord};
+use crate::model::{JobId, JobRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {

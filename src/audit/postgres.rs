@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::{AuditEntry, AuditError, AuditLog, AuditQuery, rfc3339};
-use crate::jobs::model::{JobId, JobRecord};
+use crate::model::{JobId, JobRecord};
 
 /// How long a caller waits for a pooled connection before the audit counts
 /// as unavailable (and submissions fail closed) rather than hanging.

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
 use super::{AuditEntry, AuditError, AuditLog, AuditQuery, rfc3339};
-use crate::jobs::model::{JobId, JobRecord};
+use crate::model::{JobId, JobRecord};
 
 /// Writes queued at most; a full queue makes callers wait (nothing is dropped).
 const WRITE_QUEUE: usize = 8192;

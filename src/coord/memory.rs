@@ -15,7 +15,7 @@ use super::{
     PoolUsage, RequestHash,
 };
 use crate::filter::Fingerprint;
-use crate::jobs::model::{JobId, JobRecord, JobStatus, JobUpdate, Offset};
+use crate::model::{JobId, JobRecord, JobStatus, JobUpdate, Offset};
 
 pub struct MemoryCoordinator {
     state: Mutex<State>,

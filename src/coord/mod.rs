@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::filter::Fingerprint;
-use crate::jobs::model::{JobId, JobRecord, JobSpec, JobStatus, JobUpdate, Offset};
+use crate::model::{JobId, JobRecord, JobSpec, JobStatus, JobUpdate, Offset};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoordError {

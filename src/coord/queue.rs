@@ -8,7 +8,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{CoordError, JobQueue, QueuedJob};
-use crate::jobs::model::JobSpec;
+use crate::model::JobSpec;
 
 pub struct LocalJobQueue {
     sender: mpsc::Sender<JobSpec>,

@@ -51,7 +51,7 @@ use super::{
 };
 use crate::config::RateLimit;
 use crate::filter::Fingerprint;
-use crate::jobs::model::{JobId, JobRecord, JobSpec, JobStatus, JobUpdate, Offset};
+use crate::model::{JobId, JobRecord, JobSpec, JobStatus, JobUpdate, Offset};
 
 /// Longest a single Redis call may take before the caller sees `Timeout`.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);

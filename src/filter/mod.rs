@@ -59,9 +59,11 @@ mod fuzz_corpus;
 #[cfg(test)]
 mod proptests;
 
+/// The model's, re-exported: the language names them.
+pub use crate::model::{Fingerprint, Order};
 pub use error::{FilterError, FilterErrorKind};
-pub use fingerprint::{Fingerprint, FingerprintInput};
-pub use predicate::{CompareOp, Order, Predicate, Value};
+pub use fingerprint::FingerprintInput;
+pub use predicate::{CompareOp, Predicate, Value};
 pub use schema::{FieldType, Schema};
 pub use time_range::{TimeRange, TimeRangeError};
 

@@ -53,15 +53,3 @@ pub enum Predicate {
         needle: String,
     },
 }
-
-/// Result order by the time column. Ties are broken deterministically by the
-/// remaining returned fields, ascending.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Order {
-    Asc,
-    #[default]
-    Desc,
-}

@@ -4,7 +4,6 @@
 
 pub mod error;
 pub mod expiry;
-pub mod model;
 pub mod read;
 pub mod submit;
 
@@ -21,7 +20,6 @@ use crate::results::ResultTopic;
 use crate::source::QuerySource;
 
 pub use error::JobError;
-pub use model::{Chunk, JobId, JobRecord, JobSpec, JobStatus, Offset, Principal, Role};
 
 /// Limits and timings the job life follows; built from `Config`.
 #[derive(Debug, Clone)]

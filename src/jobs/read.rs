@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::info;
 
-use super::model::{JobId, JobRecord, JobStatus, JobUpdate, Offset, Principal};
 use super::{JobError, Jobs};
+use crate::model::{JobId, JobRecord, JobStatus, JobUpdate, Offset, Principal};
 use crate::results::ChunkJson;
 
 /// A page of chunks and the cursor to ask for next.

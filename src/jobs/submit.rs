@@ -9,12 +9,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::model::{JobId, JobRecord, JobSpec, Principal};
 use super::{JobError, Jobs};
 use crate::audit::{AuditEntry, rfc3339};
 use crate::coord::{Claim, IdempotencyKey, KeyClaim, RequestHash};
 use crate::filter::{self, FingerprintInput, Order, TimeRange};
 use crate::metrics::Rejection;
+use crate::model::{JobId, JobRecord, JobSpec, Principal};
 
 /// The body of `POST /v1/jobs`. Serialized only to hash it for an
 /// idempotency key: the struct's field order makes that deterministic.
@@ -181,7 +181,7 @@ impl Jobs {
         .fingerprint();
         let spec = JobSpec {
             job_id: JobId::new(),
-            offset: super::Offset(0),
+            offset: crate::model::Offset(0),
             fingerprint,
             tenant: who.tenant.clone(),
             user: who.user.clone(),
@@ -344,7 +344,7 @@ impl Jobs {
 fn audit_entry(
     job: &JobRecord,
     filter_text: &str,
-    deduplicated_from: Option<super::JobId>,
+    deduplicated_from: Option<crate::model::JobId>,
 ) -> AuditEntry {
     let spec = &job.spec;
     let time = |us: i64| {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use super::{ChunkJson, HeldBytes, ResultError, ResultTopic};
-use crate::jobs::model::{Chunk, JobId, Offset};
+use crate::model::{Chunk, JobId, Offset};
 
 pub struct CachedResultTopic {
     inner: Arc<dyn ResultTopic>,

@@ -33,7 +33,7 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 
 use super::{ChunkJson, ResultError, ResultTopic};
-use crate::jobs::model::{Chunk, JobId, Offset};
+use crate::model::{Chunk, JobId, Offset};
 
 /// A message's position within its Kafka partition. Named apart from
 /// [`Offset`], which is the public pool slot dashboards embed.

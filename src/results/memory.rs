@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::spill::{self, SpillFiles, Spilled};
 use super::{ChunkJson, HeldBytes, ResultError, ResultTopic};
-use crate::jobs::model::{Chunk, JobId, Offset};
+use crate::model::{Chunk, JobId, Offset};
 
 pub struct MemoryResultLog {
     jobs: Mutex<HashMap<JobId, Vec<Stored>>>,

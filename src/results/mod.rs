@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::jobs::model::{Chunk, JobId, Offset};
+use crate::model::{Chunk, JobId, Offset};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResultError {

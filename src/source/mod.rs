@@ -13,10 +13,9 @@ mod regex_match;
 mod rows;
 mod translate;
 
+pub use crate::model::Row;
 pub use files::ParquetSource;
 pub use postgres::PostgresSource;
-pub use rows::Row;
-pub(crate) use rows::push_str as push_json_str;
 
 /// The rows of one query, in order. Dropping the stream stops the query.
 pub type RowStream = futures::stream::BoxStream<'static, Result<Row, SourceError>>;

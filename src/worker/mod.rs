@@ -15,8 +15,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::coord::QueuedJob;
 use crate::filter;
-use crate::jobs::model::{Chunk, JobRecord, JobSpec, JobStatus, JobUpdate};
 use crate::jobs::{JobError, Jobs};
+use crate::model::{Chunk, JobRecord, JobSpec, JobStatus, JobUpdate};
 use crate::source::engine::{self, AwaitingFirstRows};
 use crate::source::{Row, RowStream, SourceError, SourceQuery};
 
@@ -300,7 +300,7 @@ async fn run_job(
 const CANCEL_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Resolves once the job's cancel is requested, or the job is gone.
-async fn cancel_requested(jobs: &Jobs, job_id: crate::jobs::JobId) {
+async fn cancel_requested(jobs: &Jobs, job_id: crate::model::JobId) {
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + CANCEL_CHECK_INTERVAL,
         CANCEL_CHECK_INTERVAL,
@@ -317,7 +317,7 @@ async fn cancel_requested(jobs: &Jobs, job_id: crate::jobs::JobId) {
 /// Whether the job's cancel was requested (or the job forgotten). A
 /// coordinator that does not answer says no: the next look, or the next
 /// progress update, asks again.
-async fn is_cancel_requested(jobs: &Jobs, job_id: crate::jobs::JobId) -> bool {
+async fn is_cancel_requested(jobs: &Jobs, job_id: crate::model::JobId) -> bool {
     match jobs.backends.coordinator.job(job_id).await {
         Ok(job) => job.is_none_or(|j| j.cancel_requested),
         Err(e) => {
@@ -611,7 +611,7 @@ async fn publish_with_retry(jobs: &Jobs, chunks: &[Chunk]) -> Result<(), JobErro
 
 /// Last resort when even the last chunk cannot be published: the job still
 /// ends (so it expires and frees its offset), and readers see its status.
-async fn mark_failed(jobs: &Jobs, job_id: crate::jobs::JobId, error: String) {
+async fn mark_failed(jobs: &Jobs, job_id: crate::model::JobId, error: String) {
     let coordinator = &jobs.backends.coordinator;
     let Ok(Some(job)) = coordinator.job(job_id).await else {
         return;

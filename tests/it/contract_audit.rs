@@ -8,7 +8,7 @@ use pseudostream::audit::postgres::PostgresAuditLog;
 use pseudostream::audit::sqlite::SqliteAuditLog;
 use pseudostream::audit::{AuditEntry, AuditLog, AuditQuery};
 use pseudostream::filter::{Fingerprint, Order};
-use pseudostream::jobs::model::{JobId, JobRecord, JobSpec, JobStatus, Offset};
+use pseudostream::model::{JobId, JobRecord, JobSpec, JobStatus, Offset};
 
 use crate::support::{drop_schema, fresh_schema_name, pg_url};
 

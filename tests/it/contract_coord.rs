@@ -9,7 +9,7 @@ use pseudostream::coord::memory::MemoryCoordinator;
 use pseudostream::coord::redis::RedisCoordinator;
 use pseudostream::coord::{Claim, Coordinator, IdempotencyKey, KeyClaim, RequestHash};
 use pseudostream::filter::{Fingerprint, Order};
-use pseudostream::jobs::model::{JobId, JobRecord, JobSpec, JobStatus, JobUpdate, Offset};
+use pseudostream::model::{JobId, JobRecord, JobSpec, JobStatus, JobUpdate, Offset};
 
 /// The Redis the distributed contract runs against.
 pub fn redis_url() -> String {

@@ -10,7 +10,7 @@ use pseudostream::coord::queue::LocalJobQueue;
 use pseudostream::coord::redis::RedisJobQueue;
 use pseudostream::coord::{JobQueue, QueuedJob};
 use pseudostream::filter::{Fingerprint, Order};
-use pseudostream::jobs::model::{JobId, JobSpec, Offset};
+use pseudostream::model::{JobId, JobSpec, Offset};
 use tokio_util::sync::CancellationToken;
 
 use crate::contract_coord::{redis_prefix, redis_url};

@@ -1,6 +1,6 @@
 //! The result-topic contract, run against every implementation.
 
-use pseudostream::jobs::model::{Chunk, JobId, Offset};
+use pseudostream::model::{Chunk, JobId, Offset};
 use pseudostream::results::ResultTopic;
 use pseudostream::results::memory::MemoryResultLog;
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use pseudostream::jobs::model::{Chunk, JobId, JobStatus, Offset};
+use pseudostream::model::{Chunk, JobId, JobStatus, Offset};
 use pseudostream::results::ResultTopic;
 use pseudostream::results::kafka::{Compression, KafkaResultTopic};
 use pseudostream::source::Row;

@@ -1,14 +1,13 @@
-//! The job's vocabulary: identifiers, the public offset, states, the spec a
-//! worker runs and the record the coordinator keeps.
+//! A job: its identifiers (the id and the public offset), who asked for it,
+//! the spec a worker runs, its states and the record the coordinator keeps.
 
 use std::fmt;
-use std::fmt::Write as _;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::filter::{Fingerprint, Order};
+use super::Fingerprint;
 
 /// A job's identity: a UUIDv7, so ids sort by submission time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -255,98 +254,14 @@ impl JobRecord {
     }
 }
 
-/// One published piece of a result, as readers see it (the JSON of
-/// [`Chunk::to_json`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Chunk {
-    pub job_id: JobId,
-    pub offset: Offset,
-    pub chunk_seq: u64,
-    pub is_last: bool,
-    pub rows: Vec<crate::source::Row>,
-    /// Only on the last chunk: how the job ended.
-    pub status: Option<JobStatus>,
-    pub total_rows: Option<u64>,
-    pub truncated: Option<bool>,
-    pub error: Option<String>,
-}
-
-impl Chunk {
-    /// The chunk as stored and served, encoded once at publish. Written by
-    /// hand because rows are already JSON text: serde would need each row
-    /// re-parsed (`RawValue`) or rebuilt as a map.
-    pub fn to_json(&self) -> String {
-        let rows: usize = self.rows.iter().map(|r| r.as_json().len() + 1).sum();
-        let mut out = String::with_capacity(rows + 160);
-        let _ = write!(
-            out,
-            r#"{{"jobId":"{}","offset":{},"chunkSeq":{},"isLast":{},"rows":["#,
-            self.job_id, self.offset, self.chunk_seq, self.is_last
-        );
-        for (i, row) in self.rows.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(row.as_json());
-        }
-        out.push(']');
-        if let Some(status) = self.status {
-            let _ = write!(out, r#","status":"{}""#, status.as_str());
-        }
-        if let Some(total) = self.total_rows {
-            let _ = write!(out, r#","totalRows":{total}"#);
-        }
-        if let Some(truncated) = self.truncated {
-            let _ = write!(out, r#","truncated":{truncated}"#);
-        }
-        if let Some(error) = &self.error {
-            out.push_str(r#","error":"#);
-            crate::source::push_json_str(&mut out, error);
-        }
-        out.push('}');
-        out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::source::Row;
-    use serde_json::{Value as Json, json};
-
-    #[test]
-    fn chunk_json_has_every_field_readers_use() {
-        let job = JobId::new();
-        let row = Row::from_pairs([("service", &json!("a\"b")), ("status", &json!(500))]);
-        let mut chunk = Chunk {
-            job_id: job,
-            offset: Offset(7),
-            chunk_seq: 3,
-            is_last: false,
-            rows: vec![row.clone(), row],
-            status: None,
-            total_rows: None,
-            truncated: None,
-            error: None,
-        };
-        let parsed: Json = serde_json::from_str(&chunk.to_json()).unwrap();
-        assert_eq!(
-            parsed,
-            json!({"jobId": job.to_string(), "offset": 7, "chunkSeq": 3, "isLast": false,
-                   "rows": [{"service": "a\"b", "status": 500}, {"service": "a\"b", "status": 500}]})
-        );
-        chunk.rows.clear();
-        chunk.is_last = true;
-        chunk.status = Some(JobStatus::Failed);
-        chunk.total_rows = Some(20);
-        chunk.truncated = Some(false);
-        chunk.error = Some("line\n\"quoted\"".into());
-        let parsed: Json = serde_json::from_str(&chunk.to_json()).unwrap();
-        assert_eq!(
-            parsed,
-            json!({"jobId": job.to_string(), "offset": 7, "chunkSeq": 3, "isLast": true,
-                   "rows": [], "status": "failed", "totalRows": 20, "truncated": false,
-                   "error": "line\n\"quoted\""})
-        );
-    }
+/// Result order by the time column. Ties are broken deterministically by the
+/// remaining returned fields, ascending.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    Asc,
+    #[default]
+    Desc,
 }
