@@ -77,9 +77,9 @@ fn part(h: &mut Sha256, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ParseFingerprintError;
     use crate::filter::validate::tests::test_schema;
     use crate::filter::{Limits, compile};
+    use crate::model::ParseFingerprintError;
 
     fn filter(text: &str) -> Filter {
         match compile(text, &test_schema(), &Limits::default()) {
