@@ -106,10 +106,11 @@ impl Rejection {
 
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// Submission to the first chunk being readable.
+    /// Submission to the first chunk being readable: published, and
+    /// counted in the job's progress.
     pub first_chunk_seconds: Histogram,
-    /// One chunk's publish, until acknowledged.
-    pub chunk_publish_seconds: Histogram,
+    /// One batch of chunks published, until all of it is acknowledged.
+    pub publish_batch_seconds: Histogram,
     pub jobs_accepted_total: Counter,
     pub dedup_hits_total: Counter,
     pub chunks_published_total: Counter,
@@ -161,17 +162,17 @@ impl Metrics {
         histogram_head(
             &mut out,
             "pseudostream_first_chunk_seconds",
-            "Submission to first chunk readable.",
+            "Submission to the first chunk being readable (published, and counted in the job's progress).",
         );
         self.first_chunk_seconds
             .render(&mut out, "pseudostream_first_chunk_seconds", "");
         histogram_head(
             &mut out,
-            "pseudostream_chunk_publish_seconds",
-            "Publishing one chunk until acknowledged.",
+            "pseudostream_publish_batch_seconds",
+            "Publishing one batch of chunks (a job's first chunk alone, later batches up to 512 chunks) until all of it is acknowledged.",
         );
-        self.chunk_publish_seconds
-            .render(&mut out, "pseudostream_chunk_publish_seconds", "");
+        self.publish_batch_seconds
+            .render(&mut out, "pseudostream_publish_batch_seconds", "");
         counter(
             &mut out,
             "pseudostream_jobs_accepted_total",

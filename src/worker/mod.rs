@@ -403,6 +403,9 @@ struct ChunkCutter<'a> {
     /// Whether the job was cancelled (or forgotten), as the progress update
     /// after the last publish found it: no extra round trip per batch.
     cancel_seen: bool,
+    /// How long publishing the job's only chunk took, when its first chunk
+    /// is also its last: it becomes readable with the job's finish.
+    first_publish: Option<Duration>,
 }
 
 impl<'a> ChunkCutter<'a> {
@@ -417,6 +420,7 @@ impl<'a> ChunkCutter<'a> {
             pending: Vec::with_capacity(jobs.settings.chunk_rows + 1),
             truncated: false,
             cancel_seen: false,
+            first_publish: None,
         }
     }
 
@@ -494,6 +498,9 @@ impl<'a> ChunkCutter<'a> {
             // Counted once the coordinator has the outcome; a reader that
             // saw the last chunk may scrape a moment before this.
             self.jobs.metrics.job_finished(status.as_str());
+            if let Some(publishing) = self.first_publish {
+                self.first_chunk_readable(publishing);
+            }
             audit_progress(self.jobs, &job).await;
             info!(
                 status = status.as_str(),
@@ -549,23 +556,10 @@ impl<'a> ChunkCutter<'a> {
             return Err(e);
         }
         let publishing = started.elapsed();
-        metrics.chunk_publish_seconds.observe(publishing);
+        metrics.publish_batch_seconds.observe(publishing);
         metrics.chunks_published_total.add(chunks.len() as u64);
         metrics.rows_published_total.add(count);
         let first = self.chunks == 0;
-        if first {
-            let waited = (Utc::now() - self.submitted_at)
-                .to_std()
-                .unwrap_or_default();
-            metrics.first_chunk_seconds.observe(waited);
-            // How long the publish itself took tells a slow broker from a
-            // slow query when a first chunk is late.
-            debug!(
-                waited_ms = waited.as_millis() as u64,
-                publish_ms = publishing.as_millis() as u64,
-                "first chunk published"
-            );
-        }
         self.rows += count;
         self.chunks += chunks.len() as u64;
         if !is_last {
@@ -581,11 +575,33 @@ impl<'a> ChunkCutter<'a> {
                 .update_job(self.spec.job_id, progress)
                 .await?;
             self.cancel_seen = job.as_ref().is_none_or(|j| j.cancel_requested);
-            if first && let Some(job) = job {
-                audit_progress(self.jobs, &job).await;
+            if first {
+                self.first_chunk_readable(publishing);
+                if let Some(job) = job {
+                    audit_progress(self.jobs, &job).await;
+                }
             }
+        } else if first {
+            self.first_publish = Some(publishing);
         }
         Ok(())
+    }
+
+    /// Observes the time from submission to the first chunk being readable:
+    /// once the progress update that counts it has landed (or, for a job of
+    /// one chunk, the update that finishes it).
+    fn first_chunk_readable(&self, publishing: Duration) {
+        let waited = (Utc::now() - self.submitted_at)
+            .to_std()
+            .unwrap_or_default();
+        self.jobs.metrics.first_chunk_seconds.observe(waited);
+        // How long the publish itself took tells a slow broker from a
+        // slow query when a first chunk is late.
+        debug!(
+            waited_ms = waited.as_millis() as u64,
+            publish_ms = publishing.as_millis() as u64,
+            "first chunk readable"
+        );
     }
 }
 
