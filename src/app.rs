@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::auth::ApiKeys;
+use crate::api::keys::{ApiKeys, KeyRing};
 use crate::api::{self, AppState};
 use crate::audit::AuditLog;
 use crate::audit::postgres::PostgresAuditLog;
@@ -102,7 +102,8 @@ pub async fn start_with_hooks(
     };
     let jobs = Jobs::new(backends, settings, hooks);
 
-    let (keys, dev_key) = api_keys(&config.api_keys)?;
+    let (keys, dev_key) = api_keys(&config.api_keys, config.api_keys_file.clone())?;
+    let reloaded_keys = keys.clone();
     let server = if roles.api {
         let state = Arc::new(AppState {
             jobs: jobs.clone(),
@@ -132,6 +133,7 @@ pub async fn start_with_hooks(
     };
 
     let shutdown = CancellationToken::new();
+    tokio::spawn(reloaded_keys.watch(shutdown.clone()));
     if config.query_threads > 0 && !crate::source::engine::configure(config.query_threads) {
         warn!(
             "the query runtime was already running; PSEUDOSTREAM_QUERY_THREADS applies at start-up only"
@@ -380,9 +382,13 @@ pub async fn ensure_demo_data(dir: &Path, days: u32, rows_per_day: u32) -> anyho
     Ok(())
 }
 
-fn api_keys(configured: &str) -> anyhow::Result<(ApiKeys, Option<DevKey>)> {
-    let mut keys =
+fn api_keys(
+    configured: &str,
+    file: Option<PathBuf>,
+) -> anyhow::Result<(Arc<KeyRing>, Option<DevKey>)> {
+    let configured =
         ApiKeys::parse(configured).map_err(|e| anyhow::anyhow!("PSEUDOSTREAM_API_KEYS: {e}"))?;
+    let keys = Arc::new(KeyRing::new(configured, file).map_err(|e| anyhow::anyhow!(e))?);
     if !keys.is_empty() {
         return Ok((keys, None));
     }

@@ -45,6 +45,13 @@ pub struct Config {
     )]
     pub api_keys: String,
 
+    /// A file of API keys, one `key=user:tenant:role` (or
+    /// `sha256:<hex of the key's SHA-256>=user:tenant:role`) a line, `#`
+    /// comments allowed; read again on SIGHUP and whenever it changes, so a
+    /// key is added or revoked without a restart. Adds to `API_KEYS`.
+    #[arg(long, env = "PSEUDOSTREAM_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+
     /// Number of result offsets (the fixed pool dashboards embed).
     #[arg(long, env = "PSEUDOSTREAM_OFFSET_POOL_SIZE", default_value_t = 1000)]
     pub offset_pool_size: u32,

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod extract;
 pub mod guard;
 pub mod jobs;
+pub mod keys;
 pub mod offsets;
 pub mod openapi;
 pub mod problem;
@@ -21,15 +22,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use self::auth::ApiKeys;
 use self::guard::BodyLimits;
+use self::keys::KeyRing;
 use self::problem::{ApiError, ErrorCode};
 use crate::jobs::Jobs;
 
 /// What every handler can reach.
 pub struct AppState {
     pub jobs: Arc<Jobs>,
-    pub keys: ApiKeys,
+    pub keys: Arc<KeyRing>,
 }
 
 pub fn router(state: Arc<AppState>, body: BodyLimits) -> Router {

@@ -1,5 +1,7 @@
 //! API keys, tenant isolation and the ops-only audit trail.
 
+use std::time::Duration;
+
 use crate::support::*;
 
 #[tokio::test]
@@ -91,5 +93,33 @@ async fn the_audit_trail_is_for_ops_of_the_tenant() {
     assert!(audit["entries"][0]["firstChunkAt"].is_string());
     let (status, problem) = server.get(OLGA_OPS, "/v1/audit?from=yesterday").await;
     assert_eq!(status, 400, "{problem}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_revoked_in_the_keys_file_is_refused_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("api-keys");
+    let added = "key-from-file-01";
+    std::fs::write(&file, format!("# test keys\n{added}=fay:acme:query\n")).unwrap();
+    let mut config = config();
+    config.api_keys_file = Some(file.clone());
+    let server = Server::start_with(config, Default::default()).await;
+    assert_eq!(server.get(added, "/v1/jobs").await.0, 200);
+    assert_eq!(
+        server.get(ALICE, "/v1/jobs").await.0,
+        200,
+        "the configured list stays"
+    );
+
+    // Revoked by rewriting the file: no signal, no restart.
+    std::fs::write(&file, "# fay left\n").unwrap();
+    wait_until(
+        "the revoked key is refused",
+        Duration::from_secs(10),
+        || async { server.get(added, "/v1/jobs").await.0 == 401 },
+    )
+    .await;
+    assert_eq!(server.get(ALICE, "/v1/jobs").await.0, 200);
     server.stop().await;
 }
