@@ -13,6 +13,7 @@ mod contract_limiter;
 mod contract_queue;
 mod contract_results;
 mod correctness;
+mod dashboard;
 mod dedup;
 mod expiry;
 mod flow;
