@@ -15,6 +15,7 @@ mod contract_results;
 mod correctness;
 mod dashboard;
 mod dedup;
+mod deploy;
 mod expiry;
 mod flow;
 mod hostile;
