@@ -43,6 +43,9 @@ use crate::source::files::ParquetSource;
 use crate::source::postgres::PostgresSource;
 use crate::worker;
 
+/// How often the audit trail is pruned to its retention.
+const AUDIT_PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
+
 /// Which parts of the service this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roles {
@@ -148,6 +151,12 @@ pub async fn start_with_hooks(
         jobs.clone()
             .run_expiry(config.expiry_interval, shutdown.clone()),
     );
+    tokio::spawn(crate::audit::retention::run(
+        audit.clone(),
+        config.audit_retention,
+        AUDIT_PRUNE_EVERY,
+        shutdown.clone(),
+    ));
     let addr = server.as_ref().map(|(addr, _)| *addr);
 
     let done = {

@@ -187,6 +187,11 @@ pub struct Config {
     #[arg(long, env = "PSEUDOSTREAM_DATABASE_URL")]
     pub database_url: Option<String>,
 
+    /// How long audit rows are kept (by submission time); older ones are
+    /// deleted in batches once an hour. `0` keeps them forever.
+    #[arg(long, env = "PSEUDOSTREAM_AUDIT_RETENTION", default_value = "400d", value_parser = humantime::parse_duration)]
+    pub audit_retention: Duration,
+
     /// With a `postgres://` source: the table or view to query.
     #[arg(long, env = "PSEUDOSTREAM_SOURCE_TABLE", default_value = "events")]
     pub source_table: String,

@@ -1,8 +1,10 @@
 //! The audit trail: one row per accepted submission, written before the 202
 //! (fail closed) and updated as the job moves. `sqlite` is the embedded
-//! implementation, `postgres` the shared one for multi-instance deployments.
+//! implementation, `postgres` the shared one for multi-instance deployments;
+//! `retention` prunes rows past their keeping time.
 
 pub mod postgres;
+pub mod retention;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -83,6 +85,10 @@ pub trait AuditLog: Send + Sync + 'static {
     /// the embedded coordinator forgets them on restart.
     async fn record_interrupted(&self, at: DateTime<Utc>) -> Result<u64, AuditError>;
     async fn search(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, AuditError>;
+    /// Deletes up to `batch` of the oldest rows submitted before `before`
+    /// and says how many went; `retention` calls it until fewer than
+    /// `batch` go, so no single statement holds the table for long.
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, AuditError>;
     /// Closes connections at shutdown, after the last write.
     async fn close(&self) {}
 }

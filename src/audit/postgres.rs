@@ -288,6 +288,20 @@ impl AuditLog for PostgresAuditLog {
         .await?;
         Ok(rows.into_iter().map(AuditEntry::from).collect())
     }
+
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, AuditError> {
+        // `audit_by_time` finds the oldest rows; the primary key deletes them.
+        let done = sqlx::query(
+            "DELETE FROM audit_submissions WHERE submission_id IN (
+                 SELECT submission_id FROM audit_submissions WHERE submitted_at < $1
+                 ORDER BY submitted_at LIMIT $2)",
+        )
+        .bind(before)
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
 }
 
 #[cfg(test)]

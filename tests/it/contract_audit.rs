@@ -441,6 +441,37 @@ pub async fn case_concurrent_writes_land_and_a_bad_one_fails_alone(log: &dyn Aud
     }
 }
 
+pub async fn case_prune_deletes_only_rows_past_the_cutoff(log: &dyn AuditLog) {
+    let t = base();
+    let old: Vec<AuditEntry> = (0..5)
+        .map(|n| entry(JobId::new(), "acme", "ann", t - TimeDelta::days(500 + n)))
+        .collect();
+    let kept = entry(JobId::new(), "acme", "ann", t - TimeDelta::days(10));
+    let at_cutoff = entry(JobId::new(), "acme", "bob", t - TimeDelta::days(400));
+    for e in old.iter().chain([&kept, &at_cutoff]) {
+        log.record_submission(e).await.unwrap();
+    }
+    let cutoff = t - TimeDelta::days(400);
+    // In batches of two: 2, 2, 1, then nothing left before the cutoff.
+    let mut batches = Vec::new();
+    loop {
+        let n = log.prune(cutoff, 2).await.unwrap();
+        batches.push(n);
+        if n < 2 {
+            break;
+        }
+    }
+    assert_eq!(batches, [2, 2, 1]);
+    let mut left = ids(&all(log, "acme").await)
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    left.sort();
+    let mut expected = vec![kept.submission_id.clone(), at_cutoff.submission_id.clone()];
+    expected.sort();
+    assert_eq!(left, expected, "rows at or after the cutoff stay");
+}
+
 macro_rules! audit_suite {
     ($module:ident, $make:expr $(, #[$attr:meta])*) => {
         mod $module {
@@ -451,7 +482,8 @@ macro_rules! audit_suite {
                 case_back_to_back_progress_ends_in_the_last_state,
                 case_record_expired_marks_only_that_job,
                 case_record_interrupted_fails_jobs_in_flight,
-                case_concurrent_writes_land_and_a_bad_one_fails_alone);
+                case_concurrent_writes_land_and_a_bad_one_fails_alone,
+                case_prune_deletes_only_rows_past_the_cutoff);
         }
     };
     (@cases $make:expr; $attrs:tt; $($case:ident),*) => {

@@ -48,6 +48,9 @@ fn normal(path: &Path) -> PathBuf {
 /// Every path the build reads besides `src/`, relative to the root.
 fn read_by_the_build() -> Vec<PathBuf> {
     let mut read = vec![PathBuf::from("Cargo.toml"), PathBuf::from("Cargo.lock")];
+    if Path::new(ROOT).join("build.rs").exists() {
+        read.push(PathBuf::from("build.rs"));
+    }
     let mut files = vec![PathBuf::from("src")];
     while let Some(path) = files.pop() {
         let full = Path::new(ROOT).join(&path);

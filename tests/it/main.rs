@@ -3,6 +3,7 @@
 
 mod support;
 
+mod audit_views;
 mod auth;
 mod bad_input;
 mod cancel;

@@ -207,6 +207,22 @@ impl AuditLog for SqliteAuditLog {
         .await?;
         Ok(rows)
     }
+
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, AuditError> {
+        // Behind every queued write, so a row is never pruned before it lands.
+        self.flush().await?;
+        // Times are RFC 3339 UTC with microseconds: as text they sort as times.
+        let done = sqlx::query(
+            "DELETE FROM audit_submissions WHERE rowid IN (
+                 SELECT rowid FROM audit_submissions WHERE submitted_at < ?1
+                 ORDER BY submitted_at LIMIT ?2)",
+        )
+        .bind(rfc3339(before))
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,162 @@
+//! docs/AUDIT.md's queries run as written against a Postgres audit log with
+//! rows in it, and the SQLite log has the same views.
+
+use chrono::{TimeDelta, Utc};
+use pseudostream::audit::postgres::PostgresAuditLog;
+use pseudostream::audit::sqlite::SqliteAuditLog;
+use pseudostream::audit::{AuditEntry, AuditLog};
+use pseudostream::filter::{Fingerprint, Order};
+use pseudostream::model::{JobId, JobRecord, JobSpec, JobUpdate, Offset};
+use sqlx::{Connection, Row};
+
+use crate::support::{drop_schema, fresh_schema_name, pg_url};
+
+/// The ```sql blocks of docs/AUDIT.md.
+fn documented_queries() -> Vec<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/AUDIT.md"))
+        .expect("docs/AUDIT.md");
+    let mut queries = Vec::new();
+    let mut rest = doc.as_str();
+    while let Some(at) = rest.find("```sql\n") {
+        rest = &rest[at + "```sql\n".len()..];
+        let end = rest.find("```").expect("a closed block");
+        queries.push(rest[..end].trim().to_owned());
+        rest = &rest[end + 3..];
+    }
+    queries
+}
+
+/// A finished job of `user` that started, with its first chunk after 0.4 s,
+/// and a second submission that joined it.
+async fn fill(log: &dyn AuditLog) {
+    let now = Utc::now();
+    let job = JobId::new();
+    let spec = JobSpec {
+        job_id: job,
+        offset: Offset(1),
+        fingerprint: Fingerprint([9; 32]),
+        tenant: "acme".into(),
+        user: "ann".into(),
+        filter: "status >= 500".into(),
+        from_us: 0,
+        to_us: 1,
+        fields: vec![],
+        order: Order::Desc,
+        max_rows: 100,
+    };
+    let mut record = JobRecord::new(spec, now);
+    let time = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let mut entry = AuditEntry {
+        submission_id: uuid::Uuid::now_v7().to_string(),
+        job_id: job.to_string(),
+        fingerprint: Fingerprint([9; 32]).to_string(),
+        user_id: "ann".into(),
+        tenant: "acme".into(),
+        result_offset: 1,
+        filter_text: "status >= 500".into(),
+        canonical_filter: "status >= 500".into(),
+        time_from: time(now - TimeDelta::days(1)),
+        time_to: time(now),
+        deduplicated_from: None,
+        status: "queued".into(),
+        row_count: 0,
+        chunk_count: 0,
+        truncated: false,
+        error: None,
+        submitted_at: time(now),
+        started_at: None,
+        first_chunk_at: None,
+        finished_at: None,
+        expired_at: None,
+    };
+    log.record_submission(&entry).await.unwrap();
+    entry.submission_id = uuid::Uuid::now_v7().to_string();
+    entry.user_id = "bob".into();
+    entry.deduplicated_from = Some(job.to_string());
+    log.record_submission(&entry).await.unwrap();
+    let later = |ms| now + TimeDelta::milliseconds(ms);
+    for update in [
+        JobUpdate::Started { at: later(100) },
+        JobUpdate::Progress {
+            rows: 10,
+            chunks: 1,
+            at: later(400),
+        },
+    ] {
+        record.apply(&update);
+    }
+    log.record_progress(&record).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs Postgres (PSEUDOSTREAM_TEST_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/test)"]
+async fn every_documented_query_runs_on_postgres() {
+    let (url, schema) = (pg_url(), fresh_schema_name());
+    let log = PostgresAuditLog::connect_in_schema(&url, &schema)
+        .await
+        .expect("the Postgres audit log");
+    fill(&log).await;
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(&format!("SET search_path TO \"{schema}\""))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let queries = documented_queries();
+    assert!(queries.len() >= 7, "{queries:?}");
+    for query in &queries {
+        let rows = sqlx::query(query)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{query}\n{e}"));
+        assert!(
+            !rows.is_empty() || query.contains("'failed'"),
+            "no rows: {query}"
+        );
+    }
+    let slowest =
+        sqlx::query("SELECT first_chunk_seconds::float8 AS s FROM audit_first_chunk_latency")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let seconds: f64 = slowest.get("s");
+    assert!((seconds - 0.4).abs() < 0.01, "{seconds}");
+    conn.close().await.unwrap();
+    log.close().await;
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn the_sqlite_log_has_the_same_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let log = SqliteAuditLog::open(&path).await.unwrap();
+    fill(&log).await;
+    log.close().await;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let top = sqlx::query("SELECT submissions, users, jobs_started FROM audit_top_fingerprints")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            top.get::<i64, _>(0),
+            top.get::<i64, _>(1),
+            top.get::<i64, _>(2)
+        ),
+        (2, 2, 1)
+    );
+    let daily = sqlx::query("SELECT sum(submissions), sum(deduplicated) FROM audit_daily_by_user")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!((daily.get::<i64, _>(0), daily.get::<i64, _>(1)), (2, 1));
+    let latency = sqlx::query("SELECT first_chunk_seconds FROM audit_first_chunk_latency")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let seconds: f64 = latency.get(0);
+    assert!((seconds - 0.4).abs() < 0.01, "{seconds}");
+    conn.close().await.unwrap();
+}
