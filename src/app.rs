@@ -108,9 +108,26 @@ pub async fn start_with_hooks(
     let (keys, dev_key) = api_keys(&config.api_keys, config.api_keys_file.clone())?;
     let reloaded_keys = keys.clone();
     let server = if roles.api {
+        let traffic = match (&config.traffic_topic, &config.kafka_brokers) {
+            (None, _) => None,
+            (Some(topic), Some(brokers)) => Some(
+                api::traffic::TrafficRecorder::start(
+                    brokers,
+                    topic,
+                    config.traffic_queue,
+                    jobs.metrics.clone(),
+                )
+                .await
+                .context("starting the traffic topic")?,
+            ),
+            (Some(_), None) => anyhow::bail!(
+                "PSEUDOSTREAM_TRAFFIC_TOPIC needs PSEUDOSTREAM_KAFKA_BROKERS: the traffic goes to Kafka"
+            ),
+        };
         let state = Arc::new(AppState {
             jobs: jobs.clone(),
             keys,
+            traffic,
         });
         let body = api::guard::BodyLimits {
             max_bytes: config.max_body_bytes,

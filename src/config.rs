@@ -182,6 +182,18 @@ pub struct Config {
     #[arg(long, env = "PSEUDOSTREAM_KAFKA_COMPRESSION", value_enum, default_value_t = crate::results::kafka::Compression::None)]
     pub kafka_compression: crate::results::kafka::Compression,
 
+    /// A Kafka topic to record every HTTP exchange to (HTTP Types JSON,
+    /// no bodies or secrets), for audit and abuse spotting. Needs
+    /// `KAFKA_BROKERS`; created when missing. Unset: nothing is recorded.
+    #[arg(long, env = "PSEUDOSTREAM_TRAFFIC_TOPIC")]
+    pub traffic_topic: Option<String>,
+
+    /// Exchanges queued for the traffic topic at most; past it they are
+    /// dropped (and counted in `pseudostream_traffic_dropped_total`), never
+    /// waited for.
+    #[arg(long, env = "PSEUDOSTREAM_TRAFFIC_QUEUE", default_value_t = 10_000)]
+    pub traffic_queue: usize,
+
     /// Postgres for the audit log, e.g. `postgres://user@host/db`. Unset:
     /// SQLite in the data directory.
     #[arg(long, env = "PSEUDOSTREAM_DATABASE_URL")]

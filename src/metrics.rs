@@ -118,6 +118,10 @@ pub struct Metrics {
     /// Publishes that failed (Kafka delivery errors, in distributed mode).
     pub publish_errors_total: Counter,
     pub jobs_running: AtomicU64,
+    /// HTTP exchanges produced to the traffic topic.
+    pub traffic_recorded_total: Counter,
+    /// HTTP exchanges not recorded: the queue was full or Kafka refused them.
+    pub traffic_dropped_total: Counter,
     finished: Mutex<BTreeMap<&'static str, u64>>,
     rejections: Mutex<BTreeMap<Rejection, u64>>,
     /// By (route template, method label, status): closed sets, chosen by the
@@ -202,6 +206,18 @@ impl Metrics {
             "pseudostream_publish_errors_total",
             "Chunk publishes that failed (Kafka delivery errors).",
             self.publish_errors_total.get(),
+        );
+        counter(
+            &mut out,
+            "pseudostream_traffic_recorded_total",
+            "HTTP exchanges produced to the traffic topic.",
+            self.traffic_recorded_total.get(),
+        );
+        counter(
+            &mut out,
+            "pseudostream_traffic_dropped_total",
+            "HTTP exchanges not recorded to the traffic topic (queue full, or Kafka refused them).",
+            self.traffic_dropped_total.get(),
         );
         let _ = writeln!(
             out,

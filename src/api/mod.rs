@@ -11,6 +11,7 @@ pub mod offsets;
 pub mod openapi;
 pub mod problem;
 pub mod server;
+pub mod traffic;
 
 use std::sync::Arc;
 
@@ -31,6 +32,8 @@ use crate::jobs::Jobs;
 pub struct AppState {
     pub jobs: Arc<Jobs>,
     pub keys: Arc<KeyRing>,
+    /// Where exchanges are recorded, when a traffic topic is configured.
+    pub traffic: Option<traffic::TrafficRecorder>,
 }
 
 pub fn router(state: Arc<AppState>, body: BodyLimits) -> Router {
@@ -63,6 +66,10 @@ pub fn router(state: Arc<AppState>, body: BodyLimits) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_latency,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            traffic::record,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

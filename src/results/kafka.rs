@@ -432,14 +432,24 @@ pub(crate) async fn ensure_topic(
     topic: &str,
     partitions: i32,
 ) -> Result<(), ResultError> {
+    // Compaction keeps the latest message per key, so tombstones eventually
+    // remove an expired job's chunks from the log.
+    ensure_topic_with_policy(brokers, topic, partitions, "compact").await
+}
+
+/// Creates `topic` unless it exists, with the given `cleanup.policy`.
+pub(crate) async fn ensure_topic_with_policy(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    cleanup_policy: &str,
+) -> Result<(), ResultError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .map_err(unavailable)?;
-    // Compaction keeps the latest message per key, so tombstones eventually
-    // remove an expired job's chunks from the log.
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
-        .set("cleanup.policy", "compact");
+        .set("cleanup.policy", cleanup_policy);
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
     let created = tokio::time::timeout(ADMIN_TIMEOUT, admin.create_topics([&new], &options))
         .await

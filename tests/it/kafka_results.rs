@@ -158,13 +158,13 @@ struct Raw {
     value: Option<serde_json::Value>,
 }
 
-/// Reads a whole partition the way a dashboard connector would: plain
-/// rdkafka, assign from the beginning, no consumer group, no pseudostream code.
-fn read_partition(topic: &str, partition: i32) -> Vec<Raw> {
+/// A consumer assigned `partition` of `topic` from its beginning, told of
+/// the partition's end: no consumer group joins, nothing is committed.
+pub fn plain_consumer(topic: &str, partition: i32) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         // librdkafka wants a group id for assign; nothing joins or commits.
-        .set("group.id", "dashboard-connector-test")
+        .set("group.id", "pseudostream-plain-consumer")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .create()
@@ -174,6 +174,13 @@ fn read_partition(topic: &str, partition: i32) -> Vec<Raw> {
         .add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
         .unwrap();
     consumer.assign(&assignment).unwrap();
+    consumer
+}
+
+/// Reads a whole partition the way a dashboard connector would: plain
+/// rdkafka, assign from the beginning, no consumer group, no pseudostream code.
+fn read_partition(topic: &str, partition: i32) -> Vec<Raw> {
+    let consumer = plain_consumer(topic, partition);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut out = Vec::new();
     loop {

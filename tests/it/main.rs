@@ -26,3 +26,4 @@ mod limits;
 mod openapi;
 mod scale_out;
 mod tenancy;
+mod traffic;
