@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use crate::filter::canonical::{canonicalize, print};
 use crate::filter::validate::tests::test_schema;
-use crate::filter::{Filter, FingerprintInput, Limits, Order, compile};
+use crate::filter::{Filter, FingerprintInput, Limits, Order, RegexCache, compile};
 
 use generators::predicate;
 use noisy::Noisy;
@@ -27,7 +27,8 @@ fn roomy() -> Limits {
 }
 
 fn compile_roomy(text: &str) -> Result<Filter, String> {
-    compile(text, &test_schema(), &roomy()).map_err(|e| format!("{text:?}: {e}"))
+    compile(text, &test_schema(), &roomy(), &RegexCache::default())
+        .map_err(|e| format!("{text:?}: {e}"))
 }
 
 fn fingerprint_of(filter: &Filter) -> crate::filter::Fingerprint {
@@ -150,9 +151,9 @@ fn check_total(text: &str) {
         regex_size_limit: 10_000,
     };
     for limits in [Limits::default(), tight] {
-        match compile(text, &test_schema(), &limits) {
+        match compile(text, &test_schema(), &limits, &RegexCache::default()) {
             Ok(f) => {
-                let again = compile(f.canonical(), &test_schema(), &roomy());
+                let again = compile_roomy(f.canonical());
                 assert_eq!(again.as_ref().ok(), Some(&f), "{text:?}");
             }
             Err(e) => {

@@ -14,6 +14,7 @@ use crate::filter::Limits;
 use crate::filter::ast::{Condition, Expr, Literal, Operand, Operator, Spanned};
 use crate::filter::error::{FilterError, FilterErrorKind};
 use crate::filter::predicate::{CompareOp, Predicate};
+use crate::filter::regexes::RegexCache;
 use crate::filter::schema::{FieldType, Schema};
 
 use suggest::unknown_field;
@@ -21,26 +22,38 @@ use values::typed_value;
 
 /// Type `expr` against `schema`. The result is not yet canonical (operand
 /// order and `in` lists are as written); see `canonical::canonicalize`.
-pub fn validate(expr: &Expr, schema: &Schema, limits: &Limits) -> Result<Predicate, FilterError> {
+pub fn validate(
+    expr: &Expr,
+    schema: &Schema,
+    limits: &Limits,
+    regexes: &RegexCache,
+) -> Result<Predicate, FilterError> {
     match expr {
         Expr::And(operands) => Ok(Predicate::And(
             operands
                 .iter()
-                .map(|e| validate(e, schema, limits))
+                .map(|e| validate(e, schema, limits, regexes))
                 .collect::<Result<_, _>>()?,
         )),
         Expr::Or(operands) => Ok(Predicate::Or(
             operands
                 .iter()
-                .map(|e| validate(e, schema, limits))
+                .map(|e| validate(e, schema, limits, regexes))
                 .collect::<Result<_, _>>()?,
         )),
-        Expr::Not { expr, .. } => Ok(Predicate::Not(Box::new(validate(expr, schema, limits)?))),
-        Expr::Condition(c) => condition(c, schema, limits),
+        Expr::Not { expr, .. } => Ok(Predicate::Not(Box::new(validate(
+            expr, schema, limits, regexes,
+        )?))),
+        Expr::Condition(c) => condition(c, schema, limits, regexes),
     }
 }
 
-fn condition(c: &Condition, schema: &Schema, limits: &Limits) -> Result<Predicate, FilterError> {
+fn condition(
+    c: &Condition,
+    schema: &Schema,
+    limits: &Limits,
+    regexes: &RegexCache,
+) -> Result<Predicate, FilterError> {
     let name = &c.field.node;
     let Some(ty) = schema.field_type(name) else {
         return Err(unknown_field(&c.field, schema));
@@ -63,7 +76,7 @@ fn condition(c: &Condition, schema: &Schema, limits: &Limits) -> Result<Predicat
         }),
         (Operator::Matches | Operator::NotMatches, Operand::Single(lit)) => {
             let pattern = string_operand(lit, c.op.node, "a regex in double quotes")?;
-            compile_regex(pattern, lit, limits)?;
+            compile_regex(pattern, lit, limits, regexes)?;
             Ok(Predicate::Regex {
                 field,
                 negated: c.op.node == Operator::NotMatches,
@@ -145,8 +158,10 @@ fn compile_regex(
     pattern: &str,
     lit: &Spanned<Literal>,
     limits: &Limits,
+    regexes: &RegexCache,
 ) -> Result<(), FilterError> {
-    super::regexes::within(pattern, limits.regex_size_limit)
+    regexes
+        .within(pattern, limits.regex_size_limit)
         .map(drop)
         .map_err(|e| {
             let reason = match &e {

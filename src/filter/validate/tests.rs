@@ -19,7 +19,12 @@ pub(crate) fn test_schema() -> Schema {
 
 fn v(text: &str) -> Result<Predicate, FilterError> {
     let limits = Limits::default();
-    validate(&parse(text, &limits)?, &test_schema(), &limits)
+    validate(
+        &parse(text, &limits)?,
+        &test_schema(),
+        &limits,
+        &RegexCache::default(),
+    )
 }
 
 fn ok(text: &str) -> Predicate {
@@ -239,7 +244,7 @@ fn regex_size_limit() {
         ..Limits::default()
     };
     let e = parse("service ~ \"[a-z]{100}\"", &limits)
-        .and_then(|ast| validate(&ast, &test_schema(), &limits))
+        .and_then(|ast| validate(&ast, &test_schema(), &limits, &RegexCache::default()))
         .err();
     assert_eq!(
         e.as_ref().map(|e| e.kind),
