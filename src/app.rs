@@ -69,6 +69,22 @@ pub struct RunningApp {
 /// The development key printed when no keys are configured.
 pub struct DevKey(pub String);
 
+/// Logs to stderr at `default` unless `RUST_LOG` says otherwise: JSON when
+/// stdout is not a terminal (collectors), readable lines when it is.
+pub fn init_logging(default: &str) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stdout().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
 /// Builds every backend, binds the listener and starts serving.
 pub async fn start(config: Config, roles: Roles) -> anyhow::Result<(RunningApp, Option<DevKey>)> {
     start_with_hooks(config, roles, Hooks::default()).await

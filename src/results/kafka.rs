@@ -427,11 +427,9 @@ fn kafka_error(e: KafkaError) -> ResultError {
     }
 }
 
-pub(crate) async fn ensure_topic(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-) -> Result<(), ResultError> {
+/// Creates `topic` with `partitions` and the result topic's settings unless
+/// it exists.
+pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), ResultError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
