@@ -30,7 +30,7 @@ use crate::coord::limiter::LocalRateLimiter;
 use crate::coord::memory::MemoryCoordinator;
 use crate::coord::queue::LocalJobQueue;
 use crate::coord::redis::{RedisCoordinator, RedisJobQueue, RedisRateLimiter};
-use crate::filter::Limits;
+use crate::filter::{Limits, RegexCache};
 use crate::jobs::{Backends, Hooks, JobSettings, Jobs};
 use crate::model::{Principal, Role};
 use crate::results::ResultTopic;
@@ -73,6 +73,22 @@ pub struct RunningApp {
 /// The development key printed when no keys are configured.
 pub struct DevKey(pub String);
 
+/// Logs to stderr at `default` unless `RUST_LOG` says otherwise: JSON when
+/// stdout is not a terminal (collectors), readable lines when it is.
+pub fn init_logging(default: &str) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stdout().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
 /// Builds every backend, binds the listener and starts serving.
 pub async fn start(config: Config, roles: Roles) -> anyhow::Result<(RunningApp, Option<DevKey>)> {
     start_with_hooks(config, roles, Hooks::default()).await
@@ -91,7 +107,9 @@ pub async fn start_with_hooks(
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let backends = build_backends(&config, roles).await?;
+    // One cache of compiled regexes for submission, workers and the source.
+    let regexes = RegexCache::default();
+    let backends = build_backends(&config, roles, &regexes).await?;
     let audit = backends.audit.clone();
     let results = backends.results.clone();
     let settings = JobSettings {
@@ -103,7 +121,7 @@ pub async fn start_with_hooks(
         filter_limits: Limits::default(),
         full_retry_after: Duration::from_secs(5),
     };
-    let jobs = Jobs::new(backends, settings, hooks);
+    let jobs = Jobs::new(backends, settings, hooks, regexes);
 
     let (keys, dev_key) = api_keys(&config.api_keys, config.api_keys_file.clone())?;
     let reloaded_keys = keys.clone();
@@ -219,8 +237,12 @@ pub async fn start_with_hooks(
 
 /// Picks each backend from the configuration: the distributed one when its
 /// URL is set, the embedded one otherwise.
-async fn build_backends(config: &Config, roles: Roles) -> anyhow::Result<Backends> {
-    let source = open_source(config).await?;
+async fn build_backends(
+    config: &Config,
+    roles: Roles,
+    regexes: &RegexCache,
+) -> anyhow::Result<Backends> {
+    let source = open_source(config, regexes).await?;
     let audit: Arc<dyn AuditLog> = match &config.database_url {
         Some(url) => Arc::new(
             PostgresAuditLog::connect(url)
@@ -330,7 +352,10 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "worker".into())
 }
 
-async fn open_source(config: &Config) -> anyhow::Result<Arc<dyn QuerySource>> {
+async fn open_source(
+    config: &Config,
+    regexes: &RegexCache,
+) -> anyhow::Result<Arc<dyn QuerySource>> {
     if let Some(url) = config
         .source
         .as_deref()
@@ -338,9 +363,8 @@ async fn open_source(config: &Config) -> anyhow::Result<Arc<dyn QuerySource>> {
     {
         let source = PostgresSource::open(url, &config.source_table, &config.time_column)
             .await
-            .with_context(|| {
-                format!("opening the Postgres source table {}", config.source_table)
-            })?;
+            .with_context(|| format!("opening the Postgres source table {}", config.source_table))?
+            .with_regexes(regexes.clone());
         info!(
             source = source.id(),
             fields = source.schema().fields.len(),
@@ -359,7 +383,8 @@ async fn open_source(config: &Config) -> anyhow::Result<Arc<dyn QuerySource>> {
     let source = ParquetSource::open(&location, &config.time_column)
         .await
         .with_context(|| format!("opening the source {location}"))?
-        .with_page_cache_bytes(config.page_cache_bytes);
+        .with_page_cache_bytes(config.page_cache_bytes)
+        .with_regexes(regexes.clone());
     info!(
         source = source.id(),
         fields = source.schema().fields.len(),

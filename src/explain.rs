@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use crate::config::Config;
-use crate::filter::{self, FingerprintInput, Limits, Order};
+use crate::filter::{self, FingerprintInput, Limits, Order, RegexCache};
 use crate::source::QuerySource;
 use crate::source::files::ParquetSource;
 
@@ -44,7 +44,12 @@ pub async fn run(config: &Config, args: &ExplainArgs) -> anyhow::Result<()> {
     let source = ParquetSource::open(&location, &config.time_column).await.map_err(|e| {
         anyhow::anyhow!("{e}\n(explain reads the source's schema; run `pseudostream` once to generate the demo data, or pass --source)")
     })?;
-    let compiled = match filter::compile(&args.filter, source.schema(), &Limits::default()) {
+    let compiled = match filter::compile(
+        &args.filter,
+        source.schema(),
+        &Limits::default(),
+        &RegexCache::default(),
+    ) {
         Ok(f) => f,
         Err(e) => anyhow::bail!("{e}"),
     };

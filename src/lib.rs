@@ -7,7 +7,6 @@
 pub mod api;
 pub mod app;
 pub mod audit;
-pub mod bench;
 pub mod config;
 pub mod coord;
 pub mod explain;

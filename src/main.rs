@@ -1,7 +1,7 @@
-//! The `pseudostream` command: `serve` (the default), `explain`, `gen-data`,
-//! `migrate`, `bench`.
+//! The `pseudostream` command: `serve` (the default), `worker`, `explain`,
+//! `gen-data`, `migrate`. The load generator is its own binary,
+//! `pseudostream-bench` (bench/).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -9,8 +9,7 @@ use clap::{Parser, Subcommand};
 use pseudostream::app::Roles;
 use pseudostream::audit::postgres::PostgresAuditLog;
 use pseudostream::config::Config;
-use pseudostream::{app, bench, explain};
-use tracing_subscriber::EnvFilter;
+use pseudostream::{app, explain};
 
 #[derive(Parser)]
 #[command(
@@ -52,20 +51,12 @@ enum Command {
     /// Connecting the Postgres audit log applies them too; this rolls them
     /// out ahead of a deploy, with a role allowed to change the schema.
     Migrate,
-    /// Measure the figures of docs/PERFORMANCE.md against their baselines.
-    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // The bench logs warnings only: a log line per job would cost what it measures.
-    let quiet = matches!(cli.command, Some(Command::Bench(_)));
-    init_logging(if quiet {
-        "warn"
-    } else {
-        "info,tower_http=warn"
-    });
+    app::init_logging("info,tower_http=warn");
     match cli.command.unwrap_or(Command::Serve { no_workers: false }) {
         Command::Serve { no_workers } => {
             let roles = Roles {
@@ -90,7 +81,6 @@ async fn main() -> anyhow::Result<()> {
             days,
             rows_per_day,
         } => app::ensure_demo_data(&dir, days, rows_per_day).await,
-        Command::Bench(args) => bench::run(cli.config, args).await,
         Command::Migrate => {
             let url = cli
                 .config
@@ -103,19 +93,6 @@ async fn main() -> anyhow::Result<()> {
             println!("audit migrations applied");
             Ok(())
         }
-    }
-}
-
-/// JSON logs when stdout is not a terminal (collectors), readable ones when it is.
-fn init_logging(default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stdout().is_terminal() {
-        builder.init();
-    } else {
-        builder.json().flatten_event(true).init();
     }
 }
 

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use pseudostream_fuzz::filter::{FieldType, Limits, Schema, compile};
+use pseudostream_fuzz::filter::{FieldType, Limits, RegexCache, Schema, compile};
 
 /// Far above what any input within the limits needs (microseconds to a few
 /// milliseconds); only a runaway (a quadratic path, a regex blow-up) gets here.
@@ -35,8 +35,9 @@ fn schema() -> Schema {
 fuzz_target!(|text: &str| {
     let schema = schema();
     let limits = Limits::default();
+    let regexes = RegexCache::default();
     let started = Instant::now();
-    let compiled = compile(text, &schema, &limits);
+    let compiled = compile(text, &schema, &limits, &regexes);
     let took = started.elapsed();
     assert!(
         took < BOUND,
@@ -48,7 +49,7 @@ fuzz_target!(|text: &str| {
             max_length: usize::MAX,
             ..limits
         };
-        let again = compile(filter.canonical(), &schema, &unbounded).unwrap_or_else(|e| {
+        let again = compile(filter.canonical(), &schema, &unbounded, &regexes).unwrap_or_else(|e| {
             panic!(
                 "canonical form {:?} does not compile: {e}",
                 filter.canonical()

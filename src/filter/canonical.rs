@@ -225,10 +225,15 @@ fn write_string(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
 mod tests {
     use super::*;
     use crate::filter::validate::tests::test_schema;
-    use crate::filter::{Limits, compile};
+    use crate::filter::{Limits, RegexCache, compile};
 
     fn canon(text: &str) -> String {
-        match compile(text, &test_schema(), &Limits::default()) {
+        match compile(
+            text,
+            &test_schema(),
+            &Limits::default(),
+            &RegexCache::default(),
+        ) {
             Ok(f) => f.canonical().to_string(),
             Err(e) => panic!("{text:?}: {e}"),
         }

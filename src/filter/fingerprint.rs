@@ -78,11 +78,16 @@ fn part(h: &mut Sha256, bytes: &[u8]) {
 mod tests {
     use super::*;
     use crate::filter::validate::tests::test_schema;
-    use crate::filter::{Limits, compile};
+    use crate::filter::{Limits, RegexCache, compile};
     use crate::model::ParseFingerprintError;
 
     fn filter(text: &str) -> Filter {
-        match compile(text, &test_schema(), &Limits::default()) {
+        match compile(
+            text,
+            &test_schema(),
+            &Limits::default(),
+            &RegexCache::default(),
+        ) {
             Ok(f) => f,
             Err(e) => panic!("{text:?}: {e}"),
         }

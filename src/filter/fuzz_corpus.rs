@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::validate::tests::test_schema;
-use super::{Limits, compile};
+use super::{Limits, RegexCache, compile};
 
 fn inputs(dir: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
@@ -25,13 +25,13 @@ fn replay(file: &Path) {
     // The fuzz target only sees valid UTF-8; a lossy decoding of anything
     // else is still a fine input.
     let text = String::from_utf8_lossy(&bytes);
-    let (schema, limits) = (test_schema(), Limits::default());
-    if let Ok(filter) = compile(&text, &schema, &limits) {
+    let (schema, limits, regexes) = (test_schema(), Limits::default(), RegexCache::default());
+    if let Ok(filter) = compile(&text, &schema, &limits, &regexes) {
         let unbounded = Limits {
             max_length: usize::MAX,
             ..limits
         };
-        let again = compile(filter.canonical(), &schema, &unbounded)
+        let again = compile(filter.canonical(), &schema, &unbounded, &regexes)
             .unwrap_or_else(|e| panic!("{}: canonical form does not compile: {e}", file.display()));
         assert_eq!(again.canonical(), filter.canonical(), "{}", file.display());
     }

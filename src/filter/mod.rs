@@ -64,6 +64,7 @@ pub use crate::model::{Fingerprint, Order};
 pub use error::{FilterError, FilterErrorKind};
 pub use fingerprint::FingerprintInput;
 pub use predicate::{CompareOp, Predicate, Value};
+pub use regexes::RegexCache;
 pub use schema::{FieldType, Schema};
 pub use time_range::{TimeRange, TimeRangeError};
 
@@ -127,10 +128,16 @@ pub fn parse(text: &str, limits: &Limits) -> Result<ast::Expr, FilterError> {
     parser::parse(text, limits)
 }
 
-/// Parse, type against `schema`, and canonicalize.
-pub fn compile(text: &str, schema: &Schema, limits: &Limits) -> Result<Filter, FilterError> {
+/// Parse, type against `schema`, and canonicalize. Regexes are compiled
+/// (to check them) through `regexes`, which keeps them for the source.
+pub fn compile(
+    text: &str,
+    schema: &Schema,
+    limits: &Limits,
+    regexes: &RegexCache,
+) -> Result<Filter, FilterError> {
     let ast = parser::parse(text, limits)?;
-    let typed = validate::validate(&ast, schema, limits)?;
+    let typed = validate::validate(&ast, schema, limits, regexes)?;
     let predicate = canonical::canonicalize(&typed);
     let canonical = canonical::print(&predicate);
     Ok(Filter {
@@ -149,7 +156,7 @@ mod tests {
     }
 
     fn err_with(text: &str, limits: &Limits) -> String {
-        match compile(text, &test_schema(), limits) {
+        match compile(text, &test_schema(), limits, &RegexCache::default()) {
             Ok(f) => panic!("{text:?} compiled to {:?}", f.canonical()),
             Err(e) => format!("[{}] {e}", e.kind.slug()),
         }
@@ -157,7 +164,12 @@ mod tests {
 
     #[test]
     fn empty_filter_matches_all() {
-        let f = compile(" \n\t", &test_schema(), &Limits::default());
+        let f = compile(
+            " \n\t",
+            &test_schema(),
+            &Limits::default(),
+            &RegexCache::default(),
+        );
         assert_eq!(
             f.as_ref().map(|f| f.predicate()),
             Ok(&Predicate::And(vec![]))

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditLog;
 use crate::coord::{Coordinator, JobQueue, RateLimiter};
-use crate::filter::Limits;
+use crate::filter::{Limits, RegexCache};
 use crate::results::ResultTopic;
 use crate::source::QuerySource;
 
@@ -74,17 +74,25 @@ pub struct Jobs {
     pub backends: Backends,
     pub settings: JobSettings,
     pub hooks: Hooks,
+    /// Compiled filter regexes, shared with the source.
+    pub regexes: RegexCache,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Cancelled when shutdown begins: from then on submissions get 503.
     pub admission_closed: CancellationToken,
 }
 
 impl Jobs {
-    pub fn new(backends: Backends, settings: JobSettings, hooks: Hooks) -> Arc<Jobs> {
+    pub fn new(
+        backends: Backends,
+        settings: JobSettings,
+        hooks: Hooks,
+        regexes: RegexCache,
+    ) -> Arc<Jobs> {
         Arc::new(Jobs {
             backends,
             settings,
             hooks,
+            regexes,
             metrics: Arc::default(),
             admission_closed: CancellationToken::new(),
         })

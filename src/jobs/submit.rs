@@ -162,6 +162,7 @@ impl Jobs {
             &request.filter,
             source.schema(),
             &self.settings.filter_limits,
+            &self.regexes,
         )?;
         let range = self.resolve_range(&request.time_range, now)?;
         let fields = self.resolve_fields(request.fields.as_deref())?;

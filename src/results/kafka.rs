@@ -427,11 +427,9 @@ fn kafka_error(e: KafkaError) -> ResultError {
     }
 }
 
-pub(crate) async fn ensure_topic(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-) -> Result<(), ResultError> {
+/// Creates `topic` with `partitions` and the result topic's settings
+/// (compacted) unless it exists.
+pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), ResultError> {
     // Compaction keeps the latest message per key, so tombstones eventually
     // remove an expired job's chunks from the log.
     ensure_topic_with_policy(brokers, topic, partitions, "compact").await

@@ -29,7 +29,7 @@ use super::engine;
 use super::rows::{batch_to_rows, to_micros};
 use super::translate::{column, field_type, time_compare, translate};
 use super::{QuerySource, Row, RowStream, SourceError, SourceQuery};
-use crate::filter::{CompareOp, Order, Schema};
+use crate::filter::{CompareOp, Order, RegexCache, Schema};
 
 /// Batches buffered between the query task and the consumer: enough to keep
 /// the engine busy, few enough that an abandoned query wastes little work.
@@ -75,6 +75,8 @@ pub struct ParquetSource {
     direct_windows: bool,
     /// Pages those reads decoded, shared by concurrent jobs.
     pages: Arc<PageCache>,
+    /// Compiled filter regexes; the app shares its own.
+    regexes: RegexCache,
 }
 
 /// Decoded pages kept for the direct window reads unless the source is
@@ -437,6 +439,7 @@ fn open_blocking(location: &str, time_column: &str) -> Result<ParquetSource, Sou
         ctx: SessionContext::new_with_config(engine_config()?),
         direct_windows: true,
         pages: Arc::new(PageCache::new(DEFAULT_PAGE_CACHE_BYTES)),
+        regexes: RegexCache::default(),
     })
 }
 
@@ -889,6 +892,12 @@ impl ParquetSource {
         self
     }
 
+    /// Takes compiled regexes from `regexes` (by default, its own cache).
+    pub fn with_regexes(mut self, regexes: RegexCache) -> ParquetSource {
+        self.regexes = regexes;
+        self
+    }
+
     /// Number of time-disjoint file groups (for diagnostics and tests).
     pub fn segment_count(&self) -> usize {
         self.segments.len()
@@ -915,7 +924,7 @@ impl QuerySource for ParquetSource {
     /// never match a time range, so they are never returned.
     async fn query(&self, q: SourceQuery) -> Result<RowStream, SourceError> {
         let output = super::output_fields(&self.schema, &q.fields)?;
-        let predicate = translate(&q.predicate, &self.arrow_schema)?;
+        let predicate = translate(&q.predicate, &self.arrow_schema, &self.regexes)?;
         let mut segments: Vec<Segment> = if q.limit == 0 || q.from_us >= q.to_us {
             Vec::new()
         } else {

@@ -57,7 +57,7 @@ use tokio::sync::mpsc;
 
 use super::rows::format_micros;
 use super::{QuerySource, Row, RowStream, SourceError, SourceQuery};
-use crate::filter::{CompareOp, FieldType, Order, Predicate, Schema, Value};
+use crate::filter::{CompareOp, FieldType, Order, Predicate, RegexCache, Schema, Value};
 
 /// Rows buffered between the query task and the consumer.
 const CHANNEL_ROWS: usize = 256;
@@ -178,6 +178,8 @@ pub struct PostgresSource {
     relation: String,
     /// The offered columns, in schema order.
     columns: Vec<Column>,
+    /// Compiled filter regexes; the app shares its own.
+    regexes: RegexCache,
 }
 
 impl std::fmt::Debug for PostgresSource {
@@ -309,7 +311,14 @@ impl PostgresSource {
             pool,
             relation,
             columns,
+            regexes: RegexCache::default(),
         })
+    }
+
+    /// Takes compiled regexes from `regexes` (by default, its own cache).
+    pub fn with_regexes(mut self, regexes: RegexCache) -> PostgresSource {
+        self.regexes = regexes;
+        self
     }
 
     fn column(&self, name: &str) -> Result<&Column, SourceError> {
@@ -535,12 +544,14 @@ impl Translator<'_> {
                 let c = self.source.column(field)?;
                 string_field(c, "a regex match")?;
                 // Matched in Rust like the Parquet source matches `~`.
-                let re = crate::filter::regexes::any(pattern).map_err(|e| {
-                    SourceError::BadPredicate {
-                        field: field.clone(),
-                        detail: format!("invalid regular expression: {e}"),
-                    }
-                })?;
+                let re =
+                    self.source
+                        .regexes
+                        .any(pattern)
+                        .map_err(|e| SourceError::BadPredicate {
+                            field: field.clone(),
+                            detail: format!("invalid regular expression: {e}"),
+                        })?;
                 Split::Regex {
                     field: field.clone(),
                     negated: *negated,

@@ -15,7 +15,7 @@ use datafusion::logical_expr::{Expr, Operator, binary_expr, lit, not};
 
 use super::SourceError;
 use super::regex_match::regex_match;
-use crate::filter::{CompareOp, FieldType, Predicate, Value};
+use crate::filter::{CompareOp, FieldType, Predicate, RegexCache, Value};
 
 /// The escape character of the LIKE patterns we build; DataFusion only
 /// supports the backslash.
@@ -211,15 +211,20 @@ fn string_field(field: &str, arrow: &ArrowSchema, what: &str) -> Result<(), Sour
     }
 }
 
-/// Translates `p` into an expression over the columns of `arrow`.
-pub(crate) fn translate(p: &Predicate, arrow: &ArrowSchema) -> Result<Expr, SourceError> {
+/// Translates `p` into an expression over the columns of `arrow`, taking
+/// compiled regexes from `regexes`.
+pub(crate) fn translate(
+    p: &Predicate,
+    arrow: &ArrowSchema,
+    regexes: &RegexCache,
+) -> Result<Expr, SourceError> {
     Ok(match p {
         Predicate::And(ps) => {
             let mut it = ps.iter();
             match it.next() {
                 None => lit(true),
-                Some(first) => it.try_fold(translate(first, arrow)?, |acc, p| {
-                    Ok::<_, SourceError>(acc.and(translate(p, arrow)?))
+                Some(first) => it.try_fold(translate(first, arrow, regexes)?, |acc, p| {
+                    Ok::<_, SourceError>(acc.and(translate(p, arrow, regexes)?))
                 })?,
             }
         }
@@ -228,12 +233,12 @@ pub(crate) fn translate(p: &Predicate, arrow: &ArrowSchema) -> Result<Expr, Sour
             match it.next() {
                 // An empty disjunction is false, the neutral element of `or`.
                 None => lit(false),
-                Some(first) => it.try_fold(translate(first, arrow)?, |acc, p| {
-                    Ok::<_, SourceError>(acc.or(translate(p, arrow)?))
+                Some(first) => it.try_fold(translate(first, arrow, regexes)?, |acc, p| {
+                    Ok::<_, SourceError>(acc.or(translate(p, arrow, regexes)?))
                 })?,
             }
         }
-        Predicate::Not(inner) => not(translate(inner, arrow)?),
+        Predicate::Not(inner) => not(translate(inner, arrow, regexes)?),
         Predicate::Compare { field, op, value } => compare(field, *op, value, arrow)?,
         Predicate::In {
             field,
@@ -273,8 +278,9 @@ pub(crate) fn translate(p: &Predicate, arrow: &ArrowSchema) -> Result<Expr, Sour
             pattern,
         } => {
             string_field(field, arrow, "a regex match")?;
-            let regex =
-                crate::filter::regexes::any(pattern).map_err(|e| SourceError::BadPredicate {
+            let regex = regexes
+                .any(pattern)
+                .map_err(|e| SourceError::BadPredicate {
                     field: field.clone(),
                     detail: format!("the regex does not compile: {e}"),
                 })?;

@@ -170,6 +170,7 @@ async fn run_job(
         &spec.filter,
         b.source.schema(),
         &jobs.settings.filter_limits,
+        &jobs.regexes,
     ) {
         Ok(filter) => filter,
         Err(e) => {

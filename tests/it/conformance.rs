@@ -14,7 +14,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema as ArrowSchema, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
 use futures::TryStreamExt;
-use pseudostream::filter::{CompareOp, Limits, Order, Predicate, Value, compile};
+use pseudostream::filter::{CompareOp, Limits, Order, Predicate, RegexCache, Value, compile};
 use pseudostream::source::{ParquetSource, PostgresSource, QuerySource, Row, SourceQuery};
 
 use crate::support::{
@@ -77,10 +77,15 @@ impl Pair {
     }
 
     fn predicate(&self, filter: &str) -> Predicate {
-        compile(filter, self.parquet.schema(), &Limits::default())
-            .unwrap_or_else(|e| panic!("filter {filter:?} does not compile: {e}"))
-            .predicate()
-            .clone()
+        compile(
+            filter,
+            self.parquet.schema(),
+            &Limits::default(),
+            &RegexCache::default(),
+        )
+        .unwrap_or_else(|e| panic!("filter {filter:?} does not compile: {e}"))
+        .predicate()
+        .clone()
     }
 
     async fn count_pg_rows(&self) -> i64 {

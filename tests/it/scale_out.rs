@@ -244,7 +244,13 @@ async fn two_apis_and_two_workers_act_as_one_service() {
     let source = ParquetSource::open(&data.to_string_lossy(), "ts")
         .await
         .unwrap();
-    let compiled = filter::compile("", source.schema(), &Limits::default()).unwrap();
+    let compiled = filter::compile(
+        "",
+        source.schema(),
+        &Limits::default(),
+        &filter::RegexCache::default(),
+    )
+    .unwrap();
     let query = SourceQuery {
         predicate: compiled.predicate().clone(),
         from_us: from.timestamp_micros(),

@@ -1,0 +1,44 @@
+//! The whole-result baseline: DuckDB (through `python3 -c`) over the same
+//! Parquet files, with the filter written in its SQL.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+
+/// DuckDB writes the whole result as JSON lines to /dev/null: the same work
+/// as ours (filter, sort, encode every row), with no Python objects built.
+const DUCKDB: &str = include_str!("duckdb_baseline.py");
+
+/// Runs the query `ts` in `[from, to)`, `endpoint` matching `re1`, `message`
+/// not matching `re2`, `latency_ms > 1`, newest first, at most `limit` rows:
+/// the rows DuckDB wrote and the seconds it took, as it measured them.
+pub(crate) async fn whole_result(
+    python: &str,
+    demo: &Path,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    (re1, re2): (&str, &str),
+    limit: u64,
+) -> anyhow::Result<(u64, f64)> {
+    let glob = demo.join("*.parquet");
+    let out = tokio::process::Command::new(python)
+        .arg("-c")
+        .arg(DUCKDB)
+        .arg(glob.to_string_lossy().as_ref())
+        .arg(from.timestamp_micros().to_string())
+        .arg(to.timestamp_micros().to_string())
+        .arg(re1)
+        .arg(re2)
+        .arg(limit.to_string())
+        .output()
+        .await
+        .with_context(|| format!("running {python} -c (is duckdb installed?)"))?;
+    if !out.status.success() {
+        bail!("duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    let rows: u64 = words.next().context("duckdb printed nothing")?.parse()?;
+    let secs: f64 = words.next().context("duckdb printed no time")?.parse()?;
+    Ok((rows, secs))
+}

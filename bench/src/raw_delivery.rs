@@ -1,0 +1,106 @@
+//! The delivery baselines: the same chunks published straight to the
+//! result topic's medium, with no job, worker or HTTP in between.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use pseudostream::model::{Chunk, JobId, Offset};
+use pseudostream::results::ResultTopic;
+use pseudostream::results::kafka::Compression;
+use pseudostream::results::memory::MemoryResultLog;
+use pseudostream::source::Row;
+use serde_json::Value;
+
+use crate::client::Client;
+
+pub(crate) async fn sample_chunk(client: &Client, job: &str) -> anyhow::Result<Chunk> {
+    let page: Value = client
+        .get_json(&format!("/v1/jobs/{job}/chunks?from=0&limit=1"))
+        .await?;
+    let rows = page["chunks"][0]["rows"]
+        .as_array()
+        .context("the delivery job has no first chunk")?
+        .iter()
+        .filter_map(|r| {
+            r.as_object()
+                .map(|o| Row::from_pairs(o.iter().map(|(k, v)| (k.as_str(), v))))
+        })
+        .collect();
+    Ok(Chunk {
+        job_id: JobId::new(),
+        offset: Offset(0),
+        chunk_seq: 0,
+        is_last: false,
+        rows,
+        status: None,
+        total_rows: None,
+        truncated: None,
+        error: None,
+    })
+}
+
+/// Chunks per second appended to a fresh embedded log, encoding included.
+pub(crate) async fn raw_memory(sample: &Chunk, count: u64) -> anyhow::Result<f64> {
+    let log = MemoryResultLog::new(u64::MAX);
+    let mut chunk = sample.clone();
+    let started = Instant::now();
+    for seq in 0..count {
+        chunk.chunk_seq = seq;
+        log.publish(&chunk).await?;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Messages per second of a plain rdkafka producer (same acks, idempotence
+/// and compression as the result topic) sending `payloads` (at least 10,000
+/// messages, cycling), every message in flight at once. Real chunks, not
+/// filler: compression works on them as on the result topic's.
+pub(crate) async fn raw_kafka(
+    brokers: &str,
+    compression: Compression,
+    payloads: &[String],
+) -> anyhow::Result<f64> {
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    anyhow::ensure!(!payloads.is_empty(), "no chunks to re-send");
+    let topic = format!("pseudostream.bench-raw-{}", std::process::id());
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set("compression.type", compression.as_str())
+        .set("allow.auto.create.topics", "true")
+        .create()?;
+    // Created like the result topic (a broker may not auto-create topics).
+    pseudostream::results::kafka::ensure_topic(brokers, &topic, 1).await?;
+    // Warm up: metadata.
+    producer
+        .send(
+            FutureRecord::<str, str>::to(&topic)
+                .key("warm")
+                .payload(&payloads[0]),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    let count = payloads.len().max(10_000);
+    let keys: Vec<String> = (0..count).map(|n| format!("0/{n}")).collect();
+    let started = Instant::now();
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    for (key, payload) in keys.iter().zip(payloads.iter().cycle()) {
+        inflight.push(
+            producer.send(
+                FutureRecord::<str, str>::to(&topic)
+                    .key(key.as_str())
+                    .payload(payload.as_str()),
+                Duration::from_secs(30),
+            ),
+        );
+    }
+    while let Some(sent) = inflight.next().await {
+        sent.map_err(|(e, _)| e)?;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}

@@ -1,0 +1,288 @@
+//! The measurements, each against the service started by `run`: the
+//! warm-up, first-chunk latency, admission, delivery and the whole result.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use pseudostream::config::Config;
+use pseudostream::model::JobId;
+use serde_json::{Value, json};
+
+use crate::BenchArgs;
+use crate::client::{Client, KEY, last_90_days, rfc3339};
+use crate::report::{Figure, Table, ms, percentile};
+use crate::{duckdb, raw_delivery};
+
+pub(crate) async fn first_chunk(
+    client: &Client,
+    concurrency: usize,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    eprintln!("first chunk: {concurrency} concurrent 90-day regex queries");
+    let client = Arc::new(Client::new(client.base.clone()));
+    let (from, to) = last_90_days();
+    // Every job keeps running until all have their first chunk, then all are cancelled.
+    let all_measured = Arc::new(tokio::sync::Barrier::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..concurrency {
+        let (client, all_measured) = (client.clone(), all_measured.clone());
+        let body = json!({
+            "filter": format!("endpoint ~ \"^/api/v[12]/(orders|cart)\" and message !~ \"cache hit {n}$\" and latency_ms > 1"),
+            "timeRange": {"from": rfc3339(from), "to": rfc3339(to)},
+            "maxRows": 100_000 + n,
+        });
+        tasks.spawn(async move {
+            let started = Instant::now();
+            let measured = async {
+                let job = client.submit(&body, Some(5)).await?;
+                if job.first_chunk.is_some() {
+                    return anyhow::Ok((started.elapsed(), job.job_id));
+                }
+                loop {
+                    let (page, _) = client.page(&job.job_id, 0, 20).await?;
+                    if !page.chunks.is_empty() {
+                        return Ok((started.elapsed(), job.job_id));
+                    }
+                }
+            }
+            .await;
+            all_measured.wait().await;
+            let (latency, job) = measured?;
+            client.cancel(&job).await?;
+            anyhow::Ok(latency)
+        });
+    }
+    let mut latencies = Vec::with_capacity(concurrency);
+    while let Some(done) = tasks.join_next().await {
+        latencies.push(done??);
+    }
+    latencies.sort();
+    for p in [50.0, 95.0, 99.0] {
+        table.push(Figure {
+            what: format!("first chunk p{p:.0}, {concurrency} concurrent 90-day regex queries"),
+            ours: ms(percentile(&latencies, p)),
+            baseline: "-".into(),
+            ratio: "-".into(),
+            target: if p == 95.0 {
+                "≤ 100 ms".into()
+            } else {
+                "-".into()
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Runs one small query to its end, so figures are those of a service that
+/// has served before (in Kafka mode, a producer that knows the topic), not
+/// of its first seconds.
+pub(crate) async fn warm_up(client: &Client) -> anyhow::Result<()> {
+    let (from, to) = last_90_days();
+    let body = json!({
+        "filter": "latency_ms > 1",
+        "timeRange": {"from": rfc3339(from), "to": rfc3339(to)},
+        "maxRows": 100,
+    });
+    let started = Instant::now();
+    let job = client.submit(&body, None).await?;
+    client.read_all(&job.job_id).await?;
+    eprintln!("warm-up query read in {:.1?}", started.elapsed());
+    Ok(())
+}
+
+/// Drives `POST url` from `clients` concurrent clients for `duration`;
+/// returns accepted requests per second and the failures.
+async fn drive(
+    http: reqwest::Client,
+    url: String,
+    clients: usize,
+    duration: Duration,
+    prefix: &'static str,
+) -> (f64, u64) {
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let day = json!({"from": "2020-01-01T00:00:00Z", "to": "2020-01-02T00:00:00Z"});
+    let mut tasks = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for c in 0..clients {
+        let (http, url, ok, failed, stop, day) = (
+            http.clone(),
+            url.clone(),
+            ok.clone(),
+            failed.clone(),
+            stop.clone(),
+            day.clone(),
+        );
+        tasks.spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let body = json!({
+                    "filter": format!("message contains \"{prefix}-{c}-{i}\" or customer = \"cust-{c}-{i}\""),
+                    "timeRange": day,
+                    "maxRows": 100,
+                });
+                let res = http.post(&url).bearer_auth(KEY).json(&body).send().await;
+                match res {
+                    Ok(r) if r.status().as_u16() == 202 => {
+                        let _ = r.bytes().await;
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    while tasks.join_next().await.is_some() {}
+    let secs = started.elapsed().as_secs_f64();
+    (
+        ok.load(Ordering::Relaxed) as f64 / secs,
+        failed.load(Ordering::Relaxed),
+    )
+}
+
+pub(crate) async fn admission(
+    client: &Client,
+    args: &BenchArgs,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    use axum::Json;
+    use axum::http::StatusCode;
+    eprintln!(
+        "admission: {} clients for {:?} on each side",
+        args.admission_clients, args.admission_for
+    );
+    // The baseline parses the same body and answers 202 with a small JSON body.
+    let trivial = axum::Router::new().route(
+        "/trivial",
+        axum::routing::post(|Json(body): Json<Value>| async move {
+            let filter_len = body["filter"].as_str().map_or(0, str::len);
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"jobId": JobId::new().to_string(), "offset": filter_len})),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let trivial_addr = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, trivial).await });
+    let (base_rate, base_failed) = drive(
+        client.http.clone(),
+        format!("http://{trivial_addr}/trivial"),
+        args.admission_clients,
+        args.admission_for,
+        "trivial",
+    )
+    .await;
+    server.abort();
+    let (rate, failed) = drive(
+        client.http.clone(),
+        format!("{}/v1/jobs", client.base),
+        args.admission_clients,
+        args.admission_for,
+        "admit",
+    )
+    .await;
+    table.push(Figure {
+        what: format!(
+            "admission, POST /v1/jobs vs trivial axum route ({} clients; failures {failed} / {base_failed})",
+            args.admission_clients
+        ),
+        ours: format!("{rate:.0} req/s"),
+        baseline: format!("{base_rate:.0} req/s"),
+        ratio: format!("{:.0} %", 100.0 * rate / base_rate.max(1e-9)),
+        target: "≥ 50 %".into(),
+    });
+    Ok(())
+}
+
+pub(crate) async fn delivery(
+    client: &Client,
+    config: &Config,
+    args: &BenchArgs,
+    kafka: bool,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    eprintln!(
+        "delivery: {} rows through the result topic",
+        args.delivery_rows
+    );
+    let (from, to) = last_90_days();
+    let body = json!({
+        "filter": "latency_ms >= 0",
+        "timeRange": {"from": rfc3339(from), "to": rfc3339(to)},
+        "maxRows": args.delivery_rows,
+    });
+    let started = Instant::now();
+    let job = client.submit(&body, None).await?;
+    let (rows, chunks, bytes, status) = client.read_all(&job.job_id).await?;
+    let elapsed = started.elapsed();
+    let rate = rows as f64 / elapsed.as_secs_f64();
+    // The same chunk, re-published raw: one full chunk of real rows.
+    let sample = raw_delivery::sample_chunk(client, &job.job_id).await?;
+    let chunk_bytes = sample.to_json().len();
+    let (raw_rate, raw_what) = if kafka {
+        let brokers = config.kafka_brokers.clone().unwrap_or_default();
+        let payloads = client.chunk_texts(&job.job_id).await?;
+        (
+            raw_delivery::raw_kafka(&brokers, config.kafka_compression, &payloads).await?
+                * sample.rows.len() as f64,
+            "a raw rdkafka producer (the result topic's settings) re-sending the job's chunks",
+        )
+    } else {
+        (
+            raw_delivery::raw_memory(&sample, chunks.max(10_000)).await? * sample.rows.len() as f64,
+            "raw embedded-log appends",
+        )
+    };
+    table.push(Figure {
+        what: format!(
+            "delivery: rows/s submit→last chunk read, {rows} rows in {chunks} chunks ({status}, {:.0} B/chunk on the wire), vs {raw_what} ({chunk_bytes} B a chunk)",
+            bytes as f64 / chunks.max(1) as f64
+        ),
+        ours: format!("{rate:.0} rows/s ({:.2} s)", elapsed.as_secs_f64()),
+        baseline: format!("{raw_rate:.0} rows/s"),
+        ratio: format!("{:.1} %", 100.0 * rate / raw_rate.max(1e-9)),
+        target: "≥ 80 %".into(),
+    });
+    Ok(())
+}
+
+pub(crate) async fn whole_result(
+    client: &Client,
+    demo: &std::path::Path,
+    args: &BenchArgs,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    let (re1, re2) = ("^/api/v[12]/(orders|cart)", "cache hit 0$");
+    let (from, to) = last_90_days();
+    eprintln!("whole result: 90-day regex query, ours then DuckDB");
+    let body = json!({
+        "filter": format!("endpoint ~ \"{re1}\" and message !~ \"{re2}\" and latency_ms > 1"),
+        "timeRange": {"from": rfc3339(from), "to": rfc3339(to)},
+        "maxRows": args.whole_rows,
+    });
+    let started = Instant::now();
+    let job = client.submit(&body, None).await?;
+    let (rows, _, _, status) = client.read_all(&job.job_id).await?;
+    let ours = started.elapsed();
+
+    let (duck_rows, duck_secs) =
+        duckdb::whole_result(&args.python, demo, (from, to), (re1, re2), args.whole_rows).await?;
+    table.push(Figure {
+        what: format!(
+            "whole result, 90-day regex query: {rows} rows ({status}) read over HTTP vs DuckDB {duck_rows} rows, ORDER BY ts DESC, COPY to JSON"
+        ),
+        ours: format!("{:.2} s", ours.as_secs_f64()),
+        baseline: format!("{duck_secs:.2} s"),
+        ratio: format!("{:.2}×", ours.as_secs_f64() / duck_secs.max(1e-9)),
+        target: "≤ 1.5×".into(),
+    });
+    Ok(())
+}
