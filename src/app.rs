@@ -37,8 +37,8 @@ use crate::results::cache::CachedResultTopic;
 use crate::results::kafka::KafkaResultTopic;
 use crate::results::memory::MemoryResultLog;
 use crate::results::spill::SpillFiles;
+use crate::source::ParquetSource;
 use crate::source::QuerySource;
-use crate::source::files::ParquetSource;
 use crate::source::postgres::PostgresSource;
 use crate::worker;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::source::files::DEFAULT_PAGE_CACHE_BYTES;
+use crate::source::DEFAULT_PAGE_CACHE_BYTES;
 
 /// Settings for `serve` (and the future `worker`). Durations accept
 /// humantime strings such as `5m`, `90d` or `250ms`.

@@ -6,8 +6,7 @@ use clap::Args;
 
 use crate::config::Config;
 use crate::filter::{self, FingerprintInput, Limits, Order};
-use crate::source::QuerySource;
-use crate::source::files::ParquetSource;
+use crate::source::{ParquetSource, QuerySource};
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {

@@ -11,6 +11,7 @@ use futures::stream::Fuse;
 use futures::{FutureExt, StreamExt};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::coord::QueuedJob;
@@ -51,16 +52,9 @@ async fn run_on_query_runtime(
     shutdown: &CancellationToken,
 ) -> Result<Outcome, JobError> {
     let (jobs, shutdown) = (jobs.clone(), shutdown.clone());
-    let task = engine::spawn(
+    let task = AbortOnDropHandle::new(engine::spawn(
         async move { run_job(&jobs, spec, waiting, &shutdown).await }.in_current_span(),
-    );
-    struct AbortOnDrop(tokio::task::AbortHandle);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let _abort = AbortOnDrop(task.abort_handle());
+    ));
     match task.await {
         Ok(outcome) => outcome,
         Err(e) => Err(JobError::Source(SourceError::Engine(format!(

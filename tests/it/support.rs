@@ -205,6 +205,16 @@ pub fn rows(chunks: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// Opens a Parquet source outside a server.
+pub async fn open_parquet(
+    location: &str,
+    time_column: &str,
+) -> pseudostream::source::ParquetSource {
+    pseudostream::source::ParquetSource::open(location, time_column)
+        .await
+        .expect("open parquet")
+}
+
 // ---- Postgres fixtures (for the tests marked `#[ignore = "needs Postgres ..."]`)
 
 /// The test database: `PSEUDOSTREAM_TEST_DATABASE_URL`, or the local default.
@@ -260,12 +270,10 @@ pub async fn load_parquet_into_postgres(
 ) -> u64 {
     use futures::TryStreamExt;
     use pseudostream::filter::FieldType;
-    use pseudostream::source::{ParquetSource, QuerySource, SourceQuery};
+    use pseudostream::source::{QuerySource, SourceQuery};
 
     let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    let src = ParquetSource::open(dir.to_str().expect("utf-8 path"), time_column)
-        .await
-        .expect("open parquet");
+    let src = open_parquet(dir.to_str().expect("utf-8 path"), time_column).await;
     let fields = src.schema().fields.clone();
     let relation = format!("{}.{}", quote(schema), quote(table));
     let columns: Vec<String> = fields
