@@ -5,9 +5,9 @@
 //! Shutdown order: (1) stop admitting (submissions get 503, long-polls
 //! return); (2) cancel workers: embedded, each closes its job with a last
 //! chunk; distributed, each leaves its job for another worker to resume; (3)
-//! join them within the grace period, then abort; (4) let the HTTP server
-//! finish in-flight requests; (5) flush the result topic and close the audit
-//! log.
+//! join them within the grace period, then abort, and stop the query
+//! runtime; (4) let the HTTP server finish in-flight requests; (5) flush the
+//! result topic and close the audit log.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,9 +37,9 @@ use crate::results::cache::CachedResultTopic;
 use crate::results::kafka::KafkaResultTopic;
 use crate::results::memory::MemoryResultLog;
 use crate::results::spill::SpillFiles;
-use crate::source::ParquetSource;
 use crate::source::QuerySource;
 use crate::source::postgres::PostgresSource;
+use crate::source::{ParquetSource, QueryRuntime};
 use crate::worker;
 
 /// Which parts of the service this process runs.
@@ -131,11 +131,6 @@ pub async fn start_with_hooks(
     };
 
     let shutdown = CancellationToken::new();
-    if config.query_threads > 0 && !crate::source::engine::configure(config.query_threads) {
-        warn!(
-            "the query runtime was already running; PSEUDOSTREAM_QUERY_THREADS applies at start-up only"
-        );
-    }
     let mut workers = if roles.workers {
         worker::spawn(&jobs, config.workers.max(1), &shutdown)
     } else {
@@ -163,6 +158,7 @@ pub async fn start_with_hooks(
                 );
                 workers.abort_all();
             }
+            jobs.backends.query_runtime.shutdown();
             let _ = expiry.await;
             if let Some((_, server)) = server {
                 match tokio::time::timeout(grace, server).await {
@@ -191,7 +187,9 @@ pub async fn start_with_hooks(
 /// Picks each backend from the configuration: the distributed one when its
 /// URL is set, the embedded one otherwise.
 async fn build_backends(config: &Config, roles: Roles) -> anyhow::Result<Backends> {
-    let source = open_source(config).await?;
+    let query_runtime =
+        QueryRuntime::new(config.query_threads).context("starting the query runtime")?;
+    let source = open_source(config, &query_runtime).await?;
     let audit: Arc<dyn AuditLog> = match &config.database_url {
         Some(url) => Arc::new(
             PostgresAuditLog::connect(url)
@@ -292,6 +290,7 @@ async fn build_backends(config: &Config, roles: Roles) -> anyhow::Result<Backend
         results,
         audit,
         source,
+        query_runtime,
     })
 }
 
@@ -301,7 +300,10 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "worker".into())
 }
 
-async fn open_source(config: &Config) -> anyhow::Result<Arc<dyn QuerySource>> {
+async fn open_source(
+    config: &Config,
+    runtime: &QueryRuntime,
+) -> anyhow::Result<Arc<dyn QuerySource>> {
     if let Some(url) = config
         .source
         .as_deref()
@@ -327,7 +329,7 @@ async fn open_source(config: &Config) -> anyhow::Result<Arc<dyn QuerySource>> {
             dir.to_string_lossy().into_owned()
         }
     };
-    let source = ParquetSource::open(&location, &config.time_column)
+    let source = ParquetSource::open(&location, &config.time_column, runtime)
         .await
         .with_context(|| format!("opening the source {location}"))?
         .with_page_cache_bytes(config.page_cache_bytes);

@@ -554,11 +554,12 @@ pub fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{ParquetSource, QuerySource, Row, SourceQuery};
+    use crate::source::{ParquetSource, QueryRuntime, QuerySource, Row, SourceQuery};
     use futures::TryStreamExt;
 
     async fn all_rows(dir: &Path) -> Vec<Row> {
-        let src = ParquetSource::open(dir.to_str().unwrap(), "ts")
+        let runtime = QueryRuntime::new(2).unwrap();
+        let src = ParquetSource::open(dir.to_str().unwrap(), "ts", &runtime)
             .await
             .unwrap();
         let q = SourceQuery::everything();

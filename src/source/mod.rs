@@ -7,16 +7,17 @@ use sha2::{Digest, Sha256};
 use crate::filter::{Order, Predicate, Schema};
 
 pub mod demo;
-pub mod engine;
 pub mod parquet;
 pub mod postgres;
 mod rows;
+mod runtime;
 mod stream;
 
 pub use parquet::{DEFAULT_PAGE_CACHE_BYTES, ParquetSource};
 pub use postgres::PostgresSource;
 pub use rows::Row;
 pub(crate) use rows::push_str as push_json_str;
+pub use runtime::{AwaitingFirstRows, QueryRuntime};
 
 /// The rows of one query, in order. Dropping the stream stops the query.
 pub type RowStream = futures::stream::BoxStream<'static, Result<Row, SourceError>>;

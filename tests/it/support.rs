@@ -205,12 +205,13 @@ pub fn rows(chunks: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-/// Opens a Parquet source outside a server.
+/// Opens a Parquet source outside a server, on a query runtime of its own.
 pub async fn open_parquet(
     location: &str,
     time_column: &str,
 ) -> pseudostream::source::ParquetSource {
-    pseudostream::source::ParquetSource::open(location, time_column)
+    let runtime = pseudostream::source::QueryRuntime::new(2).expect("query runtime threads");
+    pseudostream::source::ParquetSource::open(location, time_column, &runtime)
         .await
         .expect("open parquet")
 }

@@ -16,10 +16,9 @@ use super::page_cache::PageCache;
 use super::translate::{column, time_compare};
 use super::window::{self, DirectRead, Part, WindowRead};
 use crate::filter::CompareOp;
-use crate::source::engine::{self, AwaitingFirstRows};
 use crate::source::rows::batch_to_rows;
 use crate::source::stream::{Sent, joined, spawn_producer};
-use crate::source::{Row, SourceError};
+use crate::source::{AwaitingFirstRows, QueryRuntime, Row, SourceError};
 
 /// Batches buffered between the query task and the consumer: enough to keep
 /// the engine busy, few enough that an abandoned query wastes little work.
@@ -54,6 +53,7 @@ pub(super) struct Job {
     /// Taken when the query starts, released by its first part's first
     /// batch (or with the job): bulk work yields until then.
     pub(super) waiting_for_first_rows: Mutex<Option<AwaitingFirstRows>>,
+    pub(super) runtime: QueryRuntime,
 }
 
 type Batch = Sent<Vec<Row>>;
@@ -137,7 +137,7 @@ impl Job {
                 // Nothing came back: the whole part was skipped; count its
                 // matches (a scan, but no sort) to know how much skip is left.
                 let sorted = self.segment_frame(&self.parts[n]).await?;
-                let _permit = engine::bulk_permit().await;
+                let _permit = self.runtime.bulk_permit().await;
                 let matched = sorted.count().await? as u64;
                 skip_left = skip_left.saturating_sub(matched);
             }
@@ -148,9 +148,10 @@ impl Job {
     /// Starts part `n` on its own task: its rows after `skip`, at most `fetch`.
     fn start_part(self: &Arc<Self>, n: usize, skip: u64, fetch: u64) -> PartRun {
         let job = Arc::clone(self);
-        let (rows, task) = spawn_producer(&engine::handle(), CHANNEL_BATCHES, |tx| async move {
-            job.produce_part(n, skip, fetch, &tx).await
-        });
+        let (rows, task) =
+            spawn_producer(self.runtime.handle(), CHANNEL_BATCHES, |tx| async move {
+                job.produce_part(n, skip, fetch, &tx).await
+            });
         PartRun { rows, task }
     }
 
@@ -162,7 +163,7 @@ impl Job {
         tx: &mpsc::Sender<Batch>,
     ) -> Result<(), SourceError> {
         // The first window is what the first chunk waits for; the rest is
-        // bulk work and takes turns (see `engine`).
+        // bulk work and takes turns (see `QueryRuntime`).
         let bulk = n > 0;
         // Released once its first batch is computed (the sort is done by
         // then), not while the batch waits for the consumer.
@@ -181,7 +182,7 @@ impl Job {
         // as much as reading a first window), so bulk parts plan under a
         // permit as well, after the running first windows.
         let planning = if bulk {
-            Some(engine::bulk_permit().await)
+            Some(self.runtime.bulk_permit().await)
         } else {
             None
         };
@@ -200,7 +201,7 @@ impl Job {
             // waits for its consumer: a slow reader of one job must not
             // hold up the others.
             let permit = if bulk {
-                Some(engine::bulk_permit().await)
+                Some(self.runtime.bulk_permit().await)
             } else {
                 None
             };
@@ -232,7 +233,7 @@ impl Job {
             return Ok(None);
         };
         let _permit = if bulk {
-            Some(engine::bulk_permit().await)
+            Some(self.runtime.bulk_permit().await)
         } else {
             None
         };
@@ -268,7 +269,7 @@ impl Job {
         while at < sorted.num_rows() {
             let len = SEND_ROWS.min(sorted.num_rows() - at);
             let permit = if bulk {
-                Some(engine::bulk_permit().await)
+                Some(self.runtime.bulk_permit().await)
             } else {
                 None
             };

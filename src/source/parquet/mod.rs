@@ -26,9 +26,11 @@ use self::layout::{Segment, read_layout};
 use self::page_cache::PageCache;
 use self::translate::{column, time_compare, translate};
 use self::window::{DirectRead, FIRST_WINDOWS, Part, first_windows};
-use super::engine::{self, AwaitingFirstRows};
 use super::stream::spawn_row_stream;
-use super::{QuerySource, RowStream, SourceError, SourceQuery, schema_version};
+use super::{
+    AwaitingFirstRows, QueryRuntime, QuerySource, RowStream, SourceError, SourceQuery,
+    schema_version,
+};
 use crate::filter::{CompareOp, Order, Schema};
 
 /// A [`QuerySource`] over Parquet files.
@@ -47,6 +49,8 @@ pub struct ParquetSource {
     direct_windows: bool,
     /// Pages those reads decoded, shared by concurrent jobs.
     pages: Arc<PageCache>,
+    /// Where queries run.
+    runtime: QueryRuntime,
 }
 
 /// Decoded pages kept for the direct window reads unless the source is
@@ -67,7 +71,12 @@ impl std::fmt::Debug for ParquetSource {
 impl ParquetSource {
     /// Opens `location`: a directory (its `*.parquet` files, not recursive) or
     /// a path whose file name contains `*` wildcards. Reads only the footers.
-    pub async fn open(location: &str, time_column: &str) -> Result<ParquetSource, SourceError> {
+    /// Queries run on `runtime`.
+    pub async fn open(
+        location: &str,
+        time_column: &str,
+        runtime: &QueryRuntime,
+    ) -> Result<ParquetSource, SourceError> {
         let (location, time_column) = (location.to_owned(), time_column.to_owned());
         let layout = tokio::task::spawn_blocking(move || read_layout(&location, &time_column))
             .await
@@ -82,6 +91,7 @@ impl ParquetSource {
             ctx: SessionContext::new_with_config(engine_config()?),
             direct_windows: true,
             pages: Arc::new(PageCache::new(DEFAULT_PAGE_CACHE_BYTES)),
+            runtime: runtime.clone(),
         })
     }
 
@@ -187,7 +197,8 @@ impl QuerySource for ParquetSource {
             None
         };
         let job = Job {
-            waiting_for_first_rows: Mutex::new(Some(AwaitingFirstRows::start())),
+            waiting_for_first_rows: Mutex::new(Some(AwaitingFirstRows::start(&self.runtime))),
+            runtime: self.runtime.clone(),
             direct,
             pages: Arc::clone(&self.pages),
             ctx: self.ctx.clone(),
@@ -203,8 +214,10 @@ impl QuerySource for ParquetSource {
             limit: q.limit,
         };
         let job = Arc::new(job);
-        Ok(spawn_row_stream(&engine::handle(), CHANNEL_BATCHES, |tx| {
-            job.run(tx)
-        }))
+        Ok(spawn_row_stream(
+            self.runtime.handle(),
+            CHANNEL_BATCHES,
+            |tx| job.run(tx),
+        ))
     }
 }

@@ -1,6 +1,7 @@
 //! The Parquet source answered like a client would ask it: schema and
 //! identity, order, ranges, paging, predicates against an independent
-//! evaluation, locations and errors.
+//! evaluation, locations and errors. Each test opens its own source on its
+//! own query runtime.
 
 mod locations;
 mod predicates;
@@ -23,10 +24,12 @@ use serde_json::Value as Json;
 use super::ParquetSource;
 use crate::filter::{CompareOp, FieldType, Predicate, Schema, Value};
 use crate::source::demo;
-use crate::source::{QuerySource, Row, SourceError, SourceQuery};
+use crate::source::{QueryRuntime, QuerySource, Row, SourceError, SourceQuery};
 
+/// Opens a source on a query runtime of its own.
 async fn open(location: &str, time_column: &str) -> Result<ParquetSource, SourceError> {
-    ParquetSource::open(location, time_column).await
+    let runtime = QueryRuntime::new(2).expect("query runtime threads");
+    ParquetSource::open(location, time_column, &runtime).await
 }
 
 const DAYS: u32 = 3;
