@@ -366,12 +366,12 @@ pub async fn ensure_demo_data(dir: &Path, days: u32, rows_per_day: u32) -> anyho
                 info!(done, total, "generating demo data");
             }
         };
-        crate::source::demo::generate(
+        crate::demo::generate(
             &dir,
             end_day,
             days,
             rows_per_day,
-            crate::source::demo::DEMO_SEED,
+            crate::demo::DEMO_SEED,
             &progress,
         )?;
         bar.finish_and_clear();

@@ -185,11 +185,11 @@ pub struct Config {
     pub source_table: String,
 
     /// Rows per day of the generated demo dataset.
-    #[arg(long, env = "PSEUDOSTREAM_DEMO_ROWS_PER_DAY", default_value_t = crate::source::demo::DEMO_ROWS_PER_DAY)]
+    #[arg(long, env = "PSEUDOSTREAM_DEMO_ROWS_PER_DAY", default_value_t = crate::demo::DEMO_ROWS_PER_DAY)]
     pub demo_rows_per_day: u32,
 
     /// Days in the generated demo dataset, ending today (UTC).
-    #[arg(long, env = "PSEUDOSTREAM_DEMO_DAYS", default_value_t = crate::source::demo::DEMO_DAYS)]
+    #[arg(long, env = "PSEUDOSTREAM_DEMO_DAYS", default_value_t = crate::demo::DEMO_DAYS)]
     pub demo_days: u32,
 }
 

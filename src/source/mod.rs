@@ -6,7 +6,6 @@ use sha2::{Digest, Sha256};
 
 use crate::filter::{Order, Predicate, Schema};
 
-pub mod demo;
 pub mod parquet;
 pub mod postgres;
 mod rows;

@@ -162,7 +162,7 @@ async fn read_all(http: &reqwest::Client, base: &str, job_id: &str) -> Vec<Value
 async fn two_apis_and_two_workers_act_as_one_service() {
     let data = tempfile::tempdir().unwrap().keep();
     let today = Utc::now().date_naive();
-    pseudostream::source::demo::generate(&data, today, DAYS, ROWS_PER_DAY, 7, &|_, _| {}).unwrap();
+    pseudostream::demo::generate(&data, today, DAYS, ROWS_PER_DAY, 7, &|_, _| {}).unwrap();
     let from = (today - Days::days(DAYS as i64 - 1))
         .and_hms_opt(0, 0, 0)
         .unwrap()

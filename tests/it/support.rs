@@ -25,12 +25,12 @@ pub fn dataset() -> &'static PathBuf {
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir").keep().join("demo");
         std::fs::create_dir_all(&dir).expect("dataset dir");
-        pseudostream::source::demo::generate(
+        pseudostream::demo::generate(
             &dir,
             chrono::Utc::now().date_naive(),
             DEMO_DAYS,
             DEMO_ROWS_PER_DAY,
-            pseudostream::source::demo::DEMO_SEED,
+            pseudostream::demo::DEMO_SEED,
             &|_, _| {},
         )
         .expect("demo data");

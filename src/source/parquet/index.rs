@@ -230,7 +230,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    use crate::source::demo;
+    use crate::demo;
     use chrono::NaiveDate;
 
     /// One demo day of 5,000 rows: three pages of the time column.

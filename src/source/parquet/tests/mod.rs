@@ -22,8 +22,8 @@ use futures::TryStreamExt;
 use serde_json::Value as Json;
 
 use super::ParquetSource;
+use crate::demo;
 use crate::filter::{CompareOp, FieldType, Predicate, Schema, Value};
-use crate::source::demo;
 use crate::source::{QueryRuntime, QuerySource, Row, SourceError, SourceQuery};
 
 /// Opens a source on a query runtime of its own.
