@@ -11,19 +11,9 @@ pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SourceError 
     }
 }
 
-pub(super) fn parquet_err(
-    path: &Path,
-) -> impl FnOnce(datafusion::parquet::errors::ParquetError) -> SourceError + '_ {
-    move |e| SourceError::Parquet {
-        file: path.display().to_string(),
-        message: e.to_string(),
-    }
-}
-
-/// A batch that could not be read: the reader's Arrow error, naming the file.
-pub(super) fn read_err(
-    path: &Path,
-) -> impl FnOnce(datafusion::arrow::error::ArrowError) -> SourceError + '_ {
+/// A file that could not be read as Parquet: the reader's error (Parquet's
+/// own, or Arrow's for a batch), naming the file.
+pub(super) fn parquet_err<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> SourceError + '_ {
     move |e| SourceError::Parquet {
         file: path.display().to_string(),
         message: e.to_string(),

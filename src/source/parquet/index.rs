@@ -17,7 +17,7 @@ use datafusion::parquet::arrow::arrow_reader::{
 };
 use datafusion::parquet::file::metadata::PageIndexPolicy;
 
-use super::error::{arrow_err, io_err, parquet_err, read_err};
+use super::error::{arrow_err, io_err, parquet_err};
 use crate::source::SourceError;
 use crate::source::rows::to_micros;
 
@@ -201,7 +201,7 @@ impl IndexedFile {
             .build()
             .map_err(err)?;
         reader
-            .map(|batch| batch.map_err(read_err(&self.path)))
+            .map(|batch| batch.map_err(parquet_err(&self.path)))
             .collect()
     }
 }

@@ -12,7 +12,7 @@ use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 
-use super::error::{io_err, parquet_err, read_err};
+use super::error::{io_err, parquet_err};
 use super::index::{IndexedFile, raw_values, saturating_micros};
 use super::translate::field_type;
 use crate::filter::Schema;
@@ -289,7 +289,7 @@ fn read_footer(path: &Path, time_column: &str) -> Result<FileInfo, SourceError> 
             .map_err(parquet_err(path))?;
         let mut range: Option<(i64, i64)> = None;
         for batch in reader {
-            let batch = batch.map_err(read_err(path))?;
+            let batch = batch.map_err(parquet_err(path))?;
             if let Some((lo, hi)) = raw_min_max(batch.column(0))? {
                 range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
             }
