@@ -5,9 +5,9 @@
 //! Shutdown order: (1) stop admitting (submissions get 503, long-polls
 //! return); (2) cancel workers: embedded, each closes its job with a last
 //! chunk; distributed, each leaves its job for another worker to resume; (3)
-//! join them within the grace period, then abort; (4) let the HTTP server
-//! finish in-flight requests; (5) flush the result topic and close the audit
-//! log.
+//! join them within the grace period, then abort, and stop the query
+//! runtime; (4) let the HTTP server finish in-flight requests; (5) flush the
+//! result topic and close the audit log.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,8 +39,8 @@ use crate::results::kafka::KafkaResultTopic;
 use crate::results::memory::MemoryResultLog;
 use crate::results::spill::SpillFiles;
 use crate::source::QuerySource;
-use crate::source::files::ParquetSource;
 use crate::source::postgres::PostgresSource;
+use crate::source::{ParquetSource, QueryRuntime};
 use crate::worker;
 
 /// How often the audit trail is pruned to its retention.
@@ -172,11 +172,6 @@ pub async fn start_with_hooks(
 
     let shutdown = CancellationToken::new();
     tokio::spawn(reloaded_keys.watch(shutdown.clone()));
-    if config.query_threads > 0 && !crate::source::engine::configure(config.query_threads) {
-        warn!(
-            "the query runtime was already running; PSEUDOSTREAM_QUERY_THREADS applies at start-up only"
-        );
-    }
     let mut workers = if roles.workers {
         worker::spawn(&jobs, config.workers.max(1), &shutdown)
     } else {
@@ -210,6 +205,7 @@ pub async fn start_with_hooks(
                 );
                 workers.abort_all();
             }
+            jobs.backends.query_runtime.shutdown();
             let _ = expiry.await;
             if let Some((_, server)) = server {
                 match tokio::time::timeout(grace, server).await {
@@ -242,7 +238,9 @@ async fn build_backends(
     roles: Roles,
     regexes: &RegexCache,
 ) -> anyhow::Result<Backends> {
-    let source = open_source(config, regexes).await?;
+    let query_runtime =
+        QueryRuntime::new(config.query_threads).context("starting the query runtime")?;
+    let source = open_source(config, &query_runtime, regexes).await?;
     let audit: Arc<dyn AuditLog> = match &config.database_url {
         Some(url) => Arc::new(
             PostgresAuditLog::connect(url)
@@ -343,6 +341,7 @@ async fn build_backends(
         results,
         audit,
         source,
+        query_runtime,
     })
 }
 
@@ -354,6 +353,7 @@ fn hostname() -> String {
 
 async fn open_source(
     config: &Config,
+    runtime: &QueryRuntime,
     regexes: &RegexCache,
 ) -> anyhow::Result<Arc<dyn QuerySource>> {
     if let Some(url) = config
@@ -380,7 +380,7 @@ async fn open_source(
             dir.to_string_lossy().into_owned()
         }
     };
-    let source = ParquetSource::open(&location, &config.time_column)
+    let source = ParquetSource::open(&location, &config.time_column, runtime)
         .await
         .with_context(|| format!("opening the source {location}"))?
         .with_page_cache_bytes(config.page_cache_bytes)
@@ -418,12 +418,12 @@ pub async fn ensure_demo_data(dir: &Path, days: u32, rows_per_day: u32) -> anyho
                 info!(done, total, "generating demo data");
             }
         };
-        crate::source::demo::generate(
+        crate::demo::generate(
             &dir,
             end_day,
             days,
             rows_per_day,
-            crate::source::demo::DEMO_SEED,
+            crate::demo::DEMO_SEED,
             &progress,
         )?;
         bar.finish_and_clear();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::source::files::DEFAULT_PAGE_CACHE_BYTES;
+use crate::source::DEFAULT_PAGE_CACHE_BYTES;
 
 /// Settings for `serve` (and the future `worker`). Durations accept
 /// humantime strings such as `5m`, `90d` or `250ms`.
@@ -209,11 +209,11 @@ pub struct Config {
     pub source_table: String,
 
     /// Rows per day of the generated demo dataset.
-    #[arg(long, env = "PSEUDOSTREAM_DEMO_ROWS_PER_DAY", default_value_t = crate::source::demo::DEMO_ROWS_PER_DAY)]
+    #[arg(long, env = "PSEUDOSTREAM_DEMO_ROWS_PER_DAY", default_value_t = crate::demo::DEMO_ROWS_PER_DAY)]
     pub demo_rows_per_day: u32,
 
     /// Days in the generated demo dataset, ending today (UTC).
-    #[arg(long, env = "PSEUDOSTREAM_DEMO_DAYS", default_value_t = crate::source::demo::DEMO_DAYS)]
+    #[arg(long, env = "PSEUDOSTREAM_DEMO_DAYS", default_value_t = crate::demo::DEMO_DAYS)]
     pub demo_days: u32,
 }
 

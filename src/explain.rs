@@ -6,8 +6,7 @@ use clap::Args;
 
 use crate::config::Config;
 use crate::filter::{self, FingerprintInput, Limits, Order, RegexCache};
-use crate::source::QuerySource;
-use crate::source::files::ParquetSource;
+use crate::source::{ParquetSource, QueryRuntime, QuerySource};
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
@@ -41,7 +40,9 @@ pub async fn run(config: &Config, args: &ExplainArgs) -> anyhow::Result<()> {
         Some(s) => s.clone(),
         None => config.data_dir.join("demo").to_string_lossy().into_owned(),
     };
-    let source = ParquetSource::open(&location, &config.time_column).await.map_err(|e| {
+    // Explain runs no query; the source wants a runtime all the same.
+    let runtime = QueryRuntime::new(1)?;
+    let source = ParquetSource::open(&location, &config.time_column, &runtime).await.map_err(|e| {
         anyhow::anyhow!("{e}\n(explain reads the source's schema; run `pseudostream` once to generate the demo data, or pass --source)")
     })?;
     let compiled = match filter::compile(

@@ -2,13 +2,14 @@
 //! small chunks. The modules follow a query's path: `filter` (the language),
 //! `api` (HTTP), `jobs` (submission, reading, expiry), `coord` (shared
 //! state), `worker` (running a job), `source` (where rows come from),
-//! `results` (where chunks go) and `audit`.
+//! `results` (where chunks go) and `audit`; `demo` writes the demo dataset.
 
 pub mod api;
 pub mod app;
 pub mod audit;
 pub mod config;
 pub mod coord;
+pub mod demo;
 pub mod explain;
 pub mod filter;
 pub mod jobs;

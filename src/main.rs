@@ -42,9 +42,9 @@ enum Command {
         /// Target directory.
         #[arg(long, default_value = "./pseudostream-data/demo")]
         dir: PathBuf,
-        #[arg(long, default_value_t = pseudostream::source::demo::DEMO_DAYS)]
+        #[arg(long, default_value_t = pseudostream::demo::DEMO_DAYS)]
         days: u32,
-        #[arg(long, default_value_t = pseudostream::source::demo::DEMO_ROWS_PER_DAY)]
+        #[arg(long, default_value_t = pseudostream::demo::DEMO_ROWS_PER_DAY)]
         rows_per_day: u32,
     },
     /// Apply pending Postgres audit migrations (to `--database-url`) and exit.

@@ -17,7 +17,7 @@ use crate::audit::AuditLog;
 use crate::coord::{Coordinator, JobQueue, RateLimiter};
 use crate::filter::{Limits, RegexCache};
 use crate::results::ResultTopic;
-use crate::source::QuerySource;
+use crate::source::{QueryRuntime, QuerySource};
 
 pub use error::JobError;
 
@@ -53,6 +53,8 @@ pub struct Backends {
     pub results: Arc<dyn ResultTopic>,
     pub audit: Arc<dyn AuditLog>,
     pub source: Arc<dyn QuerySource>,
+    /// Where jobs and their queries run, shared with the source.
+    pub query_runtime: QueryRuntime,
 }
 
 /// Points where tests can hold a job in a known state. Empty in production.

@@ -2,20 +2,20 @@
 //! answers a time-ranged, filtered, ordered and paged query as a stream of JSON
 //! rows, so the job runner can deliver results without knowing the storage.
 
+use sha2::{Digest, Sha256};
+
 use crate::filter::{Order, Predicate, Schema};
 
-pub mod demo;
-mod direct;
-pub mod engine;
-pub mod files;
+pub mod parquet;
 pub mod postgres;
-mod regex_match;
 mod rows;
-mod translate;
+mod runtime;
+mod stream;
 
 pub use crate::model::Row;
-pub use files::ParquetSource;
+pub use parquet::{DEFAULT_PAGE_CACHE_BYTES, ParquetSource};
 pub use postgres::PostgresSource;
+pub use runtime::{AwaitingFirstRows, QueryRuntime};
 
 /// The rows of one query, in order. Dropping the stream stops the query.
 pub type RowStream = futures::stream::BoxStream<'static, Result<Row, SourceError>>;
@@ -60,6 +60,19 @@ pub(crate) fn output_fields(
         output = schema.field_names().map(str::to_owned).collect();
     }
     Ok(output)
+}
+
+/// 16 hex chars of SHA-256 over the schema: every source gives the same
+/// version for the same shape.
+pub(crate) fn schema_version(schema: &Schema) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("time_column={}\n", schema.time_column));
+    for (name, ty) in &schema.fields {
+        h.update(format!("{name}:{ty}\n"));
+    }
+    let mut s = hex::encode(h.finalize());
+    s.truncate(16);
+    s
 }
 
 impl SourceQuery {

@@ -11,14 +11,14 @@ use futures::stream::Fuse;
 use futures::{FutureExt, StreamExt};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::coord::QueuedJob;
 use crate::filter;
 use crate::jobs::{JobError, Jobs};
 use crate::model::{Chunk, JobRecord, JobSpec, JobStatus, JobUpdate};
-use crate::source::engine::{self, AwaitingFirstRows};
-use crate::source::{Row, RowStream, SourceError, SourceQuery};
+use crate::source::{AwaitingFirstRows, Row, RowStream, SourceError, SourceQuery};
 
 /// Starts `count` workers; each ends when `shutdown` is cancelled, after
 /// closing the job it is running with a last chunk.
@@ -50,17 +50,12 @@ async fn run_on_query_runtime(
     waiting: AwaitingFirstRows,
     shutdown: &CancellationToken,
 ) -> Result<Outcome, JobError> {
+    let runtime = &jobs.backends.query_runtime;
     let (jobs, shutdown) = (jobs.clone(), shutdown.clone());
-    let task = engine::spawn(
-        async move { run_job(&jobs, spec, waiting, &shutdown).await }.in_current_span(),
+    let task = AbortOnDropHandle::new(
+        runtime
+            .spawn(async move { run_job(&jobs, spec, waiting, &shutdown).await }.in_current_span()),
     );
-    struct AbortOnDrop(tokio::task::AbortHandle);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let _abort = AbortOnDrop(task.abort_handle());
     match task.await {
         Ok(outcome) => outcome,
         Err(e) => Err(JobError::Source(SourceError::Engine(format!(
@@ -84,7 +79,7 @@ async fn run(jobs: Arc<Jobs>, shutdown: CancellationToken) {
         };
         // Bulk query work yields to this job until its query has started
         // (the source then marks it until its first rows).
-        let waiting = AwaitingFirstRows::start();
+        let waiting = AwaitingFirstRows::start(&jobs.backends.query_runtime);
         let spec = queued.spec.clone();
         let span = info_span!("job", job_id = %spec.job_id, offset = %spec.offset, fingerprint = %spec.fingerprint);
         let heartbeat = spawn_heartbeat(&jobs, &queued);

@@ -18,7 +18,8 @@ use pseudostream::filter::{CompareOp, Limits, Order, Predicate, RegexCache, Valu
 use pseudostream::source::{ParquetSource, PostgresSource, QuerySource, Row, SourceQuery};
 
 use crate::support::{
-    dataset, drop_schema, fresh_schema_name, load_parquet_into_postgres, pg_admin, pg_url,
+    dataset, drop_schema, fresh_schema_name, load_parquet_into_postgres, open_parquet, pg_admin,
+    pg_url,
 };
 
 /// Both sources over the same data, and the schema holding the Postgres copy.
@@ -35,9 +36,7 @@ impl Pair {
         let admin = pg_admin().await;
         let rows = load_parquet_into_postgres(&admin, dir, time, &schema, "events").await;
         admin.close().await;
-        let parquet = ParquetSource::open(dir.to_str().unwrap(), time)
-            .await
-            .unwrap();
+        let parquet = open_parquet(dir.to_str().unwrap(), time).await;
         let pg = PostgresSource::open(&pg_url(), &format!("{schema}.events"), time)
             .await
             .unwrap_or_else(|e| panic!("open the Postgres source: {e}"));

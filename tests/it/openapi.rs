@@ -271,9 +271,7 @@ async fn rows_keep_the_field_order_the_readme_and_the_spec_show() {
     assert_eq!(first_row_fields(&server, Some(&example)).await, example);
     let reversed: Vec<String> = example.iter().rev().cloned().collect();
     assert_eq!(first_row_fields(&server, Some(&reversed)).await, reversed);
-    let source = pseudostream::source::ParquetSource::open(dataset().to_str().unwrap(), "ts")
-        .await
-        .unwrap();
+    let source = open_parquet(dataset().to_str().unwrap(), "ts").await;
     use pseudostream::source::QuerySource;
     let columns: Vec<String> = source.schema().field_names().map(str::to_owned).collect();
     assert_eq!(

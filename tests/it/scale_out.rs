@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{Duration as Days, Utc};
 use futures::StreamExt;
 use pseudostream::filter::{self, Limits, Order};
-use pseudostream::source::{ParquetSource, QuerySource, SourceQuery};
+use pseudostream::source::{QuerySource, SourceQuery};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -162,7 +162,7 @@ async fn read_all(http: &reqwest::Client, base: &str, job_id: &str) -> Vec<Value
 async fn two_apis_and_two_workers_act_as_one_service() {
     let data = tempfile::tempdir().unwrap().keep();
     let today = Utc::now().date_naive();
-    pseudostream::source::demo::generate(&data, today, DAYS, ROWS_PER_DAY, 7, &|_, _| {}).unwrap();
+    pseudostream::demo::generate(&data, today, DAYS, ROWS_PER_DAY, 7, &|_, _| {}).unwrap();
     let from = (today - Days::days(DAYS as i64 - 1))
         .and_hms_opt(0, 0, 0)
         .unwrap()
@@ -241,9 +241,7 @@ async fn two_apis_and_two_workers_act_as_one_service() {
     assert_eq!(got.len() as u32, DAYS * ROWS_PER_DAY, "every row once");
 
     // The same rows a direct query gives, in the same order.
-    let source = ParquetSource::open(&data.to_string_lossy(), "ts")
-        .await
-        .unwrap();
+    let source = open_parquet(&data.to_string_lossy(), "ts").await;
     let compiled = filter::compile(
         "",
         source.schema(),

@@ -25,12 +25,12 @@ pub fn dataset() -> &'static PathBuf {
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir").keep().join("demo");
         std::fs::create_dir_all(&dir).expect("dataset dir");
-        pseudostream::source::demo::generate(
+        pseudostream::demo::generate(
             &dir,
             chrono::Utc::now().date_naive(),
             DEMO_DAYS,
             DEMO_ROWS_PER_DAY,
-            pseudostream::source::demo::DEMO_SEED,
+            pseudostream::demo::DEMO_SEED,
             &|_, _| {},
         )
         .expect("demo data");
@@ -205,6 +205,17 @@ pub fn rows(chunks: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// Opens a Parquet source outside a server, on a query runtime of its own.
+pub async fn open_parquet(
+    location: &str,
+    time_column: &str,
+) -> pseudostream::source::ParquetSource {
+    let runtime = pseudostream::source::QueryRuntime::new(2).expect("query runtime threads");
+    pseudostream::source::ParquetSource::open(location, time_column, &runtime)
+        .await
+        .expect("open parquet")
+}
+
 // ---- Postgres fixtures (for the tests marked `#[ignore = "needs Postgres ..."]`)
 
 /// The test database: `PSEUDOSTREAM_TEST_DATABASE_URL`, or the local default.
@@ -260,12 +271,10 @@ pub async fn load_parquet_into_postgres(
 ) -> u64 {
     use futures::TryStreamExt;
     use pseudostream::filter::FieldType;
-    use pseudostream::source::{ParquetSource, QuerySource, SourceQuery};
+    use pseudostream::source::{QuerySource, SourceQuery};
 
     let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    let src = ParquetSource::open(dir.to_str().expect("utf-8 path"), time_column)
-        .await
-        .expect("open parquet");
+    let src = open_parquet(dir.to_str().expect("utf-8 path"), time_column).await;
     let fields = src.schema().fields.clone();
     let relation = format!("{}.{}", quote(schema), quote(table));
     let columns: Vec<String> = fields

@@ -13,9 +13,9 @@ use datafusion::common::{Column, ScalarValue};
 use datafusion::logical_expr::expr::Like;
 use datafusion::logical_expr::{Expr, Operator, binary_expr, lit, not};
 
-use super::SourceError;
 use super::regex_match::regex_match;
 use crate::filter::{CompareOp, FieldType, Predicate, RegexCache, Value};
+use crate::source::SourceError;
 
 /// The escape character of the LIKE patterns we build; DataFusion only
 /// supports the backslash.

@@ -1,0 +1,299 @@
+//! A running query: its parts (first windows, then whole segments) run in
+//! time order on the query runtime, each read directly (see `window`) or
+//! planned and executed by DataFusion, and their rows go out in batches.
+
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::logical_expr::{Expr, SortExpr};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
+
+use super::page_cache::PageCache;
+use super::translate::{column, time_compare};
+use super::window::{self, DirectRead, Part, WindowRead};
+use crate::filter::CompareOp;
+use crate::source::rows::batch_to_rows;
+use crate::source::stream::{Sent, joined, spawn_producer};
+use crate::source::{AwaitingFirstRows, QueryRuntime, Row, SourceError};
+
+/// Batches buffered between the query task and the consumer: enough to keep
+/// the engine busy, few enough that an abandoned query wastes little work.
+pub(super) const CHANNEL_BATCHES: usize = 4;
+
+/// Upper bound for the offsets/fetch handed to DataFusion; keeps its
+/// `skip + fetch` arithmetic far from overflow. Larger limits are enforced here.
+const MAX_ENGINE_ROWS: u64 = 1 << 40;
+
+/// Rows per batch sent from a directly read window: small, so the first
+/// chunk's rows are encoded and on their way before the rest.
+const SEND_ROWS: usize = 1024;
+
+/// Everything a running query owns, so its stream can be `'static`.
+pub(super) struct Job {
+    pub(super) ctx: SessionContext,
+    pub(super) arrow_schema: SchemaRef,
+    pub(super) parts: Vec<Part>,
+    pub(super) time: String,
+    pub(super) time_type: DataType,
+    pub(super) filter: Expr,
+    /// Columns fed to the sort: the output fields plus the time column.
+    pub(super) sort_input: Vec<String>,
+    pub(super) sort: Vec<SortExpr>,
+    /// The output columns, or `None` when they equal `sort_input`.
+    pub(super) output: Option<Vec<String>>,
+    pub(super) skip: u64,
+    pub(super) limit: u64,
+    /// How time windows are read without the planner; `None` = planned.
+    pub(super) direct: Option<DirectRead>,
+    pub(super) pages: Arc<PageCache>,
+    /// Taken when the query starts, released by its first part's first
+    /// batch (or with the job): bulk work yields until then.
+    pub(super) waiting_for_first_rows: Mutex<Option<AwaitingFirstRows>>,
+    pub(super) runtime: QueryRuntime,
+}
+
+type Batch = Sent<Vec<Row>>;
+
+impl Job {
+    /// The part's filter: the job's, narrowed to the part's window.
+    fn part_filter(&self, part: &Part) -> Expr {
+        match part.window {
+            Some((from, to)) => time_compare(&self.time, CompareOp::Ge, from, &self.time_type)
+                .and(time_compare(&self.time, CompareOp::Lt, to, &self.time_type))
+                .and(self.filter.clone()),
+            None => self.filter.clone(),
+        }
+    }
+
+    async fn segment_frame(
+        &self,
+        part: &Part,
+    ) -> Result<datafusion::dataframe::DataFrame, SourceError> {
+        let opts = ParquetReadOptions::default()
+            .schema(&self.arrow_schema)
+            // The URLs are exact files (a pattern may match other extensions).
+            .file_extension("");
+        let df = self
+            .ctx
+            .read_parquet(part.segment.urls.clone(), opts)
+            .await?;
+        let df = df.filter(self.part_filter(part))?;
+        let df = df.select(self.sort_input.iter().map(|n| column(n)))?;
+        Ok(df.sort(self.sort.clone())?)
+    }
+
+    /// Runs the parts in order, sending batches of rows until the limit is
+    /// reached or the receiver is gone. Returns early on the first error.
+    ///
+    /// Once nothing is left to skip, the next part runs ahead (filter and
+    /// sort on the other core) while this one's rows go out, so a long
+    /// query keeps two parts busy; each holds at most `CHANNEL_BATCHES`
+    /// batches of rows ready.
+    pub(super) async fn run(self: Arc<Self>, tx: mpsc::Sender<Batch>) -> Result<(), SourceError> {
+        let (mut skip_left, mut remaining) = (self.skip, self.limit);
+        let mut ahead: Option<(usize, PartRun)> = None;
+        for n in 0..self.parts.len() {
+            if remaining == 0 {
+                break;
+            }
+            let mut current = match ahead.take() {
+                Some((m, run)) if m == n => run,
+                _ => self.start_part(n, skip_left, remaining),
+            };
+            let read_ahead = skip_left == 0 && n + 1 < self.parts.len();
+            let mut got: u64 = 0;
+            loop {
+                let next = current.rows.recv().await;
+                // Started once this part has its first rows (or none), so
+                // planning the next part does not delay a first chunk.
+                if read_ahead && ahead.is_none() {
+                    ahead = Some((n + 1, self.start_part(n + 1, 0, remaining)));
+                }
+                let Some(rows) = next else { break };
+                let mut rows = rows?;
+                let room = usize::try_from(remaining - got).unwrap_or(usize::MAX);
+                rows.truncate(room);
+                got += rows.len() as u64;
+                if !rows.is_empty() && tx.send(Ok(rows)).await.is_err() {
+                    return Ok(()); // consumer gone: stop working
+                }
+                if got >= remaining {
+                    break;
+                }
+            }
+            if got < remaining {
+                // The part ended by itself: make sure it did not die silently.
+                current.finished().await?;
+            }
+            remaining -= got;
+            if got > 0 {
+                // Rows came back, so this part had more matches than the skip.
+                skip_left = 0;
+            } else if skip_left > 0 {
+                // Nothing came back: the whole part was skipped; count its
+                // matches (a scan, but no sort) to know how much skip is left.
+                let sorted = self.segment_frame(&self.parts[n]).await?;
+                let _permit = self.runtime.bulk_permit().await;
+                let matched = sorted.count().await? as u64;
+                skip_left = skip_left.saturating_sub(matched);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts part `n` on its own task: its rows after `skip`, at most `fetch`.
+    fn start_part(self: &Arc<Self>, n: usize, skip: u64, fetch: u64) -> PartRun {
+        let job = Arc::clone(self);
+        let (rows, task) =
+            spawn_producer(self.runtime.handle(), CHANNEL_BATCHES, |tx| async move {
+                job.produce_part(n, skip, fetch, &tx).await
+            });
+        PartRun { rows, task }
+    }
+
+    async fn produce_part(
+        &self,
+        n: usize,
+        skip: u64,
+        fetch: u64,
+        tx: &mpsc::Sender<Batch>,
+    ) -> Result<(), SourceError> {
+        // The first window is what the first chunk waits for; the rest is
+        // bulk work and takes turns (see `QueryRuntime`).
+        let bulk = n > 0;
+        // Released once its first batch is computed (the sort is done by
+        // then), not while the batch waits for the consumer.
+        let mut first = if bulk {
+            None
+        } else {
+            self.waiting_for_first_rows
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+        };
+        if let Some(sorted) = self.read_window(n, skip, fetch, bulk).await? {
+            return self.send_sorted(&sorted, bulk, first, tx).await;
+        }
+        // Planning is CPU work too (DataFusion's optimiser passes cost about
+        // as much as reading a first window), so bulk parts plan under a
+        // permit as well, after the running first windows.
+        let planning = if bulk {
+            Some(self.runtime.bulk_permit().await)
+        } else {
+            None
+        };
+        let sorted = self.segment_frame(&self.parts[n]).await?;
+        let engine_skip = usize::try_from(skip.min(MAX_ENGINE_ROWS)).unwrap_or(usize::MAX);
+        let engine_fetch = usize::try_from(fetch.min(MAX_ENGINE_ROWS)).unwrap_or(usize::MAX);
+        // Offset and fetch on top of the sort let DataFusion use a TopK sort.
+        let mut df = sorted.limit(engine_skip, Some(engine_fetch))?;
+        if let Some(out) = &self.output {
+            df = df.select(out.iter().map(|n| column(n)))?;
+        }
+        let mut stream = df.execute_stream().await?;
+        drop(planning);
+        loop {
+            // Held while the engine computes a batch, not while the batch
+            // waits for its consumer: a slow reader of one job must not
+            // hold up the others.
+            let permit = if bulk {
+                Some(self.runtime.bulk_permit().await)
+            } else {
+                None
+            };
+            let Some(batch) = stream.next().await else {
+                return Ok(());
+            };
+            let rows = batch_to_rows(&batch?)?;
+            drop(permit);
+            drop(first.take());
+            if tx.send(Ok(rows)).await.is_err() {
+                return Ok(()); // consumer gone: stop working
+            }
+        }
+    }
+}
+
+impl Job {
+    /// Part `n`'s rows after `skip`, at most `fetch`, read directly when
+    /// it is a time window and its files are unchanged; `None` otherwise.
+    async fn read_window(
+        &self,
+        n: usize,
+        skip: u64,
+        fetch: u64,
+        bulk: bool,
+    ) -> Result<Option<RecordBatch>, SourceError> {
+        let part = &self.parts[n];
+        let (Some(direct), Some(window)) = (&self.direct, part.window) else {
+            return Ok(None);
+        };
+        let _permit = if bulk {
+            Some(self.runtime.bulk_permit().await)
+        } else {
+            None
+        };
+        let filter = self
+            .ctx
+            .create_physical_expr(self.part_filter(part), &direct.df_schema)?;
+        let read = WindowRead {
+            schema: &direct.schema,
+            window,
+            filter: &filter,
+        };
+        let Some(matched) = window::read_window(&part.segment.files, &read, &self.pages).await?
+        else {
+            tracing::debug!("a source file changed since it was opened; planning the window");
+            return Ok(None);
+        };
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        let fetch = usize::try_from(fetch).unwrap_or(usize::MAX);
+        window::sort_window(&matched, &direct.sort_keys, skip, fetch, &direct.output).map(Some)
+    }
+}
+
+impl Job {
+    /// Sends a sorted window's rows in batches; bulk parts encode under a permit.
+    async fn send_sorted(
+        &self,
+        sorted: &RecordBatch,
+        bulk: bool,
+        mut first: Option<AwaitingFirstRows>,
+        tx: &mpsc::Sender<Batch>,
+    ) -> Result<(), SourceError> {
+        let mut at = 0;
+        while at < sorted.num_rows() {
+            let len = SEND_ROWS.min(sorted.num_rows() - at);
+            let permit = if bulk {
+                Some(self.runtime.bulk_permit().await)
+            } else {
+                None
+            };
+            let rows = batch_to_rows(&sorted.slice(at, len))?;
+            drop(permit);
+            drop(first.take());
+            at += len;
+            if tx.send(Ok(rows)).await.is_err() {
+                return Ok(()); // consumer gone: stop working
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One part running on its own task; dropping it stops the task.
+struct PartRun {
+    rows: mpsc::Receiver<Batch>,
+    task: AbortOnDropHandle<()>,
+}
+
+impl PartRun {
+    /// Joins the finished task, so a panic is an error, not a short result.
+    async fn finished(self) -> Result<(), SourceError> {
+        joined(self.task).await
+    }
+}

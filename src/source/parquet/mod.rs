@@ -1,0 +1,232 @@
+//! A source over a set of Parquet files (a directory or a `*` pattern),
+//! queried with DataFusion. Opening reads only the files' footers: the shared
+//! schema and each file's time range. Files whose time ranges overlap are
+//! grouped into disjoint *segments*, so a query can run segment by segment in
+//! time order and deliver its first rows without scanning every file.
+
+mod error;
+mod exec;
+mod index;
+mod layout;
+mod page_cache;
+mod regex_match;
+#[cfg(test)]
+mod tests;
+mod translate;
+mod window;
+
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+
+use self::exec::{CHANNEL_BATCHES, Job};
+use self::layout::{Segment, read_layout};
+use self::page_cache::PageCache;
+use self::translate::{column, time_compare, translate};
+use self::window::{DirectRead, FIRST_WINDOWS, Part, first_windows};
+use super::stream::spawn_row_stream;
+use super::{
+    AwaitingFirstRows, QueryRuntime, QuerySource, RowStream, SourceError, SourceQuery,
+    schema_version,
+};
+use crate::filter::{CompareOp, Order, RegexCache, Schema};
+
+/// A [`QuerySource`] over Parquet files.
+pub struct ParquetSource {
+    id: String,
+    schema: Schema,
+    schema_version: String,
+    /// The files' Arrow schema, given to DataFusion so it does not re-infer it.
+    arrow_schema: SchemaRef,
+    time_type: DataType,
+    /// Ascending by time.
+    segments: Vec<Segment>,
+    ctx: SessionContext,
+    /// Whether time windows are read without the planner (`window`); off
+    /// only in tests that compare the two paths.
+    direct_windows: bool,
+    /// Pages those reads decoded, shared by concurrent jobs.
+    pages: Arc<PageCache>,
+    /// Where queries run.
+    runtime: QueryRuntime,
+    /// Compiled filter regexes; the app shares its own.
+    regexes: RegexCache,
+}
+
+/// Decoded pages kept for the direct window reads unless the source is
+/// given another budget: a few dozen pages of the newest day, the ones
+/// concurrent dashboards all read first.
+pub const DEFAULT_PAGE_CACHE_BYTES: usize = 64 << 20;
+
+impl std::fmt::Debug for ParquetSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetSource")
+            .field("id", &self.id)
+            .field("schema", &self.schema)
+            .field("segments", &self.segments.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ParquetSource {
+    /// Opens `location`: a directory (its `*.parquet` files, not recursive) or
+    /// a path whose file name contains `*` wildcards. Reads only the footers.
+    /// Queries run on `runtime`.
+    pub async fn open(
+        location: &str,
+        time_column: &str,
+        runtime: &QueryRuntime,
+    ) -> Result<ParquetSource, SourceError> {
+        let (location, time_column) = (location.to_owned(), time_column.to_owned());
+        let layout = tokio::task::spawn_blocking(move || read_layout(&location, &time_column))
+            .await
+            .map_err(|e| SourceError::Engine(format!("open task failed: {e}")))??;
+        Ok(ParquetSource {
+            id: layout.id,
+            schema_version: schema_version(&layout.schema),
+            schema: layout.schema,
+            arrow_schema: layout.arrow_schema,
+            time_type: layout.time_type,
+            segments: layout.segments,
+            ctx: SessionContext::new_with_config(engine_config()?),
+            direct_windows: true,
+            pages: Arc::new(PageCache::new(DEFAULT_PAGE_CACHE_BYTES)),
+            runtime: runtime.clone(),
+            regexes: RegexCache::default(),
+        })
+    }
+
+    /// Keeps at most `bytes` of decoded pages for first windows (0: none).
+    pub fn with_page_cache_bytes(mut self, bytes: usize) -> ParquetSource {
+        self.pages = Arc::new(PageCache::new(bytes));
+        self
+    }
+
+    /// Takes compiled regexes from `regexes` (by default, its own cache).
+    pub fn with_regexes(mut self, regexes: RegexCache) -> ParquetSource {
+        self.regexes = regexes;
+        self
+    }
+
+    /// Number of time-disjoint file groups (for diagnostics and tests).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+}
+
+/// DataFusion's settings: its defaults, overridden by any `DATAFUSION_*`
+/// environment variable (e.g. `DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS=true`).
+fn engine_config() -> Result<SessionConfig, SourceError> {
+    SessionConfig::from_env()
+        .map_err(|e| SourceError::Engine(format!("bad DATAFUSION_* environment variable: {e}")))
+}
+
+#[async_trait::async_trait]
+impl QuerySource for ParquetSource {
+    fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn schema_version(&self) -> &str {
+        &self.schema_version
+    }
+
+    /// Rows are sorted by time in `q.order`, then by the other returned fields
+    /// ascending with nulls last. The time column is always sorted on but only
+    /// returned if `q.fields` is empty or names it. Rows whose time is null
+    /// never match a time range, so they are never returned.
+    async fn query(&self, q: SourceQuery) -> Result<RowStream, SourceError> {
+        let output = super::output_fields(&self.schema, &q.fields)?;
+        let predicate = translate(&q.predicate, &self.arrow_schema, &self.regexes)?;
+        let mut segments: Vec<Segment> = if q.limit == 0 || q.from_us >= q.to_us {
+            Vec::new()
+        } else {
+            self.segments
+                .iter()
+                .filter(|s| s.max_us >= q.from_us && s.min_us < q.to_us)
+                .cloned()
+                .collect()
+        };
+        if segments.is_empty() {
+            // No file holds a row of the range: answer once the request is
+            // checked (above), without a plan or a task. Such queries are
+            // cheap to send, so storms of them (a dashboard scrolled back
+            // past the data) must not cost a query.
+            return Ok(futures::stream::empty().boxed());
+        }
+        let time = self.schema.time_column.clone();
+        let filter = time_compare(&time, CompareOp::Ge, q.from_us, &self.time_type)
+            .and(time_compare(&time, CompareOp::Lt, q.to_us, &self.time_type))
+            .and(predicate);
+
+        let mut sort_input = output.clone();
+        let output = if output.contains(&time) {
+            None
+        } else {
+            sort_input.push(time.clone());
+            Some(output)
+        };
+        let asc = q.order == Order::Asc;
+        let mut sort = vec![column(&time).sort(asc, false)];
+        sort.extend(
+            sort_input
+                .iter()
+                .filter(|n| **n != time)
+                .map(|n| column(n).sort(true, false)),
+        );
+
+        if !asc {
+            segments.reverse();
+        }
+        let mut parts = Vec::with_capacity(segments.len() + FIRST_WINDOWS as usize);
+        let mut segments = segments.into_iter();
+        if let Some(first) = segments.next() {
+            parts.extend(first_windows(&first, q.from_us, q.to_us, asc));
+        }
+        parts.extend(segments.map(|segment| Part {
+            segment,
+            window: None,
+        }));
+        let direct = if self.direct_windows {
+            Some(DirectRead::new(
+                &self.arrow_schema,
+                &filter,
+                &sort_input,
+                output.as_ref().unwrap_or(&sort_input),
+                &time,
+                asc,
+            )?)
+        } else {
+            None
+        };
+        let job = Job {
+            waiting_for_first_rows: Mutex::new(Some(AwaitingFirstRows::start(&self.runtime))),
+            runtime: self.runtime.clone(),
+            direct,
+            pages: Arc::clone(&self.pages),
+            ctx: self.ctx.clone(),
+            arrow_schema: Arc::clone(&self.arrow_schema),
+            parts,
+            time: time.clone(),
+            time_type: self.time_type.clone(),
+            filter,
+            sort_input,
+            sort,
+            output,
+            skip: q.skip,
+            limit: q.limit,
+        };
+        let job = Arc::new(job);
+        Ok(spawn_row_stream(
+            self.runtime.handle(),
+            CHANNEL_BATCHES,
+            |tx| job.run(tx),
+        ))
+    }
+}

@@ -1,0 +1,333 @@
+//! A job's first time windows: how the first segment is cut into them, and
+//! how they are read straight from the Parquet files, without DataFusion's
+//! planner.
+//!
+//! A first window is a thin slice of the newest (or oldest) day: a page or
+//! two of rows. Planning it through DataFusion (listing, schema checks, a
+//! dozen optimiser passes, a physical plan) cost more CPU than reading it,
+//! and a hundred concurrent jobs each plan four of them before their first
+//! chunk. Here each file's footer and page index are read once, when the
+//! source opens; a window then takes just the pages whose time range
+//! overlaps it, decoded once for all jobs ([`PageCache`]), evaluates the
+//! filter (the same DataFusion expression, made physical without a plan),
+//! and sorts in memory with Arrow's kernels.
+//!
+//! The result is the one DataFusion gives for the same part: same filter,
+//! same sort keys and options (see `Job::segment_frame`); the source's tests
+//! run both paths.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::compute::{
+    SortColumn, SortOptions, concat_batches, filter_record_batch, lexsort_to_indices,
+    take_record_batch,
+};
+use datafusion::arrow::datatypes::{Schema as ArrowSchema, SchemaRef};
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::error::arrow_err;
+use super::index::IndexedFile;
+use super::layout::Segment;
+use super::page_cache::{PageCache, PageKey};
+use crate::source::SourceError;
+
+/// How many time windows the first segment of a query is cut into, newest
+/// (or oldest, ascending) first and growing by `FIRST_WINDOW_GROWTH` each:
+/// the first chunk then waits for a small slice of a day instead of the whole
+/// day, while files sorted by time let the page index skip the rest.
+pub(super) const FIRST_WINDOWS: u32 = 4;
+const FIRST_WINDOW_GROWTH: i64 = 4;
+
+/// One query of a job: a segment, optionally narrowed to `[from_us, to_us)`.
+pub(super) struct Part {
+    pub(super) segment: Segment,
+    pub(super) window: Option<(i64, i64)>,
+}
+
+/// Cuts `seg`, restricted to `[from_us, to_us)`, into windows that grow away
+/// from the end results start at. Windows are half-open and disjoint, so
+/// rows with equal times always fall in the same one and order is kept.
+pub(super) fn first_windows(seg: &Segment, from_us: i64, to_us: i64, asc: bool) -> Vec<Part> {
+    let lo = seg.min_us.max(from_us);
+    let hi = seg.max_us.saturating_add(1).min(to_us);
+    let span = hi.saturating_sub(lo);
+    let total: i64 = (0..FIRST_WINDOWS).map(|k| FIRST_WINDOW_GROWTH.pow(k)).sum();
+    let unit = span / total;
+    if unit < 1 {
+        return vec![Part {
+            segment: seg.clone(),
+            window: None,
+        }];
+    }
+    let mut parts = Vec::new();
+    let mut covered = 0i64;
+    for k in 0..FIRST_WINDOWS {
+        let width = if k + 1 == FIRST_WINDOWS {
+            span - covered
+        } else {
+            unit * FIRST_WINDOW_GROWTH.pow(k)
+        };
+        let window = if asc {
+            (lo + covered, lo + covered + width)
+        } else {
+            (hi - covered - width, hi - covered)
+        };
+        covered += width;
+        parts.push(Part {
+            segment: seg.clone(),
+            window: Some(window),
+        });
+    }
+    parts
+}
+
+/// What reading a job's time windows directly (see the module doc) needs:
+/// the same columns, filter and sort as the planned query.
+pub(super) struct DirectRead {
+    /// Columns read: `sort_input`, then those only the filter uses.
+    pub(super) schema: SchemaRef,
+    pub(super) df_schema: DFSchema,
+    /// The planned sort's keys, as positions in `schema`.
+    pub(super) sort_keys: Vec<SortKey>,
+    /// The output columns, as positions in `schema`.
+    pub(super) output: Vec<usize>,
+}
+
+impl DirectRead {
+    pub(super) fn new(
+        arrow_schema: &ArrowSchema,
+        filter: &Expr,
+        sort_input: &[String],
+        output: &[String],
+        time: &str,
+        asc: bool,
+    ) -> Result<DirectRead, SourceError> {
+        let mut columns: Vec<String> = sort_input.to_vec();
+        let mut filter_only: Vec<String> = filter
+            .column_refs()
+            .into_iter()
+            .map(|c| c.name.clone())
+            .filter(|n| !columns.contains(n))
+            .collect();
+        filter_only.sort();
+        filter_only.dedup();
+        columns.extend(filter_only);
+        let fields = columns
+            .iter()
+            .map(|n| arrow_schema.field_with_name(n).cloned())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SourceError::Engine(e.to_string()))?;
+        let schema = Arc::new(ArrowSchema::new(fields));
+        let position = |name: &str| columns.iter().position(|c| c == name);
+        let mut sort_keys = Vec::with_capacity(sort_input.len());
+        sort_keys.extend(position(time).map(|i| SortKey::new(i, asc)));
+        sort_keys.extend(
+            sort_input
+                .iter()
+                .filter(|n| *n != time)
+                .filter_map(|n| position(n))
+                .map(|i| SortKey::new(i, true)),
+        );
+        let output = output.iter().filter_map(|n| position(n)).collect();
+        Ok(DirectRead {
+            df_schema: DFSchema::try_from(schema.as_ref().clone())?,
+            schema,
+            sort_keys,
+            output,
+        })
+    }
+}
+
+/// What a window read needs besides its files.
+pub(super) struct WindowRead<'a> {
+    /// Columns read, in this order; `schema` describes them.
+    pub(super) schema: &'a SchemaRef,
+    /// `[from_us, to_us)`.
+    pub(super) window: (i64, i64),
+    /// The part's whole filter (job filter and window bounds) over `schema`.
+    pub(super) filter: &'a Arc<dyn PhysicalExpr>,
+}
+
+/// The matching rows of `files` in the window, unsorted, as one batch;
+/// `None` when a file changed since the source opened (the caller then
+/// plans the part instead).
+pub(super) async fn read_window(
+    files: &[Arc<IndexedFile>],
+    read: &WindowRead<'_>,
+    cache: &PageCache,
+) -> Result<Option<RecordBatch>, SourceError> {
+    let mut matched = Vec::new();
+    for indexed in files {
+        let Some(file) = indexed.reopen()? else {
+            return Ok(None);
+        };
+        let file_schema = indexed.meta.schema();
+        // Root `i` of a flat Parquet schema is Arrow field `i`.
+        let mut roots = Vec::with_capacity(read.schema.fields().len());
+        for f in read.schema.fields() {
+            match file_schema.index_of(f.name()) {
+                Ok(i) => roots.push(i),
+                Err(_) => return Ok(None),
+            }
+        }
+        let mut sorted_roots = roots.clone();
+        sorted_roots.sort_unstable();
+        // The reader yields columns in file order; put them in ours.
+        let order: Vec<usize> = roots
+            .iter()
+            .map(|r| sorted_roots.binary_search(r).unwrap_or_default())
+            .collect();
+        for run in indexed.runs(read.window.0, read.window.1) {
+            let key = PageKey::new(indexed, &run, &sorted_roots);
+            let decoded = cache
+                .get_or_decode(key, || indexed.decode(&file, &run, &sorted_roots))
+                .await?;
+            for batch in decoded.iter() {
+                let batch = RecordBatch::try_new(
+                    Arc::clone(read.schema),
+                    order.iter().map(|&i| Arc::clone(batch.column(i))).collect(),
+                )
+                .map_err(arrow_err)?;
+                let keep = read.filter.evaluate(&batch)?.into_array(batch.num_rows())?;
+                let keep = keep.as_boolean_opt().ok_or_else(|| {
+                    SourceError::Engine(format!(
+                        "filter gave {} instead of booleans",
+                        keep.data_type()
+                    ))
+                })?;
+                // Nulls (unknown) do not match, as in a plan's filter.
+                let kept = filter_record_batch(&batch, keep).map_err(arrow_err)?;
+                if kept.num_rows() > 0 {
+                    matched.push(kept);
+                }
+            }
+        }
+    }
+    concat_batches(read.schema, &matched)
+        .map(Some)
+        .map_err(arrow_err)
+}
+
+/// A sort key: a column of the batch and its direction.
+pub(super) struct SortKey {
+    pub(super) column: usize,
+    pub(super) options: SortOptions,
+}
+
+impl SortKey {
+    pub(super) fn new(column: usize, ascending: bool) -> SortKey {
+        SortKey {
+            column,
+            // Nulls last, in either direction, as the planned sort.
+            options: SortOptions {
+                descending: !ascending,
+                nulls_first: false,
+            },
+        }
+    }
+}
+
+/// Rows `skip..skip + fetch` of `batch` in `keys` order, as columns `output`.
+pub(super) fn sort_window(
+    batch: &RecordBatch,
+    keys: &[SortKey],
+    skip: usize,
+    fetch: usize,
+    output: &[usize],
+) -> Result<RecordBatch, SourceError> {
+    let end = skip.saturating_add(fetch).min(batch.num_rows());
+    if skip >= end {
+        return batch
+            .project(output)
+            .map(|b| b.slice(0, 0))
+            .map_err(arrow_err);
+    }
+    let columns: Vec<SortColumn> = keys
+        .iter()
+        .map(|k| SortColumn {
+            values: Arc::clone(batch.column(k.column)),
+            options: Some(k.options),
+        })
+        .collect();
+    // Only the first `end` positions are ordered: a top-k, as with a limit
+    // on the planned sort.
+    let indices = lexsort_to_indices(&columns, Some(end)).map_err(arrow_err)?;
+    let indices = indices.slice(skip, end - skip);
+    let projected = batch.project(output).map_err(arrow_err)?;
+    take_record_batch(&projected, &indices).map_err(arrow_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
+
+    #[test]
+    fn first_windows_cover_the_range_in_order_growing() {
+        let seg = Segment {
+            min_us: 1_000,
+            max_us: 100_000,
+            urls: vec![],
+            files: vec![],
+        };
+        for asc in [false, true] {
+            let parts = first_windows(&seg, 5_000, 90_000, asc);
+            let windows: Vec<(i64, i64)> = parts.iter().map(|p| p.window.unwrap()).collect();
+            assert_eq!(windows.len(), FIRST_WINDOWS as usize);
+            let mut sorted = windows.clone();
+            sorted.sort();
+            assert_eq!(sorted.first().unwrap().0, 5_000);
+            assert_eq!(sorted.last().unwrap().1, 90_000);
+            assert!(sorted.windows(2).all(|w| w[0].1 == w[1].0), "{sorted:?}");
+            if asc {
+                assert_eq!(windows, sorted);
+            } else {
+                assert_eq!(windows.iter().rev().copied().collect::<Vec<_>>(), sorted);
+            }
+            let widths: Vec<i64> = windows.iter().map(|(a, b)| b - a).collect();
+            assert!(widths.windows(2).all(|w| w[0] <= w[1]), "{widths:?}");
+        }
+        // Too narrow to cut: one part, unrestricted.
+        let parts = first_windows(&seg, 5_000, 5_010, false);
+        assert_eq!(parts.len(), 1);
+        assert!(parts[0].window.is_none());
+    }
+
+    #[test]
+    fn sorting_keeps_nulls_last_both_ways_and_pages_by_skip() {
+        use datafusion::arrow::array::{Int64Array, TimestampMicrosecondArray};
+        use datafusion::arrow::datatypes::Field;
+        let schema = Arc::new(ArrowSchema::new(vec![
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(vec![
+                    Some(2),
+                    None,
+                    Some(1),
+                    Some(2),
+                ])),
+                Arc::new(Int64Array::from(vec![Some(5), Some(0), Some(9), None])),
+            ],
+        )
+        .unwrap();
+        let ns = |b: RecordBatch| -> Vec<Option<i64>> {
+            b.column(0).as_primitive::<Int64Type>().iter().collect()
+        };
+        let desc = [SortKey::new(0, false), SortKey::new(1, true)];
+        let all = sort_window(&batch, &desc, 0, usize::MAX, &[1]).unwrap();
+        assert_eq!(ns(all), [Some(5), None, Some(9), Some(0)]);
+        let page = sort_window(&batch, &desc, 1, 2, &[1]).unwrap();
+        assert_eq!(ns(page), [None, Some(9)]);
+        let asc = [SortKey::new(0, true), SortKey::new(1, true)];
+        let all = sort_window(&batch, &asc, 0, usize::MAX, &[1]).unwrap();
+        assert_eq!(ns(all), [Some(9), Some(5), None, Some(0)]);
+        assert_eq!(sort_window(&batch, &asc, 9, 1, &[1]).unwrap().num_rows(), 0);
+    }
+}
