@@ -14,7 +14,7 @@ impl Jobs {
     /// One sweep; returns how many jobs it expired.
     pub async fn expire_due(&self) -> usize {
         let b = &self.backends;
-        let due = match b.coordinator.begin_expiry(Utc::now()).await {
+        let due = match b.job_store.begin_expiry(Utc::now()).await {
             Ok(due) => due,
             Err(e) => {
                 warn!(error = %e, "expiry sweep could not read the expiry index");
@@ -41,7 +41,7 @@ impl Jobs {
             if let Err(e) = b.audit.record_expired(job.id(), Utc::now()).await {
                 warn!(job_id = %job.id(), error = %e, "could not mark an expired job in the audit log");
             }
-            if let Err(e) = b.coordinator.finish_expiry(job).await {
+            if let Err(e) = b.job_store.finish_expiry(job).await {
                 warn!(job_id = %job.id(), error = %e, "could not release an expired job");
             }
             info!(job_id = %job.id(), offset = %job.spec.offset, "job expired; offset returned to the pool");

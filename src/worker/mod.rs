@@ -152,7 +152,7 @@ async fn run_job(
 ) -> Result<Outcome, JobError> {
     let b = &jobs.backends;
     let Some(job) = b
-        .coordinator
+        .job_store
         .update_job(spec.job_id, JobUpdate::Started { at: Utc::now() })
         .await?
     else {
@@ -315,10 +315,10 @@ async fn cancel_requested(jobs: &Jobs, job_id: crate::model::JobId) {
 }
 
 /// Whether the job's cancel was requested (or the job forgotten). A
-/// coordinator that does not answer says no: the next look, or the next
+/// job store that does not answer says no: the next look, or the next
 /// progress update, asks again.
 async fn is_cancel_requested(jobs: &Jobs, job_id: crate::model::JobId) -> bool {
-    match jobs.backends.coordinator.job(job_id).await {
+    match jobs.backends.job_store.job(job_id).await {
         Ok(job) => job.is_none_or(|j| j.cancel_requested),
         Err(e) => {
             debug!(error = %e, "could not look for a cancel; looking again later");
@@ -487,11 +487,11 @@ impl<'a> ChunkCutter<'a> {
         if let Some(job) = self
             .jobs
             .backends
-            .coordinator
+            .job_store
             .update_job(self.spec.job_id, update)
             .await?
         {
-            // Counted once the coordinator has the outcome; a reader that
+            // Counted once the job store has the outcome; a reader that
             // saw the last chunk may scrape a moment before this.
             self.jobs.metrics.job_finished(status.as_str());
             audit_progress(self.jobs, &job).await;
@@ -577,7 +577,7 @@ impl<'a> ChunkCutter<'a> {
             let job = self
                 .jobs
                 .backends
-                .coordinator
+                .job_store
                 .update_job(self.spec.job_id, progress)
                 .await?;
             self.cancel_seen = job.as_ref().is_none_or(|j| j.cancel_requested);
@@ -612,8 +612,8 @@ async fn publish_with_retry(jobs: &Jobs, chunks: &[Chunk]) -> Result<(), JobErro
 /// Last resort when even the last chunk cannot be published: the job still
 /// ends (so it expires and frees its offset), and readers see its status.
 async fn mark_failed(jobs: &Jobs, job_id: crate::model::JobId, error: String) {
-    let coordinator = &jobs.backends.coordinator;
-    let Ok(Some(job)) = coordinator.job(job_id).await else {
+    let job_store = &jobs.backends.job_store;
+    let Ok(Some(job)) = job_store.job(job_id).await else {
         return;
     };
     if job.status.is_finished() {
@@ -630,7 +630,7 @@ async fn mark_failed(jobs: &Jobs, job_id: crate::model::JobId, error: String) {
         at: now,
         expires_at,
     };
-    if let Ok(Some(job)) = coordinator.update_job(job_id, update).await {
+    if let Ok(Some(job)) = job_store.update_job(job_id, update).await {
         audit_progress(jobs, &job).await;
     }
 }
