@@ -27,6 +27,7 @@ use crate::audit::postgres::PostgresAuditLog;
 use crate::audit::sqlite::SqliteAuditLog;
 use crate::config::Config;
 use crate::coord::limiter::LocalRateLimiter;
+use crate::coord::policy::TimeoutAndRetry;
 use crate::coord::queue::LocalJobQueue;
 use crate::coord::redis::{RedisChunkIndex, RedisCoordination, RedisJobQueue, RedisRateLimiter};
 use crate::filter::Limits;
@@ -227,11 +228,11 @@ async fn build_backends(config: &Config, roles: Roles) -> anyhow::Result<Backend
                     .await
                     .context("connecting Redis")?
                     .into_coordination(),
-                Arc::new(
+                Arc::new(TimeoutAndRetry::new(
                     RedisJobQueue::connect(url, prefix, &consumer, config.worker_lease)
                         .await
                         .context("connecting the Redis job queue")?,
-                ),
+                )),
                 Arc::new(
                     RedisRateLimiter::connect(url, prefix, config.rate_limit)
                         .await
@@ -255,7 +256,7 @@ async fn build_backends(config: &Config, roles: Roles) -> anyhow::Result<Backend
                 &config.kafka_topic,
                 config.kafka_partitions,
                 config.kafka_compression,
-                Arc::new(index),
+                Arc::new(TimeoutAndRetry::new(index)),
             )
             .await
             .context("connecting the Kafka result topic")?;

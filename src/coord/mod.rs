@@ -9,6 +9,7 @@
 
 pub mod limiter;
 pub mod memory;
+pub mod policy;
 pub mod queue;
 pub mod redis;
 

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use chrono::Utc;
 use futures::stream::Fuse;
 use futures::{FutureExt, StreamExt};
@@ -17,6 +18,7 @@ use crate::coord::QueuedJob;
 use crate::filter;
 use crate::jobs::{JobError, Jobs};
 use crate::model::{Chunk, JobRecord, JobSpec, JobStatus, JobUpdate};
+use crate::results::ResultError;
 use crate::source::engine::{self, AwaitingFirstRows};
 use crate::source::{Row, RowStream, SourceError, SourceQuery};
 
@@ -592,21 +594,22 @@ impl<'a> ChunkCutter<'a> {
 /// Publishing the same chunk again is harmless (the topic ignores a seq it
 /// already has), so transient failures are retried with backoff.
 async fn publish_with_retry(jobs: &Jobs, chunks: &[Chunk]) -> Result<(), JobError> {
-    let mut delay = Duration::from_millis(50);
-    let mut attempt = 0;
+    // Six attempts, 50 ms after the first failure and doubling.
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .without_max_delay()
+        .with_max_times(5);
     let chunk_seq = chunks.first().map_or(0, |c| c.chunk_seq);
-    loop {
-        attempt += 1;
-        match jobs.backends.results.publish_batch(chunks).await {
-            Ok(_) => return Ok(()),
-            Err(e) if e.is_retryable() && attempt < 6 => {
-                warn!(error = %e, attempt, chunk_seq, chunks = chunks.len(), "publish failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let mut attempt = 0;
+    (|| jobs.backends.results.publish_batch(chunks))
+        .retry(backoff)
+        .when(ResultError::is_retryable)
+        .notify(|e, _| {
+            attempt += 1;
+            warn!(error = %e, attempt, chunk_seq, chunks = chunks.len(), "publish failed; retrying");
+        })
+        .await?;
+    Ok(())
 }
 
 /// Last resort when even the last chunk cannot be published: the job still

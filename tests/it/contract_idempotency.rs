@@ -1,12 +1,22 @@
 //! The `IdempotencyKeys` contract: a key replays only its own request, lives
 //! as long as its job and its TTL, and of concurrent claims one wins.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use pseudostream::coord::{Coordination, IdempotencyKey, KeyClaim, RequestHash, memory};
+use async_trait::async_trait;
 
-use crate::contract_coord::{admit, coord_suite, finished, redis_coordination, redis_pair};
+use chrono::Utc;
+use pseudostream::coord::policy::TimeoutAndRetry;
+use pseudostream::coord::{
+    CoordError, Coordination, IdempotencyKey, IdempotencyKeys, KeyClaim, RequestHash, memory,
+};
+use pseudostream::model::JobId;
+
+use crate::contract_coord::{
+    Flaky, FlakyScript, admit, assert_not_retried, assert_retried, coord_suite, finished, on_both,
+    redis_coordination, redis_pair, test_policy,
+};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -160,11 +170,84 @@ pub async fn case_idempotency_key_lapses_after_its_ttl(c: Coordination) {
     }
 }
 
+#[async_trait]
+impl IdempotencyKeys for Flaky<Arc<dyn IdempotencyKeys>> {
+    async fn claim_idempotency_key(
+        &self,
+        key: IdempotencyKey,
+        request: RequestHash,
+    ) -> Result<KeyClaim, CoordError> {
+        self.script.gate().await?;
+        self.inner.claim_idempotency_key(key, request).await
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        key: IdempotencyKey,
+        request: RequestHash,
+        job: JobId,
+        deduplicated: bool,
+        ttl: Duration,
+    ) -> Result<(), CoordError> {
+        self.script.gate().await?;
+        self.inner
+            .complete_idempotency_key(key, request, job, deduplicated, ttl)
+            .await
+    }
+
+    async fn abandon_idempotency_key(
+        &self,
+        key: IdempotencyKey,
+        request: RequestHash,
+    ) -> Result<(), CoordError> {
+        self.script.gate().await?;
+        self.inner.abandon_idempotency_key(key, request).await
+    }
+}
+
+/// Completing and abandoning are retried; a claim is not (a repeated claim
+/// would find its own reservation and wait for itself).
+pub async fn case_policy_retries_within_its_budget(c: Coordination) {
+    let make = |script: &Arc<FlakyScript>| {
+        TimeoutAndRetry::with_policy(Flaky::new(c.idempotency.clone(), script), test_policy())
+    };
+    let key = IdempotencyKey::new("acme", "ann", "retry-5");
+    let request = RequestHash::of(b"one");
+    assert_not_retried(&make, async |k| k.claim_idempotency_key(key, request).await).await;
+    let keys = &c.idempotency;
+    assert_eq!(
+        keys.claim_idempotency_key(key, request).await.unwrap(),
+        KeyClaim::Won
+    );
+    assert_retried(&make, async |k| {
+        k.abandon_idempotency_key(key, request).await
+    })
+    .await;
+    assert_eq!(
+        keys.claim_idempotency_key(key, request).await.unwrap(),
+        KeyClaim::Won
+    );
+    let job = admit(&c, 32, "ann").await;
+    assert_retried(&make, async |k| {
+        k.complete_idempotency_key(key, request, job.id(), false, DAY)
+            .await
+    })
+    .await;
+    assert_eq!(
+        keys.claim_idempotency_key(key, request).await.unwrap(),
+        KeyClaim::Replay {
+            job: job.id(),
+            deduplicated: false
+        }
+    );
+}
+
 coord_suite!(embedded, memory::coordination(3);
     case_idempotency_key_replays_only_its_own_request,
     case_abandoned_idempotency_key_is_free,
     case_idempotency_key_ends_with_its_job,
-    case_idempotency_key_lapses_after_its_ttl);
+    case_idempotency_key_lapses_after_its_ttl,
+    case_policy_retries_within_its_budget);
 coord_suite!(
     redis,
     #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"],
@@ -172,7 +255,8 @@ coord_suite!(
     case_idempotency_key_replays_only_its_own_request,
     case_abandoned_idempotency_key_is_free,
     case_idempotency_key_ends_with_its_job,
-    case_idempotency_key_lapses_after_its_ttl
+    case_idempotency_key_lapses_after_its_ttl,
+    case_policy_retries_within_its_budget
 );
 
 /// Two instances sharing one Redis prefix behave as one: the Lua scripts
@@ -183,20 +267,14 @@ mod redis_across_instances {
     #[tokio::test]
     #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
     async fn concurrent_idempotency_key_claims_have_one_winner() {
-        let (a, b) = redis_pair(3).await;
+        let pair = redis_pair(3).await;
         let key = IdempotencyKey::new("acme", "ann", "k");
         let request = RequestHash::of(b"body");
-        let mut calls = tokio::task::JoinSet::new();
-        for n in 0..20 {
-            let c = if n % 2 == 0 { a.clone() } else { b.clone() };
-            calls.spawn(async move {
-                c.idempotency
-                    .claim_idempotency_key(key, request)
-                    .await
-                    .unwrap()
-            });
-        }
-        let results = calls.join_all().await;
+        let results = on_both(&pair, 20, |c| async move {
+            let claim = c.idempotency.claim_idempotency_key(key, request).await;
+            claim.unwrap()
+        })
+        .await;
         let won = results.iter().filter(|c| **c == KeyClaim::Won).count();
         assert_eq!(won, 1, "{results:?}");
         assert!(

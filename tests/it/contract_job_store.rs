@@ -1,17 +1,20 @@
 //! The `JobStore` contract: updates, long-polls woken by changes, expiry
 //! exactly once (freeing the fingerprint and the offset), a user's jobs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use pseudostream::coord::policy::TimeoutAndRetry;
 use pseudostream::coord::redis::RedisCoordination;
-use pseudostream::coord::{Claim, Coordination, memory};
+use pseudostream::coord::{Claim, CoordError, Coordination, JobStore, memory};
 use pseudostream::filter::Fingerprint;
-use pseudostream::model::{JobId, JobStatus, JobUpdate};
+use pseudostream::model::{JobId, JobRecord, JobStatus, JobUpdate};
 
 use crate::contract_coord::{
-    admit, coord_suite, finished, redis_backends, redis_coordination, redis_pair, redis_prefix,
-    redis_url,
+    Flaky, FlakyScript, admit, assert_not_retried, assert_retried, coord_suite, finished, on_both,
+    progress, redis_backends, redis_coordination, redis_pair, redis_prefix, redis_url, test_policy,
 };
 
 pub async fn case_updates_and_offset_lookup(c: Coordination) {
@@ -35,14 +38,7 @@ pub async fn case_updates_and_offset_lookup(c: Coordination) {
     assert!(started.version > job.version);
     let progressed = c
         .job_store
-        .update_job(
-            job.id(),
-            JobUpdate::Progress {
-                rows: 10,
-                chunks: 1,
-                at: Utc::now(),
-            },
-        )
+        .update_job(job.id(), progress(10, 1))
         .await
         .unwrap()
         .unwrap();
@@ -71,14 +67,7 @@ pub async fn case_wait_for_change_wakes_on_update(c: Coordination) {
     };
     tokio::task::yield_now().await;
     c.job_store
-        .update_job(
-            job.id(),
-            JobUpdate::Progress {
-                rows: 1,
-                chunks: 1,
-                at: Utc::now(),
-            },
-        )
+        .update_job(job.id(), progress(1, 1))
         .await
         .unwrap();
     let seen = waiter.await.unwrap().unwrap().unwrap();
@@ -181,11 +170,90 @@ pub async fn case_jobs_of_a_user_newest_first(c: Coordination) {
     );
 }
 
+#[async_trait]
+impl JobStore for Flaky<Arc<dyn JobStore>> {
+    async fn insert_job(&self, record: JobRecord) -> Result<(), CoordError> {
+        self.script.gate().await?;
+        self.inner.insert_job(record).await
+    }
+
+    async fn job(&self, id: JobId) -> Result<Option<JobRecord>, CoordError> {
+        self.script.gate().await?;
+        self.inner.job(id).await
+    }
+
+    async fn jobs_of(
+        &self,
+        tenant: &str,
+        user: &str,
+        status: Option<JobStatus>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, CoordError> {
+        self.script.gate().await?;
+        self.inner.jobs_of(tenant, user, status, limit).await
+    }
+
+    async fn update_job(
+        &self,
+        id: JobId,
+        update: JobUpdate,
+    ) -> Result<Option<JobRecord>, CoordError> {
+        self.script.gate().await?;
+        self.inner.update_job(id, update).await
+    }
+
+    async fn wait_for_change(
+        &self,
+        id: JobId,
+        seen_version: u64,
+        timeout: Duration,
+    ) -> Result<Option<JobRecord>, CoordError> {
+        self.script.gate().await?;
+        self.inner.wait_for_change(id, seen_version, timeout).await
+    }
+
+    async fn begin_expiry(&self, now: DateTime<Utc>) -> Result<Vec<JobRecord>, CoordError> {
+        self.script.gate().await?;
+        self.inner.begin_expiry(now).await
+    }
+
+    async fn finish_expiry(&self, record: &JobRecord) -> Result<(), CoordError> {
+        self.script.gate().await?;
+        self.inner.finish_expiry(record).await
+    }
+}
+
+/// Reads, the insert and the end of an expiry are retried; an update is not
+/// (it would apply twice).
+pub async fn case_policy_retries_within_its_budget(c: Coordination) {
+    let make = |script: &Arc<FlakyScript>| {
+        TimeoutAndRetry::with_policy(Flaky::new(c.job_store.clone(), script), test_policy())
+    };
+    let job = admit(&c, 31, "ann").await;
+    let record = job.clone();
+    assert_retried(&make, async |s| s.insert_job(record.clone()).await).await;
+    assert_retried(&make, async |s| s.job(job.id()).await).await;
+    assert_retried(&make, async |s| s.jobs_of("acme", "ann", None, 10).await).await;
+    assert_not_retried(&make, async |s| {
+        s.update_job(job.id(), JobUpdate::CancelRequested).await
+    })
+    .await;
+    c.job_store
+        .update_job(job.id(), finished(-1))
+        .await
+        .unwrap();
+    let due = c.job_store.begin_expiry(Utc::now()).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_retried(&make, async |s| s.finish_expiry(&due[0]).await).await;
+    assert!(c.job_store.job(job.id()).await.unwrap().is_none());
+}
+
 coord_suite!(embedded, memory::coordination(3);
     case_updates_and_offset_lookup,
     case_wait_for_change_wakes_on_update,
     case_expiry_happens_once_and_frees_everything,
-    case_jobs_of_a_user_newest_first);
+    case_jobs_of_a_user_newest_first,
+    case_policy_retries_within_its_budget);
 coord_suite!(
     redis,
     #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"],
@@ -193,7 +261,8 @@ coord_suite!(
     case_updates_and_offset_lookup,
     case_wait_for_change_wakes_on_update,
     case_expiry_happens_once_and_frees_everything,
-    case_jobs_of_a_user_newest_first
+    case_jobs_of_a_user_newest_first,
+    case_policy_retries_within_its_budget
 );
 
 /// Two instances sharing one Redis prefix behave as one: the Lua scripts
@@ -221,29 +290,18 @@ mod redis_across_instances {
             .await
             .unwrap()
             .unwrap();
-        let progress = JobUpdate::Progress {
-            rows: 10,
-            chunks: 1,
-            at: Utc::now(),
-        };
-        let seen = a.job_store.update_job(id, progress).await.unwrap().unwrap();
+        let seen = a.job_store.update_job(id, progress(10, 1)).await;
+        let seen = seen.unwrap().unwrap();
         assert!(seen.cancel_requested, "b's update was lost: {seen:?}");
         assert_eq!((seen.rows, seen.version), (10, started.version + 2));
 
         // Concurrent updates from both: every one is applied exactly once.
-        let mut calls = tokio::task::JoinSet::new();
-        for n in 0..40 {
-            let c = if n % 2 == 0 { a.clone() } else { b.clone() };
-            calls.spawn(async move {
-                let progress = JobUpdate::Progress {
-                    rows: 10,
-                    chunks: 1,
-                    at: Utc::now(),
-                };
-                c.job_store.update_job(id, progress).await.unwrap().unwrap()
-            });
-        }
-        calls.join_all().await;
+        let pair = (a.clone(), b.clone());
+        on_both(&pair, 40, |c| async move {
+            let updated = c.job_store.update_job(id, progress(10, 1)).await;
+            updated.unwrap().unwrap()
+        })
+        .await;
         let after = b.job_store.job(id).await.unwrap().unwrap();
         assert_eq!(after.version, seen.version + 40);
         assert_eq!(a.job_store.job(id).await.unwrap(), Some(after));

@@ -1,9 +1,14 @@
 //! Connecting, error mapping and the record codec the Redis backends share.
+//!
+//! The connection bounds each round trip (`ROUND_TRIP_TIMEOUT`, answered as
+//! `CoordError::Timeout`); deadlines of whole operations and retries are
+//! the policy wrapper's (`coord::policy`), which `RedisCoordination` and
+//! `app` put around these backends.
 
 use std::future::Future;
 use std::time::Duration;
 
-use ::redis::aio::ConnectionManager;
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, RedisError, RedisResult};
 
 use crate::coord::CoordError;
@@ -11,31 +16,45 @@ use crate::model::{JobId, JobRecord};
 
 use super::keys::Keys;
 
-/// Longest a single Redis call may take before the caller sees `Timeout`.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest one Redis round trip may take before the caller sees `Timeout`.
+pub const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn unavailable(e: RedisError) -> CoordError {
-    CoordError::Unavailable(e.to_string())
+/// A Redis failure as the traits report it: a round trip past its time is a
+/// `Timeout`, anything else `Unavailable`.
+pub fn error(e: RedisError) -> CoordError {
+    if e.is_timeout() {
+        CoordError::Timeout
+    } else {
+        CoordError::Unavailable(e.to_string())
+    }
 }
 
-/// Runs one Redis call under `limit`, mapping failures to `CoordError`.
+/// One Redis call on a connection from `open`, which bounds its time.
+pub async fn call<T>(call: impl Future<Output = RedisResult<T>>) -> Result<T, CoordError> {
+    call.await.map_err(error)
+}
+
+/// Connecting and subscribing, which no connection bounds, under `limit`.
 pub async fn timed<T>(
     limit: Duration,
     call: impl Future<Output = RedisResult<T>>,
 ) -> Result<T, CoordError> {
     match tokio::time::timeout(limit, call).await {
-        Ok(result) => result.map_err(unavailable),
+        Ok(result) => result.map_err(error),
         Err(_) => Err(CoordError::Timeout),
     }
 }
 
-pub async fn call<T>(call: impl Future<Output = RedisResult<T>>) -> Result<T, CoordError> {
-    timed(CALL_TIMEOUT, call).await
-}
-
 pub async fn open(url: &str) -> Result<(Client, ConnectionManager), CoordError> {
-    let client = Client::open(url).map_err(unavailable)?;
-    let conn = call(ConnectionManager::new(client.clone())).await?;
+    let client = Client::open(url).map_err(error)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(ROUND_TRIP_TIMEOUT)
+        .set_response_timeout(ROUND_TRIP_TIMEOUT);
+    let conn = timed(
+        ROUND_TRIP_TIMEOUT,
+        ConnectionManager::new_with_config(client.clone(), config),
+    )
+    .await?;
     Ok((client, conn))
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, warn};
 
-use super::conn::call;
+use super::conn::{ROUND_TRIP_TIMEOUT, timed};
 use crate::coord::CoordError;
 use crate::model::JobId;
 
@@ -114,8 +114,8 @@ impl Waiters {
 }
 
 async fn subscribe(client: &Client, channel: &str) -> Result<PubSub, CoordError> {
-    let mut pubsub = call(client.get_async_pubsub()).await?;
-    call(pubsub.subscribe(channel)).await?;
+    let mut pubsub = timed(ROUND_TRIP_TIMEOUT, client.get_async_pubsub()).await?;
+    timed(ROUND_TRIP_TIMEOUT, pubsub.subscribe(channel)).await?;
     Ok(pubsub)
 }
 

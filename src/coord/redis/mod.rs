@@ -21,6 +21,7 @@ mod written;
 
 use std::sync::Arc;
 
+use crate::coord::policy::TimeoutAndRetry;
 use crate::coord::{CoordError, Coordination};
 
 pub use chunks::RedisChunkIndex;
@@ -65,13 +66,14 @@ impl RedisCoordination {
         })
     }
 
-    /// The backends as the domain code holds them.
+    /// The backends as the domain code holds them: each under the
+    /// timeout-and-retry policy.
     pub fn into_coordination(self) -> Coordination {
         Coordination {
-            dedup: Arc::new(self.dedup),
-            offsets: Arc::new(self.offsets),
-            job_store: Arc::new(self.job_store),
-            idempotency: Arc::new(self.idempotency),
+            dedup: Arc::new(TimeoutAndRetry::new(self.dedup)),
+            offsets: Arc::new(TimeoutAndRetry::new(self.offsets)),
+            job_store: Arc::new(TimeoutAndRetry::new(self.job_store)),
+            idempotency: Arc::new(TimeoutAndRetry::new(self.idempotency)),
         }
     }
 }

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, MultiplexedConnection};
 use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use ::redis::{Client, RedisResult, Script};
+use ::redis::{AsyncConnectionConfig, Client, RedisResult, Script};
 use async_trait::async_trait;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::conn::{CALL_TIMEOUT, call, open, timed, unavailable};
+use super::conn::{ROUND_TRIP_TIMEOUT, call, error, open};
 use super::keys::Keys;
 use crate::coord::{CoordError, JobQueue, QueuedJob};
 use crate::model::JobSpec;
@@ -50,23 +50,19 @@ impl RedisJobQueue {
     ) -> Result<RedisJobQueue, CoordError> {
         let (client, mut conn) = open(url).await?;
         let stream = Keys::new(prefix).queue;
-        let created: RedisResult<()> = tokio::time::timeout(
-            CALL_TIMEOUT,
-            ::redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(&stream)
-                .arg(GROUP)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query_async(&mut conn),
-        )
-        .await
-        .map_err(|_| CoordError::Timeout)?;
+        let created: RedisResult<()> = ::redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
         match created {
             Ok(()) => {}
             // Another process created the group first.
             Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(unavailable(e)),
+            Err(e) => return Err(error(e)),
         }
         Ok(RedisJobQueue {
             client,
@@ -130,10 +126,19 @@ impl RedisJobQueue {
         let pooled = self.readers().pop();
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => call(self.client.get_multiplexed_async_connection()).await?,
+            None => {
+                // A blocked read answers after `QUEUE_BLOCK` at the latest.
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(ROUND_TRIP_TIMEOUT)
+                    .set_response_timeout(QUEUE_BLOCK + ROUND_TRIP_TIMEOUT);
+                call(
+                    self.client
+                        .get_multiplexed_async_connection_with_config(&config),
+                )
+                .await?
+            }
         };
-        let reply: Option<StreamReadReply> = timed(
-            QUEUE_BLOCK + CALL_TIMEOUT,
+        let reply: Option<StreamReadReply> = call(
             ::redis::cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(GROUP)
