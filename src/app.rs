@@ -27,9 +27,9 @@ use crate::audit::postgres::PostgresAuditLog;
 use crate::audit::sqlite::SqliteAuditLog;
 use crate::config::Config;
 use crate::coord::limiter::LocalRateLimiter;
-use crate::coord::memory::MemoryCoordinator;
+use crate::coord::policy::TimeoutAndRetry;
 use crate::coord::queue::LocalJobQueue;
-use crate::coord::redis::{RedisCoordinator, RedisJobQueue, RedisRateLimiter};
+use crate::coord::redis::{RedisChunkIndex, RedisCoordination, RedisJobQueue, RedisRateLimiter};
 use crate::filter::{Limits, RegexCache};
 use crate::jobs::{Backends, Hooks, JobSettings, Jobs};
 use crate::model::{Principal, Role};
@@ -263,8 +263,8 @@ async fn build_backends(
         }
     };
     let pool = config.offset_pool_size;
-    let (coordinator, queue, limiter): (
-        Arc<dyn crate::coord::Coordinator>,
+    let (coordination, queue, limiter): (
+        crate::coord::Coordination,
         Arc<dyn crate::coord::JobQueue>,
         Arc<dyn crate::coord::RateLimiter>,
     ) = match &config.redis_url {
@@ -272,16 +272,15 @@ async fn build_backends(
             let prefix = &config.redis_prefix;
             let consumer = format!("{}-{}", hostname(), std::process::id());
             (
-                Arc::new(
-                    RedisCoordinator::connect(url, prefix, pool)
-                        .await
-                        .context("connecting Redis")?,
-                ),
-                Arc::new(
+                RedisCoordination::connect(url, prefix, pool)
+                    .await
+                    .context("connecting Redis")?
+                    .into_coordination(),
+                Arc::new(TimeoutAndRetry::new(
                     RedisJobQueue::connect(url, prefix, &consumer, config.worker_lease)
                         .await
                         .context("connecting the Redis job queue")?,
-                ),
+                )),
                 Arc::new(
                     RedisRateLimiter::connect(url, prefix, config.rate_limit)
                         .await
@@ -290,20 +289,22 @@ async fn build_backends(
             )
         }
         None => (
-            Arc::new(MemoryCoordinator::new(pool)),
+            crate::coord::memory::coordination(pool),
             Arc::new(LocalJobQueue::new(pool as usize)),
             Arc::new(LocalRateLimiter::new(config.rate_limit)),
         ),
     };
     let results: Arc<dyn ResultTopic> = match (&config.kafka_brokers, &config.redis_url) {
         (Some(brokers), Some(redis)) => {
+            let index = RedisChunkIndex::connect(redis, &config.redis_prefix)
+                .await
+                .context("connecting the Redis chunk index")?;
             let kafka = KafkaResultTopic::connect(
                 brokers,
                 &config.kafka_topic,
                 config.kafka_partitions,
                 config.kafka_compression,
-                redis,
-                &config.redis_prefix,
+                Arc::new(TimeoutAndRetry::new(index)),
             )
             .await
             .context("connecting the Kafka result topic")?;
@@ -335,7 +336,10 @@ async fn build_backends(
         }
     };
     Ok(Backends {
-        coordinator,
+        dedup: coordination.dedup,
+        offsets: coordination.offsets,
+        job_store: coordination.job_store,
+        idempotency: coordination.idempotency,
         queue,
         limiter,
         results,

@@ -121,7 +121,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let pool = state
         .jobs
         .backends
-        .coordinator
+        .offsets
         .pool_usage()
         .await
         .ok()
@@ -136,7 +136,7 @@ async fn healthz() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
-/// Readiness: not shutting down, and the coordinator answers. A full pool
+/// Readiness: not shutting down, and the offset pool answers. A full pool
 /// is still ready (reads and dedup work; new jobs get 503 with
 /// `Retry-After`); the body says how full it is.
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
@@ -147,7 +147,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError
     let pool = state
         .jobs
         .backends
-        .coordinator
+        .offsets
         .pool_usage()
         .await
         .map_err(crate::jobs::JobError::from)?;

@@ -1,13 +1,19 @@
 //! Coordination state shared by every API instance and worker: dedup by
-//! fingerprint, idempotency keys, the offset pool, job records, the job queue
-//! and the per-user rate limit. Each is a small trait; `memory`, `queue` and `limiter` hold
-//! the embedded implementations used by default, `redis` the distributed ones.
+//! fingerprint ([`Dedup`]), the offset pool ([`OffsetPool`]), job records
+//! ([`JobStore`]), idempotency keys ([`IdempotencyKeys`]), the job queue
+//! ([`JobQueue`]), the per-user rate limit ([`RateLimiter`]) and the result
+//! topic's chunk index ([`ChunkIndex`]). Each is a small trait; `memory`,
+//! `queue` and `limiter` hold the embedded implementations used by default,
+//! `redis` the distributed ones, and `policy` the timeout-and-retry wrapper
+//! the distributed ones run in.
 
 pub mod limiter;
 pub mod memory;
+pub mod policy;
 pub mod queue;
 pub mod redis;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -113,8 +119,16 @@ pub struct PoolUsage {
     pub size: u32,
 }
 
+/// Dedup by fingerprint: identical queries share one job.
+///
+/// Owns only the fingerprint claim. A claim reads the job a live
+/// fingerprint points at (to share it, or to start afresh when it is
+/// expiring), and that read is part of the claim's atomic step; making a
+/// claim live is part of [`JobStore::insert_job`] and dropping it part of
+/// [`JobStore::finish_expiry`], because a live fingerprint must never be
+/// seen without its job record.
 #[async_trait]
-pub trait Coordinator: Send + Sync + 'static {
+pub trait Dedup: Send + Sync + 'static {
     async fn claim_fingerprint(
         &self,
         fingerprint: Fingerprint,
@@ -126,15 +140,37 @@ pub trait Coordinator: Send + Sync + 'static {
         fingerprint: Fingerprint,
         job: JobId,
     ) -> Result<(), CoordError>;
+}
+
+/// The fixed pool of public offsets, each leased to at most one job.
+///
+/// A lease names its job, so the offset points at the job from the lease on;
+/// an expired job's offset is returned by [`JobStore::finish_expiry`] in the
+/// same atomic step that forgets the job, so a reader never finds an offset
+/// pointing at a job that is gone while a new job could take it.
+#[async_trait]
+pub trait OffsetPool: Send + Sync + 'static {
     /// Leases the next free offset after the last one handed out (round
     /// robin); `None` when every offset is leased.
     async fn lease_offset(&self, job: JobId) -> Result<Option<Offset>, CoordError>;
     async fn release_offset(&self, offset: Offset, job: JobId) -> Result<(), CoordError>;
+    /// The job holding `offset`, if it has one and the job is stored.
+    async fn job_at_offset(&self, offset: Offset) -> Result<Option<JobRecord>, CoordError>;
+    async fn pool_usage(&self) -> Result<PoolUsage, CoordError>;
+}
+
+/// Job records: their states, change notification and expiry.
+///
+/// Owns the two operations that also touch dedup and the pool, because they
+/// must be atomic with the record: `insert_job` stores the record and makes
+/// its fingerprint claim live in one step; `finish_expiry` drops the record,
+/// its live fingerprint and its offset lease in one step.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
     /// Stores a new job; its fingerprint claim becomes live and its offset
     /// points at it.
     async fn insert_job(&self, record: JobRecord) -> Result<(), CoordError>;
     async fn job(&self, id: JobId) -> Result<Option<JobRecord>, CoordError>;
-    async fn job_at_offset(&self, offset: Offset) -> Result<Option<JobRecord>, CoordError>;
     /// A user's own jobs, newest first.
     async fn jobs_of(
         &self,
@@ -163,7 +199,15 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Forgets an expired job: drops its record and fingerprint and returns
     /// its offset to the pool. Called after its chunks are deleted.
     async fn finish_expiry(&self, record: &JobRecord) -> Result<(), CoordError>;
-    async fn pool_usage(&self) -> Result<PoolUsage, CoordError>;
+}
+
+/// `Idempotency-Key`s: a retried submission gets the job its first try got.
+///
+/// A claim reads the status of the job a completed key names (a key ends
+/// with its job's result) in the same atomic step; the keys themselves are
+/// written by nothing else.
+#[async_trait]
+pub trait IdempotencyKeys: Send + Sync + 'static {
     /// Presents an idempotency key with the request it comes with. A
     /// completed key is remembered while its job lives (until the job
     /// expires) and at most the `ttl` given to `complete_idempotency_key`;
@@ -190,6 +234,55 @@ pub trait Coordinator: Send + Sync + 'static {
         key: IdempotencyKey,
         request: RequestHash,
     ) -> Result<(), CoordError>;
+}
+
+/// The four job-coordination traits of one deployment. Their embedded
+/// implementations share one in-process state, their Redis ones one server,
+/// which is what keeps the operations that span two of them atomic.
+#[derive(Clone)]
+pub struct Coordination {
+    pub dedup: Arc<dyn Dedup>,
+    pub offsets: Arc<dyn OffsetPool>,
+    pub job_store: Arc<dyn JobStore>,
+    pub idempotency: Arc<dyn IdempotencyKeys>,
+}
+
+/// Where a published chunk landed in the result topic's log: a partition
+/// and the message's position in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkPlace {
+    pub partition: i32,
+    pub position: i64,
+}
+
+/// The answer to "is this chunk stored?", with the count that tells the
+/// next seq (chunks are indexed without gaps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexedChunks {
+    pub contains: bool,
+    pub count: u64,
+}
+
+/// Where each chunk of a job landed in a log that cannot look messages up
+/// by key (the Kafka result topic). Seqs are indexed from 0 without gaps;
+/// the first place recorded for a seq wins.
+#[async_trait]
+pub trait ChunkIndex: Send + Sync + 'static {
+    /// How many chunks of `job` are indexed.
+    async fn count(&self, job: JobId) -> Result<u64, CoordError>;
+    /// Whether `seq` is indexed, and how many chunks are, in one look.
+    async fn probe(&self, job: JobId, seq: u64) -> Result<IndexedChunks, CoordError>;
+    /// Records where chunks landed, all at once; a seq already recorded
+    /// keeps its place.
+    async fn record(&self, job: JobId, landed: &[(u64, ChunkPlace)]) -> Result<(), CoordError>;
+    /// The places of `seqs`, `None` for a seq not indexed.
+    async fn places(
+        &self,
+        job: JobId,
+        seqs: std::ops::Range<u64>,
+    ) -> Result<Vec<Option<ChunkPlace>>, CoordError>;
+    /// Forgets the job's index.
+    async fn forget(&self, job: JobId) -> Result<(), CoordError>;
 }
 
 /// A job handed to a worker, with the receipt that acknowledges it.

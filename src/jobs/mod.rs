@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditLog;
-use crate::coord::{Coordinator, JobQueue, RateLimiter};
+use crate::coord::{Dedup, IdempotencyKeys, JobQueue, JobStore, OffsetPool, RateLimiter};
 use crate::filter::{Limits, RegexCache};
 use crate::results::ResultTopic;
 use crate::source::{QueryRuntime, QuerySource};
@@ -47,7 +47,10 @@ impl JobSettings {
 /// The backends a job passes through, built once in `main`.
 #[derive(Clone)]
 pub struct Backends {
-    pub coordinator: Arc<dyn Coordinator>,
+    pub dedup: Arc<dyn Dedup>,
+    pub offsets: Arc<dyn OffsetPool>,
+    pub job_store: Arc<dyn JobStore>,
+    pub idempotency: Arc<dyn IdempotencyKeys>,
     pub queue: Arc<dyn JobQueue>,
     pub limiter: Arc<dyn RateLimiter>,
     pub results: Arc<dyn ResultTopic>,

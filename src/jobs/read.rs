@@ -28,7 +28,7 @@ impl Jobs {
         let job_id: JobId = id.parse().map_err(|_| not_found())?;
         let job = self
             .backends
-            .coordinator
+            .job_store
             .job(job_id)
             .await?
             .ok_or_else(not_found)?;
@@ -52,7 +52,7 @@ impl Jobs {
             .ok_or_else(not_found)?;
         let job = self
             .backends
-            .coordinator
+            .offsets
             .job_at_offset(Offset(n))
             .await?
             .ok_or_else(not_found)?;
@@ -70,7 +70,7 @@ impl Jobs {
     ) -> Result<Vec<JobRecord>, JobError> {
         Ok(self
             .backends
-            .coordinator
+            .job_store
             .jobs_of(&who.tenant, &who.user, status, limit)
             .await?)
     }
@@ -111,7 +111,7 @@ impl Jobs {
             let id = job.id();
             // Shutdown ends long-polls early so the server can drain.
             let changed = tokio::select! {
-                changed = self.backends.coordinator.wait_for_change(id, job.version, remaining) => changed?,
+                changed = self.backends.job_store.wait_for_change(id, job.version, remaining) => changed?,
                 _ = self.admission_closed.cancelled() => Some(job.clone()),
             };
             job = changed.ok_or_else(|| JobError::JobNotFound(id.to_string()))?;
@@ -134,7 +134,7 @@ impl Jobs {
         }
         let job = self
             .backends
-            .coordinator
+            .job_store
             .update_job(job.id(), JobUpdate::CancelRequested)
             .await?
             .ok_or_else(|| JobError::JobNotFound(id.to_owned()))?;

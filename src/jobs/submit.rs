@@ -81,14 +81,14 @@ impl Jobs {
             detail: e.to_string(),
         })?;
         let request_hash = RequestHash::of(&body);
-        let coordinator = &self.backends.coordinator;
+        let keys = &self.backends.idempotency;
         let started = tokio::time::Instant::now();
         loop {
-            match coordinator.claim_idempotency_key(key, request_hash).await? {
+            match keys.claim_idempotency_key(key, request_hash).await? {
                 KeyClaim::Won => break,
                 KeyClaim::Mismatch => return Err(JobError::IdempotencyKeyReused),
                 KeyClaim::Replay { job, deduplicated } => {
-                    if let Some(job) = coordinator.job(job).await? {
+                    if let Some(job) = self.backends.job_store.job(job).await? {
                         info!(job_id = %job.id(), offset = %job.spec.offset,
                             user = %who.user, "idempotent retry answered with its job");
                         return Ok(Submitted { job, deduplicated });
@@ -108,17 +108,16 @@ impl Jobs {
         let submitted = self.submit(who, request).await;
         let kept = match &submitted {
             Ok(s) => {
-                coordinator
-                    .complete_idempotency_key(
-                        key,
-                        request_hash,
-                        s.job.id(),
-                        s.deduplicated,
-                        IDEMPOTENCY_KEY_TTL,
-                    )
-                    .await
+                keys.complete_idempotency_key(
+                    key,
+                    request_hash,
+                    s.job.id(),
+                    s.deduplicated,
+                    IDEMPOTENCY_KEY_TTL,
+                )
+                .await
             }
-            Err(_) => coordinator.abandon_idempotency_key(key, request_hash).await,
+            Err(_) => keys.abandon_idempotency_key(key, request_hash).await,
         };
         if let Err(e) = kept {
             // The submission stands; a retry with this key may then start
@@ -194,13 +193,10 @@ impl Jobs {
             max_rows,
         };
 
-        let coordinator = &self.backends.coordinator;
+        let dedup = &self.backends.dedup;
         let started = tokio::time::Instant::now();
         loop {
-            match coordinator
-                .claim_fingerprint(fingerprint, spec.job_id)
-                .await?
-            {
+            match dedup.claim_fingerprint(fingerprint, spec.job_id).await? {
                 Claim::Won => break,
                 Claim::Existing(job) => return self.join(who, &request.filter, *job).await,
                 Claim::Pending if started.elapsed() < CLAIM_PATIENCE => {
@@ -215,9 +211,7 @@ impl Jobs {
         }
         let admitted = self.admit(who, &request.filter, spec.clone(), now).await;
         if admitted.is_err()
-            && let Err(e) = coordinator
-                .abandon_fingerprint(fingerprint, spec.job_id)
-                .await
+            && let Err(e) = dedup.abandon_fingerprint(fingerprint, spec.job_id).await
         {
             // The claim is stuck until this fingerprint's next submission sees
             // it; log so ops can tell why that one waits.
@@ -245,7 +239,7 @@ impl Jobs {
             .await
             .map_err(|retry_after| JobError::RateLimited { retry_after })?;
         spec.offset =
-            b.coordinator
+            b.offsets
                 .lease_offset(spec.job_id)
                 .await?
                 .ok_or(JobError::PoolExhausted {
@@ -262,10 +256,10 @@ impl Jobs {
             .record_submission(&audit_entry(&record, filter_text, None))
             .await
         {
-            let _ = b.coordinator.release_offset(spec.offset, spec.job_id).await;
+            let _ = b.offsets.release_offset(spec.offset, spec.job_id).await;
             return Err(e.into());
         }
-        b.coordinator.insert_job(record.clone()).await?;
+        b.job_store.insert_job(record.clone()).await?;
         b.queue.enqueue(spec.clone()).await?;
         info!(job_id = %spec.job_id, offset = %spec.offset, fingerprint = %spec.fingerprint,
             user = %who.user, tenant = %who.tenant, "job accepted");

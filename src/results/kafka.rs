@@ -6,8 +6,8 @@
 //! `"{offset}/{chunkSeq}"`, the headers carry `jobId`, `chunkSeq` and
 //! `isLast`, and the value is the chunk JSON the embedded log serves.
 //!
-//! Kafka cannot look a message up by key, so an index in Redis records where
-//! each chunk landed — `(partition, KafkaPosition)` per `(jobId, chunkSeq)` —
+//! Kafka cannot look a message up by key, so a [`ChunkIndex`] (in Redis)
+//! records where each chunk landed — `(partition, KafkaPosition)` per `(jobId, chunkSeq)` —
 //! and doubles as the "already stored" check that makes re-publishing a
 //! stored seq a no-op. Reads seek to the recorded positions with a small
 //! pool of assign-only consumers: no consumer groups, so no rebalancing and
@@ -27,12 +27,11 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedHeaders, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::TopicPartitionList;
-use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Semaphore;
 use tracing::warn;
 
 use super::{ChunkJson, ResultError, ResultTopic};
+use crate::coord::{ChunkIndex, ChunkPlace, CoordError};
 use crate::model::{Chunk, JobId, Offset};
 
 /// A message's position within its Kafka partition. Named apart from
@@ -53,9 +52,6 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 const READ_SILENCE: Duration = Duration::from_millis(500);
 /// Reader consumers kept open; a read holds one while it fetches.
 const READERS: usize = 4;
-/// The index outlives any sensible result TTL; expiry deletes it long before.
-/// It only protects Redis from jobs whose delete never ran.
-const INDEX_TTL_SECS: i64 = 7 * 24 * 3600;
 /// librdkafka insists on a group id for `assign`, though nothing joins or
 /// commits to it: consumer groups are never used.
 const READER_GROUP: &str = "pseudostream-result-readers";
@@ -89,22 +85,20 @@ pub struct KafkaResultTopic {
     producer: FutureProducer,
     topic: String,
     partitions: i32,
-    redis: ConnectionManager,
-    prefix: String,
+    index: Arc<dyn ChunkIndex>,
     readers: Arc<ReaderPool>,
 }
 
 impl KafkaResultTopic {
-    /// Connects to Kafka and Redis, creating the topic (compacted, with
-    /// `partitions` partitions) when missing. An existing topic keeps its
+    /// Connects to Kafka, creating the topic (compacted, with `partitions`
+    /// partitions) when missing; `index` records where chunks land. An existing topic keeps its
     /// partition count, which is then the one used.
     pub async fn connect(
         brokers: &str,
         topic: &str,
         partitions: i32,
         compression: Compression,
-        redis_url: &str,
-        redis_prefix: &str,
+        index: Arc<dyn ChunkIndex>,
     ) -> Result<KafkaResultTopic, ResultError> {
         if partitions < 1 {
             return Err(ResultError::Unavailable(format!(
@@ -125,21 +119,12 @@ impl KafkaResultTopic {
             .create()
             .map_err(unavailable)?;
 
-        let client = redis::Client::open(redis_url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(5))
-            .set_response_timeout(Duration::from_secs(5));
-        let redis = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
-
         let readers = Arc::new(ReaderPool::new(brokers)?);
         let topic = KafkaResultTopic {
             producer,
             topic: topic.to_owned(),
             partitions,
-            redis,
-            prefix: redis_prefix.to_owned(),
+            index,
             readers,
         };
         // An idempotent producer holds its first messages until it has a
@@ -174,10 +159,6 @@ impl KafkaResultTopic {
         (offset.0 % self.partitions as u32) as i32
     }
 
-    fn index_key(&self, job: JobId) -> String {
-        format!("{}:chunks:{job}", self.prefix)
-    }
-
     /// Waits for a message's acknowledgement; returns where it landed.
     async fn produce(
         &self,
@@ -204,17 +185,11 @@ impl KafkaResultTopic {
 
     /// Publishes one chunk, already encoded as `json`.
     async fn publish_one(&self, chunk: &Chunk, json: &str) -> Result<(), ResultError> {
-        let index = self.index_key(chunk.job_id);
         let seq = chunk.chunk_seq;
-        let mut redis = self.redis.clone();
         // Chunks are indexed without gaps, so the count is the next seq.
-        let (stored, expected): (bool, u64) = redis::pipe()
-            .hexists(&index, seq)
-            .hlen(&index)
-            .query_async(&mut redis)
-            .await
-            .map_err(unavailable)?;
-        if stored {
+        let probe = self.index.probe(chunk.job_id, seq).await?;
+        let expected = probe.count;
+        if probe.contains {
             // A job resumed after a crash re-publishes its last chunk.
             return Ok(());
         }
@@ -235,15 +210,11 @@ impl KafkaResultTopic {
         // Two publishers racing for one seq both land in Kafka with the same
         // key and content; the first index entry wins and reads accept either
         // copy (see `fetch`), so compaction dropping one is harmless.
-        let _: () = redis::pipe()
-            .atomic()
-            .hset_nx(&index, seq, format!("{partition}:{position}"))
-            .ignore()
-            .expire(&index, INDEX_TTL_SECS)
-            .ignore()
-            .query_async(&mut redis)
-            .await
-            .map_err(unavailable)?;
+        let place = ChunkPlace {
+            partition,
+            position,
+        };
+        self.index.record(chunk.job_id, &[(seq, place)]).await?;
         Ok(())
     }
 }
@@ -258,7 +229,7 @@ impl ResultTopic for KafkaResultTopic {
 
     /// The batch's messages are all in flight together (librdkafka batches
     /// them); the index learns of them only once every one is acknowledged,
-    /// in one Redis round trip, so readers never see a gap.
+    /// in one index write, so readers never see a gap.
     async fn publish_batch(&self, chunks: &[Chunk]) -> Result<Vec<ChunkJson>, ResultError> {
         let encoded: Vec<ChunkJson> = chunks.iter().map(|c| c.to_json().into()).collect();
         let (Some(first), true) = (chunks.first(), chunks.len() > 1) else {
@@ -267,9 +238,7 @@ impl ResultTopic for KafkaResultTopic {
             }
             return Ok(encoded);
         };
-        let index = self.index_key(first.job_id);
-        let mut redis = self.redis.clone();
-        let expected: u64 = redis.hlen(&index).await.map_err(unavailable)?;
+        let expected = self.index.count(first.job_id).await?;
         if first.chunk_seq > expected {
             return Err(ResultError::OutOfSequence {
                 job: first.job_id,
@@ -295,15 +264,16 @@ impl ResultTopic for KafkaResultTopic {
             }
         });
         let landed = join_all(sends).await;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut places = Vec::with_capacity(fresh.len());
         for ((chunk, _), outcome) in fresh.iter().zip(landed) {
             let (partition, position) = outcome?;
-            pipe.hset_nx(&index, chunk.chunk_seq, format!("{partition}:{position}"))
-                .ignore();
+            let place = ChunkPlace {
+                partition,
+                position,
+            };
+            places.push((chunk.chunk_seq, place));
         }
-        pipe.expire(&index, INDEX_TTL_SECS).ignore();
-        let _: () = pipe.query_async(&mut redis).await.map_err(unavailable)?;
+        self.index.record(first.job_id, &places).await?;
         Ok(encoded)
     }
 
@@ -314,35 +284,30 @@ impl ResultTopic for KafkaResultTopic {
         from: u64,
         limit: usize,
     ) -> Result<Vec<ChunkJson>, ResultError> {
-        let index = self.index_key(job);
-        let mut redis = self.redis.clone();
-        let stored: u64 = redis.hlen(&index).await.map_err(unavailable)?;
+        let stored = self.index.count(job).await?;
         let wanted = stored
             .saturating_sub(from)
             .min(u64::try_from(limit).unwrap_or(u64::MAX));
         if wanted == 0 {
             return Ok(Vec::new());
         }
-        let seqs: Vec<u64> = (from..from + wanted).collect();
-        let entries: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(&index)
-            .arg(&seqs)
-            .query_async(&mut redis)
-            .await
-            .map_err(unavailable)?;
+        let places = self.index.places(job, from..from + wanted).await?;
 
         let mut needed = BTreeMap::new();
         let mut partition = None;
-        for (seq, entry) in seqs.iter().zip(entries) {
-            let Some(entry) = entry else { break };
-            let (p, position) = parse_entry(&entry).ok_or_else(|| {
-                ResultError::Unavailable(format!("malformed index entry {entry:?} in {index}"))
-            })?;
+        for (seq, place) in (from..).zip(places) {
+            let Some(ChunkPlace {
+                partition: p,
+                position,
+            }) = place
+            else {
+                break;
+            };
             // All chunks of a job share its offset, hence its partition.
             if *partition.get_or_insert(p) != p {
                 break;
             }
-            needed.insert(*seq, position);
+            needed.insert(seq, position);
         }
         let Some(partition) = partition else {
             return Ok(Vec::new());
@@ -359,11 +324,9 @@ impl ResultTopic for KafkaResultTopic {
     }
 
     async fn delete(&self, job: JobId, offset: Offset, chunks: u64) -> Result<(), ResultError> {
-        let index = self.index_key(job);
-        let mut redis = self.redis.clone();
         // The index may know of a chunk the job's progress never counted (a
         // crash between publish and progress); tombstone that one too.
-        let stored: u64 = redis.hlen(&index).await.map_err(unavailable)?;
+        let stored = self.index.count(job).await?;
         let partition = self.partition_of(offset);
         // Tombstones go first: the offset is re-leased only after delete
         // returns, so no new job's chunk can be shadowed by them.
@@ -377,7 +340,7 @@ impl ResultTopic for KafkaResultTopic {
         for outcome in join_all(tombstones).await {
             outcome?;
         }
-        let _: () = redis.del(&index).await.map_err(unavailable)?;
+        self.index.forget(job).await?;
         Ok(())
     }
 }
@@ -409,9 +372,15 @@ fn chunk_headers(job: JobId, seq: u64, is_last: Option<bool>) -> OwnedHeaders {
     }
 }
 
-fn parse_entry(entry: &str) -> Option<(i32, KafkaPosition)> {
-    let (partition, position) = entry.split_once(':')?;
-    Some((partition.parse().ok()?, position.parse().ok()?))
+/// The index is part of the topic: its failures are the topic's.
+impl From<CoordError> for ResultError {
+    fn from(e: CoordError) -> ResultError {
+        match e {
+            CoordError::Timeout => ResultError::Timeout,
+            CoordError::Unavailable(reason) => ResultError::Unavailable(reason),
+            other => ResultError::Unavailable(other.to_string()),
+        }
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ResultError {
@@ -719,13 +688,6 @@ fn job_and_seq(headers: &BorrowedHeaders) -> Option<(&str, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn index_entries_round_trip() {
-        assert_eq!(parse_entry("3:12345"), Some((3, 12345)));
-        assert_eq!(parse_entry("3"), None);
-        assert_eq!(parse_entry("x:1"), None);
-    }
 
     #[test]
     fn keys_put_the_offset_first() {

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use chrono::Utc;
 use futures::stream::Fuse;
 use futures::{FutureExt, StreamExt};
@@ -18,6 +19,7 @@ use crate::coord::QueuedJob;
 use crate::filter;
 use crate::jobs::{JobError, Jobs};
 use crate::model::{Chunk, JobRecord, JobSpec, JobStatus, JobUpdate};
+use crate::results::ResultError;
 use crate::source::{AwaitingFirstRows, Row, RowStream, SourceError, SourceQuery};
 
 /// Starts `count` workers; each ends when `shutdown` is cancelled, after
@@ -147,7 +149,7 @@ async fn run_job(
 ) -> Result<Outcome, JobError> {
     let b = &jobs.backends;
     let Some(job) = b
-        .coordinator
+        .job_store
         .update_job(spec.job_id, JobUpdate::Started { at: Utc::now() })
         .await?
     else {
@@ -311,10 +313,10 @@ async fn cancel_requested(jobs: &Jobs, job_id: crate::model::JobId) {
 }
 
 /// Whether the job's cancel was requested (or the job forgotten). A
-/// coordinator that does not answer says no: the next look, or the next
+/// job store that does not answer says no: the next look, or the next
 /// progress update, asks again.
 async fn is_cancel_requested(jobs: &Jobs, job_id: crate::model::JobId) -> bool {
-    match jobs.backends.coordinator.job(job_id).await {
+    match jobs.backends.job_store.job(job_id).await {
         Ok(job) => job.is_none_or(|j| j.cancel_requested),
         Err(e) => {
             debug!(error = %e, "could not look for a cancel; looking again later");
@@ -487,11 +489,11 @@ impl<'a> ChunkCutter<'a> {
         if let Some(job) = self
             .jobs
             .backends
-            .coordinator
+            .job_store
             .update_job(self.spec.job_id, update)
             .await?
         {
-            // Counted once the coordinator has the outcome; a reader that
+            // Counted once the job store has the outcome; a reader that
             // saw the last chunk may scrape a moment before this.
             self.jobs.metrics.job_finished(status.as_str());
             if let Some(publishing) = self.first_publish {
@@ -567,7 +569,7 @@ impl<'a> ChunkCutter<'a> {
             let job = self
                 .jobs
                 .backends
-                .coordinator
+                .job_store
                 .update_job(self.spec.job_id, progress)
                 .await?;
             self.cancel_seen = job.as_ref().is_none_or(|j| j.cancel_requested);
@@ -604,28 +606,29 @@ impl<'a> ChunkCutter<'a> {
 /// Publishing the same chunk again is harmless (the topic ignores a seq it
 /// already has), so transient failures are retried with backoff.
 async fn publish_with_retry(jobs: &Jobs, chunks: &[Chunk]) -> Result<(), JobError> {
-    let mut delay = Duration::from_millis(50);
-    let mut attempt = 0;
+    // Six attempts, 50 ms after the first failure and doubling.
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .without_max_delay()
+        .with_max_times(5);
     let chunk_seq = chunks.first().map_or(0, |c| c.chunk_seq);
-    loop {
-        attempt += 1;
-        match jobs.backends.results.publish_batch(chunks).await {
-            Ok(_) => return Ok(()),
-            Err(e) if e.is_retryable() && attempt < 6 => {
-                warn!(error = %e, attempt, chunk_seq, chunks = chunks.len(), "publish failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let mut attempt = 0;
+    (|| jobs.backends.results.publish_batch(chunks))
+        .retry(backoff)
+        .when(ResultError::is_retryable)
+        .notify(|e, _| {
+            attempt += 1;
+            warn!(error = %e, attempt, chunk_seq, chunks = chunks.len(), "publish failed; retrying");
+        })
+        .await?;
+    Ok(())
 }
 
 /// Last resort when even the last chunk cannot be published: the job still
 /// ends (so it expires and frees its offset), and readers see its status.
 async fn mark_failed(jobs: &Jobs, job_id: crate::model::JobId, error: String) {
-    let coordinator = &jobs.backends.coordinator;
-    let Ok(Some(job)) = coordinator.job(job_id).await else {
+    let job_store = &jobs.backends.job_store;
+    let Ok(Some(job)) = job_store.job(job_id).await else {
         return;
     };
     if job.status.is_finished() {
@@ -642,7 +645,7 @@ async fn mark_failed(jobs: &Jobs, job_id: crate::model::JobId, error: String) {
         at: now,
         expires_at,
     };
-    if let Ok(Some(job)) = coordinator.update_job(job_id, update).await {
+    if let Ok(Some(job)) = job_store.update_job(job_id, update).await {
         audit_progress(jobs, &job).await;
     }
 }

@@ -2,8 +2,10 @@
 //! processes, and the raw topic layout dashboards rely on.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pseudostream::coord::redis::RedisChunkIndex;
 use pseudostream::model::{Chunk, JobId, JobStatus, Offset};
 use pseudostream::results::ResultTopic;
 use pseudostream::results::kafka::{Compression, KafkaResultTopic};
@@ -45,16 +47,18 @@ impl Names {
     }
 
     pub async fn connect_with(&self, compression: Compression) -> KafkaResultTopic {
+        let index = RedisChunkIndex::connect(&redis_url(), &self.prefix)
+            .await
+            .expect("connecting to Redis");
         KafkaResultTopic::connect(
             &brokers(),
             &self.topic,
             PARTITIONS,
             compression,
-            &redis_url(),
-            &self.prefix,
+            Arc::new(index),
         )
         .await
-        .expect("connecting to Kafka and Redis")
+        .expect("connecting to Kafka")
     }
 }
 

@@ -1,0 +1,353 @@
+//! Timeouts and retries for the distributed coordination backends, in one
+//! layer: [`TimeoutAndRetry`] implements each coordination trait around any
+//! implementation of it (as quickwit wraps its storage in
+//! `TimeoutAndRetryStorage`), so the backends only talk to their service and
+//! the domain code only sees the traits.
+//!
+//! Every attempt gets a deadline and answers `CoordError::Timeout` past it.
+//! Only idempotent operations are retried (with exponential backoff and
+//! jitter, on retryable errors): repeating one after a lost reply leaves the
+//! same state. Not retried: `lease_offset` (a second lease would hold a
+//! second offset), `update_job` (an update applies again), `begin_expiry`,
+//! `claim_idempotency_key` (a repeated claim finds its own reservation and
+//! waits) and `enqueue` (a job would run twice).
+//!
+//! Two operations get no overall deadline: `wait_for_change` waits as long as
+//! asked (plus one read), and `begin_expiry` must not be cut off midway (a job
+//! it has marked expired must reach the sweep, or its offset is never
+//! returned); the Redis backends bound each of their round trips at the
+//! connection.
+
+use std::future::Future;
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::{
+    ChunkIndex, ChunkPlace, Claim, CoordError, Dedup, IdempotencyKey, IdempotencyKeys,
+    IndexedChunks, JobQueue, JobStore, KeyClaim, OffsetPool, PoolUsage, QueuedJob, RequestHash,
+};
+use crate::filter::Fingerprint;
+use crate::model::{JobId, JobRecord, JobSpec, JobStatus, JobUpdate, Offset};
+
+/// How long a coordination call may take, and how often it is retried.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// The deadline of one attempt of a one-round-trip operation.
+    pub call_timeout: Duration,
+    /// The deadline of one attempt of an operation of a few round trips
+    /// (a job at an offset, a user's jobs, an update's compare-and-set).
+    pub multi_call_timeout: Duration,
+    /// Retries after the first attempt of an idempotent operation.
+    pub max_retries: usize,
+    /// The first backoff; each next one doubles, up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            call_timeout: Duration::from_secs(5),
+            multi_call_timeout: Duration::from_secs(15),
+            max_retries: 3,
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A coordination backend under a [`Policy`].
+pub struct TimeoutAndRetry<T> {
+    inner: T,
+    policy: Policy,
+}
+
+impl<T> TimeoutAndRetry<T> {
+    pub fn new(inner: T) -> TimeoutAndRetry<T> {
+        TimeoutAndRetry::with_policy(inner, Policy::default())
+    }
+
+    pub fn with_policy(inner: T, policy: Policy) -> TimeoutAndRetry<T> {
+        TimeoutAndRetry { inner, policy }
+    }
+
+    /// One attempt, under the one-round-trip deadline.
+    async fn once<R>(
+        &self,
+        call: impl Future<Output = Result<R, CoordError>>,
+    ) -> Result<R, CoordError> {
+        deadline(self.policy.call_timeout, call).await
+    }
+
+    /// Attempts under `limit` each, retried while the error is retryable.
+    async fn retried<R, F, Fut>(
+        &self,
+        operation: &'static str,
+        limit: Duration,
+        call: F,
+    ) -> Result<R, CoordError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<R, CoordError>>,
+    {
+        let mut call = call;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.policy.min_backoff)
+            .with_max_delay(self.policy.max_backoff)
+            .with_max_times(self.policy.max_retries)
+            .with_jitter();
+        (|| deadline(limit, call()))
+            .retry(backoff)
+            .when(CoordError::is_retryable)
+            .notify(|error, wait| {
+                debug!(operation, %error, wait_ms = wait.as_millis() as u64, "coordination call failed; retrying");
+            })
+            .await
+    }
+}
+
+async fn deadline<R>(
+    limit: Duration,
+    call: impl Future<Output = Result<R, CoordError>>,
+) -> Result<R, CoordError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(CoordError::Timeout))
+}
+
+#[async_trait]
+impl<T: Dedup> Dedup for TimeoutAndRetry<T> {
+    /// Retried: a claim repeated by the same job finds its own claim and wins.
+    async fn claim_fingerprint(
+        &self,
+        fingerprint: Fingerprint,
+        job: JobId,
+    ) -> Result<Claim, CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("claim_fingerprint", limit, || {
+            self.inner.claim_fingerprint(fingerprint, job)
+        })
+        .await
+    }
+
+    async fn abandon_fingerprint(
+        &self,
+        fingerprint: Fingerprint,
+        job: JobId,
+    ) -> Result<(), CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("abandon_fingerprint", limit, || {
+            self.inner.abandon_fingerprint(fingerprint, job)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl<T: OffsetPool> OffsetPool for TimeoutAndRetry<T> {
+    async fn lease_offset(&self, job: JobId) -> Result<Option<Offset>, CoordError> {
+        self.once(self.inner.lease_offset(job)).await
+    }
+
+    async fn release_offset(&self, offset: Offset, job: JobId) -> Result<(), CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("release_offset", limit, || {
+            self.inner.release_offset(offset, job)
+        })
+        .await
+    }
+
+    async fn job_at_offset(&self, offset: Offset) -> Result<Option<JobRecord>, CoordError> {
+        let limit = self.policy.multi_call_timeout;
+        self.retried("job_at_offset", limit, || self.inner.job_at_offset(offset))
+            .await
+    }
+
+    async fn pool_usage(&self) -> Result<PoolUsage, CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("pool_usage", limit, || self.inner.pool_usage())
+            .await
+    }
+}
+
+#[async_trait]
+impl<T: JobStore> JobStore for TimeoutAndRetry<T> {
+    /// Retried: inserting the same record again leaves the same state, and
+    /// nobody else writes a job before it is enqueued.
+    async fn insert_job(&self, record: JobRecord) -> Result<(), CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("insert_job", limit, || {
+            self.inner.insert_job(record.clone())
+        })
+        .await
+    }
+
+    async fn job(&self, id: JobId) -> Result<Option<JobRecord>, CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("job", limit, || self.inner.job(id)).await
+    }
+
+    async fn jobs_of(
+        &self,
+        tenant: &str,
+        user: &str,
+        status: Option<JobStatus>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, CoordError> {
+        let deadline = self.policy.multi_call_timeout;
+        self.retried("jobs_of", deadline, || {
+            self.inner.jobs_of(tenant, user, status, limit)
+        })
+        .await
+    }
+
+    async fn update_job(
+        &self,
+        id: JobId,
+        update: JobUpdate,
+    ) -> Result<Option<JobRecord>, CoordError> {
+        deadline(
+            self.policy.multi_call_timeout,
+            self.inner.update_job(id, update),
+        )
+        .await
+    }
+
+    async fn wait_for_change(
+        &self,
+        id: JobId,
+        seen_version: u64,
+        timeout: Duration,
+    ) -> Result<Option<JobRecord>, CoordError> {
+        deadline(
+            timeout + self.policy.call_timeout,
+            self.inner.wait_for_change(id, seen_version, timeout),
+        )
+        .await
+    }
+
+    async fn begin_expiry(&self, now: DateTime<Utc>) -> Result<Vec<JobRecord>, CoordError> {
+        self.inner.begin_expiry(now).await
+    }
+
+    async fn finish_expiry(&self, record: &JobRecord) -> Result<(), CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("finish_expiry", limit, || self.inner.finish_expiry(record))
+            .await
+    }
+}
+
+#[async_trait]
+impl<T: IdempotencyKeys> IdempotencyKeys for TimeoutAndRetry<T> {
+    async fn claim_idempotency_key(
+        &self,
+        key: IdempotencyKey,
+        request: RequestHash,
+    ) -> Result<KeyClaim, CoordError> {
+        self.once(self.inner.claim_idempotency_key(key, request))
+            .await
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        key: IdempotencyKey,
+        request: RequestHash,
+        job: JobId,
+        deduplicated: bool,
+        ttl: Duration,
+    ) -> Result<(), CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("complete_idempotency_key", limit, || {
+            self.inner
+                .complete_idempotency_key(key, request, job, deduplicated, ttl)
+        })
+        .await
+    }
+
+    async fn abandon_idempotency_key(
+        &self,
+        key: IdempotencyKey,
+        request: RequestHash,
+    ) -> Result<(), CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("abandon_idempotency_key", limit, || {
+            self.inner.abandon_idempotency_key(key, request)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl<T: JobQueue> JobQueue for TimeoutAndRetry<T> {
+    async fn enqueue(&self, spec: JobSpec) -> Result<(), CoordError> {
+        self.once(self.inner.enqueue(spec)).await
+    }
+
+    /// Waits until a job comes or `shutdown`: each of its reads is bounded
+    /// by the backend.
+    async fn next(&self, shutdown: &CancellationToken) -> Result<Option<QueuedJob>, CoordError> {
+        self.inner.next(shutdown).await
+    }
+
+    async fn heartbeat(&self, job: &QueuedJob) -> Result<(), CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("heartbeat", limit, || self.inner.heartbeat(job))
+            .await
+    }
+
+    async fn ack(&self, job: &QueuedJob) -> Result<(), CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("ack", limit, || self.inner.ack(job)).await
+    }
+
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        self.inner.heartbeat_interval()
+    }
+}
+
+/// Every chunk index operation is idempotent (the first place recorded for
+/// a seq wins), so all are retried.
+#[async_trait]
+impl<T: ChunkIndex> ChunkIndex for TimeoutAndRetry<T> {
+    async fn count(&self, job: JobId) -> Result<u64, CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("chunk_count", limit, || self.inner.count(job))
+            .await
+    }
+
+    async fn probe(&self, job: JobId, seq: u64) -> Result<IndexedChunks, CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("chunk_probe", limit, || self.inner.probe(job, seq))
+            .await
+    }
+
+    async fn record(&self, job: JobId, landed: &[(u64, ChunkPlace)]) -> Result<(), CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("chunk_record", limit, || self.inner.record(job, landed))
+            .await
+    }
+
+    async fn places(
+        &self,
+        job: JobId,
+        seqs: Range<u64>,
+    ) -> Result<Vec<Option<ChunkPlace>>, CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("chunk_places", limit, || {
+            self.inner.places(job, seqs.clone())
+        })
+        .await
+    }
+
+    async fn forget(&self, job: JobId) -> Result<(), CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("chunk_forget", limit, || self.inner.forget(job))
+            .await
+    }
+}

@@ -1,0 +1,323 @@
+//! The Redis [`JobStore`]: records as JSON strings, a per-user index, an
+//! expiry index, and change notification over pub/sub. Records are changed
+//! in Rust and written back by compare-and-set script; the insert and
+//! finish-expiry scripts also make a fingerprint live or drop it and free
+//! the offset lease, atomically with the record (see `keys`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::Script;
+use ::redis::aio::ConnectionManager;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+use tokio_util::sync::DropGuard;
+use tracing::warn;
+
+use super::conn::{call, decode_record, encode_record, read_record, record_json};
+use super::keys::Keys;
+use super::listener::{POLL_WITHOUT_SUBSCRIBER, Waiters};
+use super::written::WrittenRecords;
+use crate::coord::{CoordError, JobStore};
+use crate::model::{JobId, JobRecord, JobStatus, JobUpdate};
+
+/// Compare-and-set attempts before an update gives up under contention.
+const MAX_CAS_ATTEMPTS: usize = 64;
+/// The most job records one instance remembers having written (see
+/// `WrittenRecords`): a few MiB. Live jobs hold an offset each, so a small
+/// pool bounds them sooner.
+const REMEMBERED_RECORDS: usize = 4096;
+
+struct Scripts {
+    insert: Script,
+    update: Script,
+    expire: Script,
+    finish_expiry: Script,
+}
+
+pub struct RedisJobStore {
+    conn: ConnectionManager,
+    keys: Keys,
+    scripts: Scripts,
+    waiters: Arc<Waiters>,
+    written: WrittenRecords,
+    /// Stops the change subscriber when the store is dropped.
+    _stop_listening: DropGuard,
+}
+
+impl RedisJobStore {
+    /// `waiters` are fed by the change subscriber `stop_listening` ends.
+    pub(super) fn new(
+        conn: ConnectionManager,
+        keys: Keys,
+        pool_size: u32,
+        waiters: Arc<Waiters>,
+        stop_listening: DropGuard,
+    ) -> RedisJobStore {
+        RedisJobStore {
+            conn,
+            keys,
+            scripts: Scripts {
+                insert: Script::new(include_str!("scripts/insert_job.lua")),
+                update: Script::new(include_str!("scripts/update_job.lua")),
+                expire: Script::new(include_str!("scripts/expire_job.lua")),
+                finish_expiry: Script::new(include_str!("scripts/finish_expiry.lua")),
+            },
+            waiters,
+            written: WrittenRecords::new(REMEMBERED_RECORDS.min(2 * pool_size as usize)),
+            _stop_listening: stop_listening,
+        }
+    }
+}
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+#[async_trait]
+impl JobStore for RedisJobStore {
+    async fn insert_job(&self, record: JobRecord) -> Result<(), CoordError> {
+        let id = record.id();
+        let expiry = match record.expires_at {
+            Some(at) if record.status.is_finished() && record.status != JobStatus::Expired => {
+                micros(at).to_string()
+            }
+            _ => String::new(),
+        };
+        let json = encode_record(&record)?;
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.insert.prepare_invoke();
+        invocation
+            .key(self.keys.job(id))
+            .key(self.keys.fingerprint(record.spec.fingerprint))
+            .key(self.keys.user(&record.spec.tenant, &record.spec.user))
+            .key(&self.keys.expiry)
+            .arg(&json)
+            .arg(id.to_string())
+            .arg(expiry)
+            .arg(&self.keys.changes);
+        call(invocation.invoke_async::<()>(&mut conn)).await?;
+        self.written.remember(id, json);
+        Ok(())
+    }
+
+    async fn job(&self, id: JobId) -> Result<Option<JobRecord>, CoordError> {
+        read_record(&self.conn, &self.keys, id).await
+    }
+
+    async fn jobs_of(
+        &self,
+        tenant: &str,
+        user: &str,
+        status: Option<JobStatus>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, CoordError> {
+        const PAGE: usize = 100;
+        let mut conn = self.conn.clone();
+        // Equal scores order members by their text, and hyphenated UUIDv7s
+        // sort by creation time: reversed, that is newest first.
+        let ids: Vec<String> = call(
+            ::redis::cmd("ZREVRANGE")
+                .arg(self.keys.user(tenant, user))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn),
+        )
+        .await?;
+        let mut jobs = Vec::new();
+        for page in ids.chunks(PAGE) {
+            if jobs.len() >= limit {
+                break;
+            }
+            let keys: Vec<String> = page.iter().map(|id| self.keys.job(id)).collect();
+            let records: Vec<Option<String>> =
+                call(::redis::cmd("MGET").arg(&keys).query_async(&mut conn)).await?;
+            for (id, json) in page.iter().zip(records) {
+                // A job expiring right now may have lost its record already.
+                let Some(json) = json else { continue };
+                let record = decode_record(id, &json)?;
+                if status.is_none_or(|s| record.status == s) {
+                    jobs.push(record);
+                }
+            }
+        }
+        jobs.truncate(limit);
+        Ok(jobs)
+    }
+
+    async fn update_job(
+        &self,
+        id: JobId,
+        update: JobUpdate,
+    ) -> Result<Option<JobRecord>, CoordError> {
+        let mut conn = self.conn.clone();
+        let mut read = match self.written.get(id) {
+            Some(json) => json,
+            None => match record_json(&self.conn, &self.keys, id).await? {
+                Some(json) => json,
+                None => return Ok(None),
+            },
+        };
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let mut record = decode_record(id, &read)?;
+            let was_expired = record.status == JobStatus::Expired;
+            record.apply(&update);
+            // Only finished jobs enter the expiry index, so running jobs never expire.
+            let expiry = match (&update, record.expires_at) {
+                (JobUpdate::Finished { .. }, Some(at)) if !was_expired => micros(at).to_string(),
+                _ => String::new(),
+            };
+            let written = encode_record(&record)?;
+            let mut invocation = self.scripts.update.prepare_invoke();
+            invocation
+                .key(self.keys.job(id))
+                .key(&self.keys.expiry)
+                .arg(sha1_smol::Sha1::from(&read).digest().to_string())
+                .arg(&written)
+                .arg(id.to_string())
+                .arg(expiry)
+                .arg(&self.keys.changes);
+            let (outcome, current): (i64, String) =
+                call(invocation.invoke_async(&mut conn)).await?;
+            match outcome {
+                1 if record.status.is_finished() => {
+                    // Nothing of this instance's updates it again.
+                    self.written.forget(id);
+                    return Ok(Some(record));
+                }
+                1 => {
+                    self.written.remember(id, written);
+                    return Ok(Some(record));
+                }
+                -1 => {
+                    self.written.forget(id);
+                    return Ok(None);
+                }
+                _ => read = current, // changed under us: apply again to the record as it is
+            }
+        }
+        Err(CoordError::Unavailable(format!(
+            "job {id} changed too often to update; try again"
+        )))
+    }
+
+    async fn wait_for_change(
+        &self,
+        id: JobId,
+        seen_version: u64,
+        timeout: Duration,
+    ) -> Result<Option<JobRecord>, CoordError> {
+        let deadline = Instant::now() + timeout;
+        // Registered before reading, so a change between the read and the
+        // wait still wakes us.
+        let mut registration = self.waiters.watch(id);
+        loop {
+            let Some(record) = self.job(id).await? else {
+                return Ok(None);
+            };
+            let now = Instant::now();
+            if record.version > seen_version || now >= deadline {
+                return Ok(Some(record));
+            }
+            let nap = if self.waiters.listening() {
+                deadline - now
+            } else {
+                POLL_WITHOUT_SUBSCRIBER.min(deadline - now)
+            };
+            tokio::select! {
+                changed = registration.changed.changed() => {
+                    if changed.is_err() {
+                        tokio::time::sleep(POLL_WITHOUT_SUBSCRIBER.min(nap)).await;
+                    }
+                }
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn begin_expiry(&self, now: DateTime<Utc>) -> Result<Vec<JobRecord>, CoordError> {
+        const BATCH: usize = 500;
+        let mut conn = self.conn.clone();
+        let now_us = micros(now);
+        let due: Vec<String> = call(
+            ::redis::cmd("ZRANGEBYSCORE")
+                .arg(&self.keys.expiry)
+                .arg("-inf")
+                .arg(now_us)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(BATCH)
+                .query_async(&mut conn),
+        )
+        .await?;
+        let mut expired = Vec::new();
+        for raw_id in due {
+            let Ok(id) = raw_id.parse::<JobId>() else {
+                warn!(member = %raw_id, "dropping a malformed member of the expiry index");
+                let _: Result<i64, _> = call(
+                    ::redis::cmd("ZREM")
+                        .arg(&self.keys.expiry)
+                        .arg(&raw_id)
+                        .query_async(&mut conn),
+                )
+                .await;
+                continue;
+            };
+            for _ in 0..MAX_CAS_ATTEMPTS {
+                // A missing record still goes through the script, which
+                // drops the stale index entry.
+                let read = record_json(&self.conn, &self.keys, id)
+                    .await?
+                    .unwrap_or_default();
+                let mut record = if read.is_empty() {
+                    None
+                } else {
+                    Some(decode_record(id, &read)?)
+                };
+                let marked = match record.as_mut() {
+                    Some(record) => {
+                        record.status = JobStatus::Expired;
+                        record.version += 1;
+                        encode_record(record)?
+                    }
+                    None => String::new(),
+                };
+                let mut invocation = self.scripts.expire.prepare_invoke();
+                invocation
+                    .key(self.keys.job(id))
+                    .key(&self.keys.expiry)
+                    .arg(&read)
+                    .arg(marked)
+                    .arg(id.to_string())
+                    .arg(now_us)
+                    .arg(&self.keys.changes);
+                match call(invocation.invoke_async::<i64>(&mut conn)).await? {
+                    1 => {
+                        expired.extend(record);
+                        break;
+                    }
+                    2 => continue,
+                    _ => break, // another instance took it, or it is gone
+                }
+            }
+        }
+        Ok(expired)
+    }
+
+    async fn finish_expiry(&self, record: &JobRecord) -> Result<(), CoordError> {
+        let id = record.id();
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.finish_expiry.prepare_invoke();
+        invocation
+            .key(self.keys.job(id))
+            .key(self.keys.fingerprint(record.spec.fingerprint))
+            .key(&self.keys.leases)
+            .key(self.keys.user(&record.spec.tenant, &record.spec.user))
+            .key(&self.keys.expiry)
+            .arg(id.to_string())
+            .arg(record.spec.offset.0)
+            .arg(&self.keys.changes);
+        call(invocation.invoke_async::<()>(&mut conn)).await
+    }
+}

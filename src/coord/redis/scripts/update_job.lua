@@ -1,0 +1,15 @@
+-- Writes an updated record only if nobody changed it since it was read (the
+-- optimistic half of `update_job`); indexes its expiry and announces it.
+-- The record as read is named by its SHA-1, so the call carries the record
+-- once. Answers `{1, ''}` when written, `{-1, ''}` when the job is gone, and
+-- on a lost race `{0, current}`, the record to apply the update to instead
+-- (saving the caller a `GET`).
+-- KEYS[1] job, KEYS[2] expiry index
+-- ARGV[1] SHA-1 (hex) of the record as read, ARGV[2] new record, ARGV[3] job id, ARGV[4] expiry score or '', ARGV[5] channel
+local current = redis.call('GET', KEYS[1])
+if not current then return {-1, ''} end
+if redis.sha1hex(current) ~= ARGV[1] then return {0, current} end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3]) end
+redis.call('PUBLISH', ARGV[5], ARGV[3])
+return {1, ''}

@@ -1,0 +1,386 @@
+//! The `JobStore` contract: updates, long-polls woken by changes, expiry
+//! exactly once (freeing the fingerprint and the offset), a user's jobs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use pseudostream::coord::policy::TimeoutAndRetry;
+use pseudostream::coord::redis::RedisCoordination;
+use pseudostream::coord::{Claim, CoordError, Coordination, JobStore, memory};
+use pseudostream::filter::Fingerprint;
+use pseudostream::model::{JobId, JobRecord, JobStatus, JobUpdate};
+
+use crate::contract_coord::{
+    Flaky, FlakyScript, admit, assert_not_retried, assert_retried, coord_suite, finished, on_both,
+    progress, redis_backends, redis_coordination, redis_pair, redis_prefix, redis_url, test_policy,
+};
+
+pub async fn case_updates_and_offset_lookup(c: Coordination) {
+    let job = admit(&c, 3, "ann").await;
+    assert_eq!(
+        c.offsets
+            .job_at_offset(job.spec.offset)
+            .await
+            .unwrap()
+            .unwrap()
+            .id(),
+        job.id()
+    );
+    let started = c
+        .job_store
+        .update_job(job.id(), JobUpdate::Started { at: Utc::now() })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(started.status, JobStatus::Running);
+    assert!(started.version > job.version);
+    let progressed = c
+        .job_store
+        .update_job(job.id(), progress(10, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((progressed.rows, progressed.chunks), (10, 1));
+    assert!(progressed.first_chunk_at.is_some());
+    assert!(
+        c.job_store
+            .update_job(JobId::new(), JobUpdate::CancelRequested)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn case_wait_for_change_wakes_on_update(c: Coordination) {
+    let c = std::sync::Arc::new(c);
+    let job = admit(c.as_ref(), 4, "ann").await;
+    let waiter = {
+        let c = c.clone();
+        let (id, version) = (job.id(), job.version);
+        tokio::spawn(async move {
+            c.job_store
+                .wait_for_change(id, version, Duration::from_secs(20))
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    c.job_store
+        .update_job(job.id(), progress(1, 1))
+        .await
+        .unwrap();
+    let seen = waiter.await.unwrap().unwrap().unwrap();
+    assert!(seen.version > job.version);
+    // Nothing new: returns at the timeout with the same version.
+    let same = c
+        .job_store
+        .wait_for_change(job.id(), seen.version, Duration::from_millis(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(same.version, seen.version);
+}
+
+pub async fn case_expiry_happens_once_and_frees_everything(c: Coordination) {
+    let running = admit(&c, 5, "ann").await;
+    let done = admit(&c, 6, "ann").await;
+    c.job_store
+        .update_job(done.id(), finished(-1))
+        .await
+        .unwrap();
+    let later = admit(&c, 7, "ann").await;
+    c.job_store
+        .update_job(later.id(), finished(3600))
+        .await
+        .unwrap();
+
+    let due = c.job_store.begin_expiry(Utc::now()).await.unwrap();
+    assert_eq!(
+        due.iter().map(|j| j.id()).collect::<Vec<_>>(),
+        [done.id()],
+        "only the due, finished job"
+    );
+    assert!(
+        c.job_store
+            .begin_expiry(Utc::now())
+            .await
+            .unwrap()
+            .is_empty(),
+        "exactly once"
+    );
+    c.job_store.finish_expiry(&due[0]).await.unwrap();
+    assert!(c.job_store.job(done.id()).await.unwrap().is_none());
+    assert!(
+        c.offsets
+            .job_at_offset(done.spec.offset)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        c.dedup
+            .claim_fingerprint(Fingerprint([6; 32]), JobId::new())
+            .await
+            .unwrap(),
+        Claim::Won
+    );
+    assert_eq!(
+        c.job_store.job(running.id()).await.unwrap().unwrap().status,
+        JobStatus::Queued,
+        "running jobs never expire"
+    );
+    assert_eq!(c.offsets.pool_usage().await.unwrap().leased, 2);
+}
+
+pub async fn case_jobs_of_a_user_newest_first(c: Coordination) {
+    let first = admit(&c, 8, "ann").await;
+    let _other = admit(&c, 9, "bob").await;
+    let second = admit(&c, 10, "ann").await;
+    let ids: Vec<JobId> = c
+        .job_store
+        .jobs_of("acme", "ann", None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id())
+        .collect();
+    assert_eq!(ids, [second.id(), first.id()]);
+    assert!(
+        c.job_store
+            .jobs_of("globex", "ann", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        c.job_store
+            .jobs_of("acme", "ann", Some(JobStatus::Running), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        c.job_store
+            .jobs_of("acme", "ann", None, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[async_trait]
+impl JobStore for Flaky<Arc<dyn JobStore>> {
+    async fn insert_job(&self, record: JobRecord) -> Result<(), CoordError> {
+        self.script.gate().await?;
+        self.inner.insert_job(record).await
+    }
+
+    async fn job(&self, id: JobId) -> Result<Option<JobRecord>, CoordError> {
+        self.script.gate().await?;
+        self.inner.job(id).await
+    }
+
+    async fn jobs_of(
+        &self,
+        tenant: &str,
+        user: &str,
+        status: Option<JobStatus>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, CoordError> {
+        self.script.gate().await?;
+        self.inner.jobs_of(tenant, user, status, limit).await
+    }
+
+    async fn update_job(
+        &self,
+        id: JobId,
+        update: JobUpdate,
+    ) -> Result<Option<JobRecord>, CoordError> {
+        self.script.gate().await?;
+        self.inner.update_job(id, update).await
+    }
+
+    async fn wait_for_change(
+        &self,
+        id: JobId,
+        seen_version: u64,
+        timeout: Duration,
+    ) -> Result<Option<JobRecord>, CoordError> {
+        self.script.gate().await?;
+        self.inner.wait_for_change(id, seen_version, timeout).await
+    }
+
+    async fn begin_expiry(&self, now: DateTime<Utc>) -> Result<Vec<JobRecord>, CoordError> {
+        self.script.gate().await?;
+        self.inner.begin_expiry(now).await
+    }
+
+    async fn finish_expiry(&self, record: &JobRecord) -> Result<(), CoordError> {
+        self.script.gate().await?;
+        self.inner.finish_expiry(record).await
+    }
+}
+
+/// Reads, the insert and the end of an expiry are retried; an update is not
+/// (it would apply twice).
+pub async fn case_policy_retries_within_its_budget(c: Coordination) {
+    let make = |script: &Arc<FlakyScript>| {
+        TimeoutAndRetry::with_policy(Flaky::new(c.job_store.clone(), script), test_policy())
+    };
+    let job = admit(&c, 31, "ann").await;
+    let record = job.clone();
+    assert_retried(&make, async |s| s.insert_job(record.clone()).await).await;
+    assert_retried(&make, async |s| s.job(job.id()).await).await;
+    assert_retried(&make, async |s| s.jobs_of("acme", "ann", None, 10).await).await;
+    assert_not_retried(&make, async |s| {
+        s.update_job(job.id(), JobUpdate::CancelRequested).await
+    })
+    .await;
+    c.job_store
+        .update_job(job.id(), finished(-1))
+        .await
+        .unwrap();
+    let due = c.job_store.begin_expiry(Utc::now()).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_retried(&make, async |s| s.finish_expiry(&due[0]).await).await;
+    assert!(c.job_store.job(job.id()).await.unwrap().is_none());
+}
+
+coord_suite!(embedded, memory::coordination(3);
+    case_updates_and_offset_lookup,
+    case_wait_for_change_wakes_on_update,
+    case_expiry_happens_once_and_frees_everything,
+    case_jobs_of_a_user_newest_first,
+    case_policy_retries_within_its_budget);
+coord_suite!(
+    redis,
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"],
+    redis_coordination(3).await;
+    case_updates_and_offset_lookup,
+    case_wait_for_change_wakes_on_update,
+    case_expiry_happens_once_and_frees_everything,
+    case_jobs_of_a_user_newest_first,
+    case_policy_retries_within_its_budget
+);
+
+/// Two instances sharing one Redis prefix behave as one: the Lua scripts
+/// are what keep concurrent callers on different instances apart.
+mod redis_across_instances {
+    use super::*;
+
+    /// Each instance remembers the record it last wrote and updates against
+    /// it; an update made meanwhile by the other instance must not be lost.
+    #[tokio::test]
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
+    async fn updates_from_two_instances_build_on_each_other() {
+        let (a, b) = redis_pair(3).await;
+        let job = admit(&a, 12, "ann").await;
+        let id = job.id();
+        let started = a
+            .job_store
+            .update_job(id, JobUpdate::Started { at: Utc::now() })
+            .await
+            .unwrap()
+            .unwrap();
+        // `a` now remembers `started`; `b` changes the record under it.
+        b.job_store
+            .update_job(id, JobUpdate::CancelRequested)
+            .await
+            .unwrap()
+            .unwrap();
+        let seen = a.job_store.update_job(id, progress(10, 1)).await;
+        let seen = seen.unwrap().unwrap();
+        assert!(seen.cancel_requested, "b's update was lost: {seen:?}");
+        assert_eq!((seen.rows, seen.version), (10, started.version + 2));
+
+        // Concurrent updates from both: every one is applied exactly once.
+        let pair = (a.clone(), b.clone());
+        on_both(&pair, 40, |c| async move {
+            let updated = c.job_store.update_job(id, progress(10, 1)).await;
+            updated.unwrap().unwrap()
+        })
+        .await;
+        let after = b.job_store.job(id).await.unwrap().unwrap();
+        assert_eq!(after.version, seen.version + 40);
+        assert_eq!(a.job_store.job(id).await.unwrap(), Some(after));
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
+    async fn a_change_on_one_instance_wakes_a_waiter_on_the_other() {
+        let (a, b) = redis_pair(3).await;
+        let job = admit(&a, 11, "ann").await;
+        let waiter = {
+            let b = b.clone();
+            let (id, version) = (job.id(), job.version);
+            tokio::spawn(async move {
+                b.job_store
+                    .wait_for_change(id, version, Duration::from_secs(20))
+                    .await
+            })
+        };
+        a.job_store
+            .update_job(job.id(), JobUpdate::CancelRequested)
+            .await
+            .unwrap();
+        let seen = waiter.await.unwrap().unwrap().unwrap();
+        assert!(seen.cancel_requested);
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
+    async fn dropping_the_job_store_ends_its_change_subscriber() {
+        let prefix = redis_prefix();
+        let channel = format!("{prefix}:changes");
+        let client = ::redis::Client::open(redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut subscribers = async || -> u64 {
+            let reply: (String, u64) = ::redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            reply.1
+        };
+        let backends = redis_backends(&prefix, 3).await;
+        assert_eq!(subscribers().await, 1);
+        // The subscriber is the job store's: the other backends keep nothing alive.
+        let RedisCoordination {
+            job_store,
+            dedup: _dedup,
+            ..
+        } = backends;
+        drop(job_store);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while subscribers().await != 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the subscriber outlived its job store"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
+    async fn a_due_job_expires_on_exactly_one_instance() {
+        let (a, b) = redis_pair(3).await;
+        let job = admit(&a, 12, "ann").await;
+        a.job_store
+            .update_job(job.id(), finished(-1))
+            .await
+            .unwrap();
+        let now = Utc::now();
+        let (from_a, from_b) =
+            tokio::join!(a.job_store.begin_expiry(now), b.job_store.begin_expiry(now));
+        let total = from_a.unwrap().len() + from_b.unwrap().len();
+        assert_eq!(total, 1);
+        let record = a.job_store.job(job.id()).await.unwrap().unwrap();
+        assert_eq!(record.status, JobStatus::Expired);
+        // The record survives re-encoding intact (no Lua JSON round trip).
+        assert_eq!(record.spec, job.spec);
+    }
+}
