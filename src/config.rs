@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::source::DEFAULT_PAGE_CACHE_BYTES;
-
 /// Settings for `serve` (and the future `worker`). Durations accept
 /// humantime strings such as `5m`, `90d` or `250ms`.
 #[derive(Debug, Clone, Args)]
@@ -179,8 +177,8 @@ pub struct Config {
     /// shortens whole results, but it costs CPU on librdkafka's broker
     /// thread, which also sends every first chunk, and first chunks were
     /// slower with it (docs/PERFORMANCE.md); off by default, for them.
-    #[arg(long, env = "PSEUDOSTREAM_KAFKA_COMPRESSION", value_enum, default_value_t = crate::results::kafka::Compression::None)]
-    pub kafka_compression: crate::results::kafka::Compression,
+    #[arg(long, env = "PSEUDOSTREAM_KAFKA_COMPRESSION", value_enum, default_value_t = Compression::None)]
+    pub kafka_compression: Compression,
 
     /// A Kafka topic to record every HTTP exchange to (HTTP Types JSON,
     /// no bodies or secrets), for audit and abuse spotting. Needs
@@ -209,12 +207,48 @@ pub struct Config {
     pub source_table: String,
 
     /// Rows per day of the generated demo dataset.
-    #[arg(long, env = "PSEUDOSTREAM_DEMO_ROWS_PER_DAY", default_value_t = crate::demo::DEMO_ROWS_PER_DAY)]
+    #[arg(long, env = "PSEUDOSTREAM_DEMO_ROWS_PER_DAY", default_value_t = DEMO_ROWS_PER_DAY)]
     pub demo_rows_per_day: u32,
 
     /// Days in the generated demo dataset, ending today (UTC).
-    #[arg(long, env = "PSEUDOSTREAM_DEMO_DAYS", default_value_t = crate::demo::DEMO_DAYS)]
+    #[arg(long, env = "PSEUDOSTREAM_DEMO_DAYS", default_value_t = DEMO_DAYS)]
     pub demo_days: u32,
+}
+
+/// Decoded Parquet pages kept for first windows when no budget is given:
+/// a few dozen pages of the newest day, the ones concurrent dashboards all
+/// read first.
+pub const DEFAULT_PAGE_CACHE_BYTES: usize = 64 << 20;
+
+/// Rows per day of the generated demo dataset.
+pub const DEMO_ROWS_PER_DAY: u32 = 60_000;
+
+/// Days in the generated demo dataset, ending today (UTC).
+pub const DEMO_DAYS: u32 = 90;
+
+/// How the producer compresses the result topic's record batches. Chunks are
+/// JSON rows, which compress several times over, so the broker receives,
+/// stores and replicates a fraction of the bytes. Consumers decompress
+/// transparently. (zstd is not offered: the bundled librdkafka is built
+/// without it.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+}
+
+impl Compression {
+    /// The value of librdkafka's `compression.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+        }
+    }
 }
 
 /// `count` new jobs per `per`, per user.
@@ -271,7 +305,6 @@ mod tests {
 
     #[test]
     fn kafka_batches_are_uncompressed_unless_configured_otherwise() {
-        use crate::results::kafka::Compression;
         assert_eq!(Config::defaults().kafka_compression, Compression::None);
         let lz4 = Config::from_args(["pseudostream", "--kafka-compression", "lz4"]).unwrap();
         assert_eq!(lz4.kafka_compression, Compression::Lz4);

@@ -25,8 +25,8 @@ use self::rng::Rng;
 use self::shop::SERVICES;
 use crate::source::SourceError;
 
-pub const DEMO_ROWS_PER_DAY: u32 = 60_000;
-pub const DEMO_DAYS: u32 = 90;
+pub use crate::config::{DEMO_DAYS, DEMO_ROWS_PER_DAY};
+
 pub const DEMO_SEED: u64 = 0x5EED_DA7A_2026;
 
 /// Rows per Parquet row group (and per Arrow batch we build).

@@ -56,30 +56,8 @@ const READERS: usize = 4;
 /// commits to it: consumer groups are never used.
 const READER_GROUP: &str = "pseudostream-result-readers";
 
-/// How the producer compresses the result topic's record batches. Chunks are
-/// JSON rows, which compress several times over, so the broker receives,
-/// stores and replicates a fraction of the bytes. Consumers decompress
-/// transparently. (zstd is not offered: the bundled librdkafka is built
-/// without it.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Compression {
-    None,
-    Gzip,
-    Snappy,
-    Lz4,
-}
-
-impl Compression {
-    /// The value of librdkafka's `compression.type`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Snappy => "snappy",
-            Compression::Lz4 => "lz4",
-        }
-    }
-}
+/// Re-exported: the setting lives in `config`, which imports no backend.
+pub use crate::config::Compression;
 
 pub struct KafkaResultTopic {
     producer: FutureProducer,

@@ -55,10 +55,7 @@ pub struct ParquetSource {
     regexes: RegexCache,
 }
 
-/// Decoded pages kept for the direct window reads unless the source is
-/// given another budget: a few dozen pages of the newest day, the ones
-/// concurrent dashboards all read first.
-pub const DEFAULT_PAGE_CACHE_BYTES: usize = 64 << 20;
+pub use crate::config::DEFAULT_PAGE_CACHE_BYTES;
 
 impl std::fmt::Debug for ParquetSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
