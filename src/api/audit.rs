@@ -51,6 +51,6 @@ pub async fn search(
         to: time("to", params.to.as_deref())?,
         limit: limit as u32,
     };
-    let entries = state.jobs.backends.audit.search(&query).await?;
+    let entries = state.jobs.search_audit(&query).await?;
     Ok(axum::Json(json!({ "entries": entries })).into_response())
 }

@@ -8,6 +8,8 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::problem::{ApiError, ErrorCode};
+use crate::jobs::JobError;
+use crate::model::{JobId, Offset};
 
 pub struct Json<T>(pub T);
 
@@ -78,6 +80,37 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
             .await
             .map(|p| Path(p.0))
             .map_err(|r: PathRejection| ApiError::new(ErrorCode::InvalidParameter, r.body_text()))
+    }
+}
+
+/// A job id from the path, in the one spelling the API writes (lower-case,
+/// hyphenated); any other text names no job.
+pub struct JobIdPath(pub JobId);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(text) = Path::<String>::from_request_parts(parts, state).await?;
+        text.parse()
+            .map(JobIdPath)
+            .map_err(|_| JobError::JobNotFound(text).into())
+    }
+}
+
+/// An offset from the path, in its one spelling (`7`, never `07` or `+7`).
+pub struct OffsetPath(pub Offset);
+
+impl<S: Send + Sync> FromRequestParts<S> for OffsetPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(text) = Path::<String>::from_request_parts(parts, state).await?;
+        text.parse::<u32>()
+            .ok()
+            .filter(|n| n.to_string() == text)
+            .map(|n| OffsetPath(Offset(n)))
+            .ok_or_else(|| JobError::OffsetNotFound(text).into())
     }
 }
 

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::Caller;
-use super::extract::{Json, Path, Query, limit_param};
+use super::extract::{JobIdPath, Json, Query, limit_param};
 use super::problem::{ApiError, ErrorCode};
 use crate::audit::rfc3339;
 use crate::filter::Fingerprint;
@@ -133,18 +133,18 @@ pub async fn list(
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Caller(who): Caller,
-    Path(id): Path<String>,
+    JobIdPath(id): JobIdPath,
 ) -> Result<Response, ApiError> {
-    let job = state.jobs.job(&who, &id).await?;
+    let job = state.jobs.job(&who, id).await?;
     Ok(axum::Json(job_view(&job)).into_response())
 }
 
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
     Caller(who): Caller,
-    Path(id): Path<String>,
+    JobIdPath(id): JobIdPath,
 ) -> Result<Response, ApiError> {
-    let job = state.jobs.cancel(&who, &id).await?;
+    let job = state.jobs.cancel(&who, id).await?;
     let status = if job.status.is_finished() {
         StatusCode::OK
     } else {
@@ -164,10 +164,10 @@ pub struct ChunkParams {
 pub async fn chunks(
     State(state): State<Arc<AppState>>,
     Caller(who): Caller,
-    Path(id): Path<String>,
+    JobIdPath(id): JobIdPath,
     Query(params): Query<ChunkParams>,
 ) -> Result<Response, ApiError> {
-    let job = state.jobs.job(&who, &id).await?;
+    let job = state.jobs.job(&who, id).await?;
     read_chunks(&state, job, params).await
 }
 

@@ -120,13 +120,11 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let pool = state
         .jobs
-        .backends
-        .offsets
         .pool_usage()
         .await
         .ok()
         .map(|p| (p.leased, p.size));
-    let results = state.jobs.backends.results.held_bytes();
+    let results = state.jobs.held_bytes();
     let body = state.jobs.metrics.render(pool, results);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
@@ -144,13 +142,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError
         // Through `JobError` so the 503 carries `Retry-After` like every other.
         return Err(crate::jobs::JobError::ShuttingDown.into());
     }
-    let pool = state
-        .jobs
-        .backends
-        .offsets
-        .pool_usage()
-        .await
-        .map_err(crate::jobs::JobError::from)?;
+    let pool = state.jobs.pool_usage().await?;
     Ok(axum::Json(json!({
         "status": "ready",
         "offsets": {

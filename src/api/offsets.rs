@@ -8,25 +8,25 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::auth::Caller;
-use super::extract::{Path, Query};
+use super::extract::{OffsetPath, Query};
 use super::jobs::{ChunkParams, job_view, read_chunks};
 use super::problem::ApiError;
 
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Caller(who): Caller,
-    Path(offset): Path<String>,
+    OffsetPath(offset): OffsetPath,
 ) -> Result<Response, ApiError> {
-    let job = state.jobs.job_at_offset(&who, &offset).await?;
+    let job = state.jobs.job_at_offset(&who, offset).await?;
     Ok(axum::Json(job_view(&job)).into_response())
 }
 
 pub async fn chunks(
     State(state): State<Arc<AppState>>,
     Caller(who): Caller,
-    Path(offset): Path<String>,
+    OffsetPath(offset): OffsetPath,
     Query(params): Query<ChunkParams>,
 ) -> Result<Response, ApiError> {
-    let job = state.jobs.job_at_offset(&who, &offset).await?;
+    let job = state.jobs.job_at_offset(&who, offset).await?;
     read_chunks(&state, job, params).await
 }

@@ -93,7 +93,7 @@ impl Builders {
             Arc::new(self.cached.finish()),
             Arc::new(self.message.finish()),
         ];
-        RecordBatch::try_new(schema, cols).map_err(|e| SourceError::Engine(e.to_string()))
+        RecordBatch::try_new(schema, cols).map_err(|e| SourceError::Internal(e.to_string()))
     }
 }
 

@@ -78,7 +78,7 @@ fn write_day(
         incident_hour,
     };
 
-    let parquet_err = |e: datafusion::parquet::errors::ParquetError| SourceError::Parquet {
+    let parquet_err = |e: datafusion::parquet::errors::ParquetError| SourceError::Unreadable {
         file: path.display().to_string(),
         message: e.to_string(),
     };

@@ -12,9 +12,8 @@ use crate::source::SourceError;
 pub enum JobError {
     #[error("{0}")]
     Filter(#[from] FilterError),
-    /// A request field has a value the service cannot use.
-    #[error("{detail}")]
-    InvalidRequest { field: &'static str, detail: String },
+    #[error("`maxRows` is {requested}; it must be between 1 and {cap}")]
+    MaxRowsOutOfRange { requested: u64, cap: u64 },
     #[error("unknown field `{name}` in `fields`; known fields: {known}")]
     UnknownField { name: String, known: String },
     #[error("{0}")]

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod expiry;
+mod overview;
 pub mod read;
 pub mod submit;
 

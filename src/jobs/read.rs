@@ -23,13 +23,12 @@ pub struct ChunkPage {
 pub const MAX_CHUNKS_PER_READ: usize = 1000;
 
 impl Jobs {
-    pub async fn job(&self, who: &Principal, id: &str) -> Result<JobRecord, JobError> {
-        let not_found = || JobError::JobNotFound(id.to_owned());
-        let job_id: JobId = id.parse().map_err(|_| not_found())?;
+    pub async fn job(&self, who: &Principal, id: JobId) -> Result<JobRecord, JobError> {
+        let not_found = || JobError::JobNotFound(id.to_string());
         let job = self
             .backends
             .job_store
-            .job(job_id)
+            .job(id)
             .await?
             .ok_or_else(not_found)?;
         if job.spec.tenant != who.tenant {
@@ -41,19 +40,13 @@ impl Jobs {
     pub async fn job_at_offset(
         &self,
         who: &Principal,
-        offset: &str,
+        offset: Offset,
     ) -> Result<JobRecord, JobError> {
-        let not_found = || JobError::OffsetNotFound(offset.to_owned());
-        // One spelling per offset: `7`, never `07` or `+7`.
-        let n: u32 = offset
-            .parse()
-            .ok()
-            .filter(|n: &u32| n.to_string() == offset)
-            .ok_or_else(not_found)?;
+        let not_found = || JobError::OffsetNotFound(offset.to_string());
         let job = self
             .backends
             .offsets
-            .job_at_offset(Offset(n))
+            .job_at_offset(offset)
             .await?
             .ok_or_else(not_found)?;
         if job.spec.tenant != who.tenant {
@@ -127,7 +120,7 @@ impl Jobs {
 
     /// Asks the job to stop. A queued or running job ends with a last chunk
     /// that says `cancelled`; a finished job is returned as it is.
-    pub async fn cancel(&self, who: &Principal, id: &str) -> Result<JobRecord, JobError> {
+    pub async fn cancel(&self, who: &Principal, id: JobId) -> Result<JobRecord, JobError> {
         let job = self.job(who, id).await?;
         if job.status.is_finished() {
             return Ok(job);
@@ -137,7 +130,7 @@ impl Jobs {
             .job_store
             .update_job(job.id(), JobUpdate::CancelRequested)
             .await?
-            .ok_or_else(|| JobError::JobNotFound(id.to_owned()))?;
+            .ok_or_else(|| JobError::JobNotFound(id.to_string()))?;
         info!(job_id = %job.id(), user = %who.user, "cancel requested");
         Ok(job)
     }

@@ -76,10 +76,8 @@ impl Jobs {
             return self.submit(who, request).await;
         };
         let key = IdempotencyKey::new(&who.tenant, &who.user, key);
-        let body = serde_json::to_vec(&request).map_err(|e| JobError::InvalidRequest {
-            field: "body",
-            detail: e.to_string(),
-        })?;
+        // Strings, numbers and lists: serializing them cannot fail.
+        let body = serde_json::to_vec(&request).unwrap_or_default();
         let request_hash = RequestHash::of(&body);
         let keys = &self.backends.idempotency;
         let started = tokio::time::Instant::now();
@@ -328,10 +326,7 @@ impl Jobs {
         match requested {
             None => Ok(cap),
             Some(n) if (1..=cap).contains(&n) => Ok(n),
-            Some(n) => Err(JobError::InvalidRequest {
-                field: "maxRows",
-                detail: format!("`maxRows` is {n}; it must be between 1 and {cap}"),
-            }),
+            Some(n) => Err(JobError::MaxRowsOutOfRange { requested: n, cap }),
         }
     }
 }

@@ -156,8 +156,8 @@ pub enum SourceError {
         source: std::io::Error,
     },
 
-    #[error("cannot read or write Parquet file {file}: {message}")]
-    Parquet { file: String, message: String },
+    #[error("cannot read or write the file {file}: {message}")]
+    Unreadable { file: String, message: String },
 
     #[error("unknown field {field:?}; the source has: {available}")]
     UnknownField { field: String, available: String },
@@ -167,21 +167,69 @@ pub enum SourceError {
     )]
     BadPredicate { field: String, detail: String },
 
-    #[error("query engine error: {0}")]
-    Engine(String),
+    /// The source's store did not answer (connection lost, pool
+    /// exhausted, resources exhausted): worth retrying later.
+    #[error("the source is unavailable: {0}")]
+    Unavailable(String),
 
-    #[error("database error: {0}")]
-    Database(String),
+    /// The query failed inside the engine or the database for a reason
+    /// that is not the request's: a bug to report.
+    #[error("the query failed: {0}")]
+    Internal(String),
+}
+
+/// What a source error means for the one who asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceErrorKind {
+    /// The request or the configuration does not fit this source.
+    Invalid,
+    /// The source's store cannot be reached or read now.
+    Unavailable,
+    /// A fault of the service.
+    Internal,
+}
+
+impl SourceError {
+    pub fn kind(&self) -> SourceErrorKind {
+        use SourceError::*;
+        match self {
+            NotFound { .. }
+            | NoFiles { .. }
+            | BadLocation { .. }
+            | NoTimeColumn { .. }
+            | TimeColumnType { .. }
+            | SchemaMismatch { .. }
+            | UnknownField { .. }
+            | BadPredicate { .. } => SourceErrorKind::Invalid,
+            Io { .. } | Unreadable { .. } | Unavailable(_) => SourceErrorKind::Unavailable,
+            Internal(_) => SourceErrorKind::Internal,
+        }
+    }
 }
 
 impl From<sqlx::Error> for SourceError {
     fn from(e: sqlx::Error) -> Self {
-        SourceError::Database(e.to_string())
+        use sqlx::Error as E;
+        match e {
+            E::Io(_)
+            | E::Tls(_)
+            | E::Protocol(_)
+            | E::PoolTimedOut
+            | E::PoolClosed
+            | E::WorkerCrashed => SourceError::Unavailable(e.to_string()),
+            other => SourceError::Internal(other.to_string()),
+        }
     }
 }
 
 impl From<datafusion::error::DataFusionError> for SourceError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
-        SourceError::Engine(e.to_string())
+        use datafusion::error::DataFusionError as E;
+        match e {
+            E::IoError(_) | E::ObjectStore(_) | E::ResourcesExhausted(_) => {
+                SourceError::Unavailable(e.to_string())
+            }
+            other => SourceError::Internal(other.to_string()),
+        }
     }
 }

@@ -96,7 +96,7 @@ fn push_column(a: &ArrayRef, key: &str, rows: &mut [String]) -> Result<(), Sourc
         });
         match bad {
             None => Ok(()),
-            Some(raw) => Err(SourceError::Engine(format!(
+            Some(raw) => Err(SourceError::Internal(format!(
                 "timestamp {raw} ({unit:?}) is outside the representable date range"
             ))),
         }
@@ -147,7 +147,7 @@ fn push_column(a: &ArrayRef, key: &str, rows: &mut [String]) -> Result<(), Sourc
         // The array's type was checked when the schema was mapped, but batches
         // come from the engine, so an unexpected type is an error, not a panic.
         other => {
-            return Err(SourceError::Engine(format!(
+            return Err(SourceError::Internal(format!(
                 "unexpected column type {other} in query result"
             )));
         }

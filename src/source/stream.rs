@@ -44,7 +44,7 @@ where
 /// down under it) is an error, not the end of the rows.
 pub(crate) async fn joined(task: AbortOnDropHandle<()>) -> Result<(), SourceError> {
     task.await.map_err(|e| {
-        SourceError::Engine(if e.is_panic() {
+        SourceError::Internal(if e.is_panic() {
             format!("query task panicked: {e}")
         } else {
             format!("query task stopped before it finished: {e}")

@@ -60,7 +60,7 @@ async fn run_on_query_runtime(
     );
     match task.await {
         Ok(outcome) => outcome,
-        Err(e) => Err(JobError::Source(SourceError::Engine(format!(
+        Err(e) => Err(JobError::Source(SourceError::Internal(format!(
             "the job's task failed: {e}"
         )))),
     }

@@ -4,6 +4,7 @@ use super::{ApiError, ErrorCode};
 use crate::audit::AuditError;
 use crate::filter::{FilterError, FilterErrorKind, TimeRangeError};
 use crate::jobs::JobError;
+use crate::source::SourceErrorKind;
 
 impl From<FilterError> for ApiError {
     fn from(e: FilterError) -> ApiError {
@@ -22,8 +23,8 @@ impl From<JobError> for ApiError {
         let detail = e.to_string();
         match e {
             JobError::Filter(f) => f.into(),
-            JobError::InvalidRequest { field, .. } => {
-                ApiError::new(ErrorCode::InvalidRequest, detail).with("field", field)
+            JobError::MaxRowsOutOfRange { .. } => {
+                ApiError::new(ErrorCode::InvalidRequest, detail).with("field", "maxRows")
             }
             JobError::UnknownField { .. } => {
                 ApiError::new(ErrorCode::Filter(FilterErrorKind::UnknownField), detail)
@@ -52,7 +53,15 @@ impl From<JobError> for ApiError {
             }
             JobError::ShuttingDown => ApiError::new(ErrorCode::ShuttingDown, detail),
             JobError::Audit(_) => ApiError::new(ErrorCode::AuditUnavailable, detail),
-            JobError::Coord(_) | JobError::Results(_) | JobError::Source(_) => {
+            JobError::Source(e) => {
+                let code = match e.kind() {
+                    SourceErrorKind::Invalid => ErrorCode::InvalidRequest,
+                    SourceErrorKind::Unavailable => ErrorCode::BackendUnavailable,
+                    SourceErrorKind::Internal => ErrorCode::Internal,
+                };
+                ApiError::new(code, detail)
+            }
+            JobError::Coord(_) | JobError::Results(_) => {
                 ApiError::new(ErrorCode::BackendUnavailable, detail)
             }
         }

@@ -14,12 +14,12 @@ pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SourceError 
 /// A file that could not be read as Parquet: the reader's error (Parquet's
 /// own, or Arrow's for a batch), naming the file.
 pub(super) fn parquet_err<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> SourceError + '_ {
-    move |e| SourceError::Parquet {
+    move |e| SourceError::Unreadable {
         file: path.display().to_string(),
         message: e.to_string(),
     }
 }
 
 pub(super) fn arrow_err(e: datafusion::arrow::error::ArrowError) -> SourceError {
-    SourceError::Engine(e.to_string())
+    SourceError::Internal(e.to_string())
 }

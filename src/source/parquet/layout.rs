@@ -91,7 +91,7 @@ pub(super) fn read_layout(location: &str, time_column: &str) -> Result<Layout, S
         .schema
         .field_with_name(time_column)
         .map(|f| f.data_type().clone())
-        .map_err(|e| SourceError::Engine(e.to_string()))?;
+        .map_err(|e| SourceError::Internal(e.to_string()))?;
     Ok(Layout {
         id,
         schema,
@@ -278,7 +278,7 @@ fn read_footer(path: &Path, time_column: &str) -> Result<FileInfo, SourceError> 
             .get_fields()
             .iter()
             .position(|f| f.name() == time_column)
-            .ok_or_else(|| SourceError::Parquet {
+            .ok_or_else(|| SourceError::Unreadable {
                 file: path.display().to_string(),
                 message: format!("time column {time_column:?} is not a top-level Parquet column"),
             })?;

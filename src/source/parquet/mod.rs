@@ -79,7 +79,7 @@ impl ParquetSource {
         let (location, time_column) = (location.to_owned(), time_column.to_owned());
         let layout = tokio::task::spawn_blocking(move || read_layout(&location, &time_column))
             .await
-            .map_err(|e| SourceError::Engine(format!("open task failed: {e}")))??;
+            .map_err(|e| SourceError::Internal(format!("open task failed: {e}")))??;
         Ok(ParquetSource {
             id: layout.id,
             schema_version: schema_version(&layout.schema),
@@ -117,7 +117,7 @@ impl ParquetSource {
 /// environment variable (e.g. `DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS=true`).
 fn engine_config() -> Result<SessionConfig, SourceError> {
     SessionConfig::from_env()
-        .map_err(|e| SourceError::Engine(format!("bad DATAFUSION_* environment variable: {e}")))
+        .map_err(|e| SourceError::Internal(format!("bad DATAFUSION_* environment variable: {e}")))
 }
 
 #[async_trait::async_trait]

@@ -167,7 +167,7 @@ mod tests {
         assert!(cache.lock().bytes <= size * 2);
         // A failed decode is not kept: the next read decodes again.
         let failed = cache
-            .get_or_decode(key(9), || Err(SourceError::Engine("disk".into())))
+            .get_or_decode(key(9), || Err(SourceError::Internal("disk".into())))
             .await;
         assert!(failed.is_err());
         assert!(!cache.lock().entries.contains_key(&key(9)));

@@ -119,7 +119,7 @@ impl DirectRead {
             .iter()
             .map(|n| arrow_schema.field_with_name(n).cloned())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| SourceError::Engine(e.to_string()))?;
+            .map_err(|e| SourceError::Internal(e.to_string()))?;
         let schema = Arc::new(ArrowSchema::new(fields));
         let position = |name: &str| columns.iter().position(|c| c == name);
         let mut sort_keys = Vec::with_capacity(sort_input.len());
@@ -193,7 +193,7 @@ pub(super) async fn read_window(
                 .map_err(arrow_err)?;
                 let keep = read.filter.evaluate(&batch)?.into_array(batch.num_rows())?;
                 let keep = keep.as_boolean_opt().ok_or_else(|| {
-                    SourceError::Engine(format!(
+                    SourceError::Internal(format!(
                         "filter gave {} instead of booleans",
                         keep.data_type()
                     ))

@@ -29,7 +29,7 @@ fn cell(row: &PgRow, i: usize, ty: PgType) -> Result<Json, SourceError> {
         PgType::Timestamptz | PgType::Timestamp => match row.try_get::<Option<i64>, _>(i)? {
             None => Json::Null,
             Some(us) => Json::String(format_micros(us).ok_or_else(|| {
-                SourceError::Engine(format!(
+                SourceError::Internal(format!(
                     "timestamp {us} µs is outside the representable date range"
                 ))
             })?),

@@ -47,7 +47,7 @@ pub(super) struct Params(pub(super) Vec<Param>);
 impl Params {
     pub(super) fn add(&mut self, p: Param) -> Result<String, SourceError> {
         if self.0.len() >= MAX_PARAMS {
-            return Err(SourceError::Engine(format!(
+            return Err(SourceError::Internal(format!(
                 "the filter has more than {MAX_PARAMS} literals, more than Postgres accepts in one query"
             )));
         }
@@ -222,7 +222,7 @@ impl Translator<'_> {
             }
             Predicate::Regex { field, .. } => {
                 // Callers route regexes through `split`; reaching here is a bug.
-                return Err(SourceError::Engine(format!(
+                return Err(SourceError::Internal(format!(
                     "internal: regex on {field:?} reached the SQL translation"
                 )));
             }
