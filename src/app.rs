@@ -62,7 +62,9 @@ impl Roles {
 
 /// A started service.
 pub struct RunningApp {
-    /// Where the API listens; `None` in a worker-only process.
+    /// Where the process listens: the API, or in a worker-only process its
+    /// health, readiness and metrics. Always set; an `Option` for callers
+    /// written when workers did not listen.
     pub addr: Option<SocketAddr>,
     pub jobs: Arc<Jobs>,
     /// Cancel to shut down; then await `done`.
@@ -125,50 +127,54 @@ pub async fn start_with_hooks(
 
     let (keys, dev_key) = api_keys(&config.api_keys, config.api_keys_file.clone())?;
     let reloaded_keys = keys.clone();
-    let server = if roles.api {
-        let traffic = match (&config.traffic_topic, &config.kafka_brokers) {
-            (None, _) => None,
-            (Some(topic), Some(brokers)) => Some(
-                api::traffic::TrafficRecorder::start(
-                    brokers,
-                    topic,
-                    config.traffic_queue,
-                    jobs.metrics.clone(),
-                )
-                .await
-                .context("starting the traffic topic")?,
-            ),
-            (Some(_), None) => anyhow::bail!(
-                "PSEUDOSTREAM_TRAFFIC_TOPIC needs PSEUDOSTREAM_KAFKA_BROKERS: the traffic goes to Kafka"
-            ),
-        };
-        let state = Arc::new(AppState {
-            jobs: jobs.clone(),
-            keys,
-            traffic,
-        });
+    // Every process listens: the API's routes, or for a worker-only
+    // process its health, readiness and metrics (for probes and scrapes).
+    let traffic = match (&config.traffic_topic, &config.kafka_brokers) {
+        (Some(topic), Some(brokers)) if roles.api => Some(
+            api::traffic::TrafficRecorder::start(
+                brokers,
+                topic,
+                config.traffic_queue,
+                jobs.metrics.clone(),
+            )
+            .await
+            .context("starting the traffic topic")?,
+        ),
+        (Some(_), None) => anyhow::bail!(
+            "PSEUDOSTREAM_TRAFFIC_TOPIC needs PSEUDOSTREAM_KAFKA_BROKERS: the traffic goes to Kafka"
+        ),
+        _ => None,
+    };
+    let state = Arc::new(AppState {
+        jobs: jobs.clone(),
+        keys,
+        traffic,
+    });
+    let router = if roles.api {
         let body = api::guard::BodyLimits {
             max_bytes: config.max_body_bytes,
             timeout: config.body_timeout,
         };
-        let limits = api::server::ListenerLimits {
-            header_timeout: config.header_timeout,
-            max_connections: config.max_connections,
-        };
-        let router = api::router(state, body);
-        let listener = TcpListener::bind(config.listen).await.with_context(|| {
-            format!(
-                "binding {}; set PSEUDOSTREAM_LISTEN to another address",
-                config.listen
-            )
-        })?;
-        let addr = listener.local_addr()?;
-        let closed = jobs.admission_closed.clone();
-        let task = tokio::spawn(api::server::serve(listener, router, limits, closed));
-        Some((addr, task))
+        api::router(state, body)
     } else {
-        None
+        api::ops_router(state)
     };
+    let limits = api::server::ListenerLimits {
+        header_timeout: config.header_timeout,
+        max_connections: config.max_connections,
+    };
+    let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "binding {}; set PSEUDOSTREAM_LISTEN to another address",
+            config.listen
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    let closed = jobs.admission_closed.clone();
+    let server = Some((
+        addr,
+        tokio::spawn(api::server::serve(listener, router, limits, closed)),
+    ));
 
     let shutdown = CancellationToken::new();
     tokio::spawn(reloaded_keys.watch(shutdown.clone()));

@@ -99,10 +99,13 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     let (running, dev_key) = app::start(config, roles).await?;
     match running.addr {
-        Some(addr) => println!("pseudostream listening on http://{addr}"),
+        Some(addr) if roles.api => println!("pseudostream listening on http://{addr}"),
+        Some(addr) => {
+            println!("pseudostream worker running; /healthz, /readyz and /metrics on http://{addr}")
+        }
         None => println!("pseudostream worker running"),
     }
-    if let (Some(key), Some(addr)) = (dev_key, running.addr) {
+    if let (Some(key), Some(addr), true) = (dev_key, running.addr, roles.api) {
         println!(
             "development API key (user dev, tenant dev, role ops): {}",
             key.0

@@ -75,6 +75,22 @@ pub fn router(state: Arc<AppState>, body: BodyLimits) -> Router {
         .with_state(state)
 }
 
+/// What a worker-only process serves: liveness, readiness and its metrics,
+/// so probes and Prometheus reach workers as they reach the API.
+pub fn ops_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_latency,
+        ))
+        .with_state(state)
+}
+
 /// Times every request by its route template (not the raw path, which
 /// would make one series per job id).
 async fn record_latency(

@@ -89,26 +89,28 @@ impl Stack {
 
     /// Starts an API-only process and returns it with its base URL.
     async fn api(&self) -> (Child, String) {
-        let mut child = self
-            .command(&["serve", "--no-workers"])
-            .spawn()
-            .expect("spawn the API");
+        self.start(&["serve", "--no-workers"]).await
+    }
+
+    /// Starts a worker-only process and returns it with the base URL of its
+    /// health, readiness and metrics.
+    async fn worker(&self) -> (Child, String) {
+        self.start(&["worker"]).await
+    }
+
+    /// Spawns the binary and reads the URL its first line ends with.
+    async fn start(&self, args: &[&str]) -> (Child, String) {
+        let mut child = self.command(args).spawn().expect("spawn the binary");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
             .await
-            .expect("the API starts within a minute")
+            .expect("the process starts within a minute")
             .unwrap()
-            .expect("the API prints its address");
+            .expect("the process prints its address");
         let url = line.rsplit(' ').next().unwrap().to_owned();
         assert!(url.starts_with("http://"), "{line}");
         (child, url)
-    }
-
-    fn worker(&self) -> Child {
-        let mut command = self.command(&["worker"]);
-        command.stdout(Stdio::null());
-        command.spawn().expect("spawn a worker")
     }
 }
 
@@ -179,7 +181,7 @@ async fn two_apis_and_two_workers_act_as_one_service() {
     let http = reqwest::Client::new();
 
     // One worker first, so we know who runs the long job.
-    let mut first_worker = stack.worker();
+    let (mut first_worker, _) = stack.worker().await;
     let long = submit(
         &http,
         &base1,
@@ -198,7 +200,7 @@ async fn two_apis_and_two_workers_act_as_one_service() {
         },
     )
     .await;
-    let _second_worker = stack.worker();
+    let (_second_worker, second_worker_url) = stack.worker().await;
     first_worker.start_kill().unwrap();
     first_worker.wait().await.unwrap();
 
@@ -239,6 +241,22 @@ async fn two_apis_and_two_workers_act_as_one_service() {
         .flat_map(|c| c["rows"].as_array().unwrap().clone())
         .collect();
     assert_eq!(got.len() as u32, DAYS * ROWS_PER_DAY, "every row once");
+
+    // A worker process answers probes and scrapes, with what it ran.
+    let probe = |path: &str| format!("{second_worker_url}{path}");
+    assert_eq!(get(&http, &probe("/healthz")).await.0, 200);
+    assert_eq!(get(&http, &probe("/readyz")).await.0, 200);
+    let metrics = http.get(probe("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("pseudostream_jobs_finished_total{status=\"completed\"}"),
+        "{metrics}"
+    );
+    assert_eq!(
+        get(&http, &probe("/v1/jobs")).await.0,
+        404,
+        "no API on a worker"
+    );
 
     // The same rows a direct query gives, in the same order.
     let source = open_parquet(&data.to_string_lossy(), "ts").await;
