@@ -62,7 +62,7 @@ pub struct Config {
     #[arg(long, env = "PSEUDOSTREAM_RESULT_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub result_ttl: Duration,
 
-    /// Per-user admission rate for new jobs, as `N/PERIOD` (e.g. `1/5s`).
+    /// Admission rate for new jobs, per user of a tenant, as `N/PERIOD` (e.g. `1/5s`).
     /// Deduplicated submissions are free. `0/1s` disables the limit.
     #[arg(long, env = "PSEUDOSTREAM_RATE_LIMIT", default_value = "1/5s", value_parser = parse_rate)]
     pub rate_limit: RateLimit,

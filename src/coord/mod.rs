@@ -316,9 +316,10 @@ pub trait JobQueue: Send + Sync + 'static {
     }
 }
 
-/// Admission control for new jobs, per user.
+/// Admission control for new jobs, per user of a tenant.
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
-    /// `Err(retry_after)` when the user must wait before another new job.
-    async fn check(&self, user: &str) -> Result<(), Duration>;
+    /// `Err(retry_after)` when `who` (a key naming one user of one tenant,
+    /// built by `jobs`) must wait before another new job.
+    async fn check(&self, who: &str) -> Result<(), Duration>;
 }

@@ -233,7 +233,7 @@ impl Jobs {
             });
         }
         b.limiter
-            .check(&who.user)
+            .check(&rate_key(who))
             .await
             .map_err(|retry_after| JobError::RateLimited { retry_after })?;
         spec.offset =
@@ -329,6 +329,12 @@ impl Jobs {
             Some(n) => Err(JobError::MaxRowsOutOfRange { requested: n, cap }),
         }
     }
+}
+
+/// Whom a rate limit counts: one user of one tenant (users of two tenants
+/// may share a name). The tenant is length-prefixed, so no two pairs meet.
+fn rate_key(who: &Principal) -> String {
+    format!("{}:{}:{}", who.tenant.len(), who.tenant, who.user)
 }
 
 fn audit_entry(

@@ -50,6 +50,24 @@ async fn a_second_new_job_within_the_period_is_429() {
 }
 
 #[tokio::test]
+async fn users_of_two_tenants_with_one_name_have_their_own_allowance() {
+    let other_bob = "key-bob-globex-01";
+    let mut config = config();
+    config
+        .api_keys
+        .push_str(&format!(",{other_bob}=bob:globex:query"));
+    config.rate_limit = RateLimit {
+        count: 1,
+        per: Duration::from_secs(3600),
+    };
+    let server = Server::start_with(config, Default::default()).await;
+    server.submit(other_bob, "status = 404").await;
+    // bob of acme has not submitted yet: globex's bob used only his own.
+    server.submit(BOB, "status = 404").await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn an_exhausted_pool_is_503_never_an_overwrite() {
     let mut config = config();
     config.offset_pool_size = 2;
