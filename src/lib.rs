@@ -25,3 +25,37 @@ pub mod worker;
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// A cache holding at most `capacity` of weight (entries with
+/// `UnitWeighter`, bytes with a byte weighter), in one shard. quick_cache
+/// gives each shard its own share of the capacity, rounded up, and a shard
+/// turns away an entry heavier than nearly all of its share: split, a small
+/// capacity would drop entries from a busy shard while others had room,
+/// large entries (decoded pages) would be refused though the whole budget
+/// holds them, and a byte budget could be passed by the rounding. Each
+/// operation is one map probe under the shard's lock (hits take it shared),
+/// so one shard is not contended. `estimated_items` only sizes how many
+/// recently evicted keys it remembers (a key asked for again is kept longer).
+pub(crate) fn one_shard_cache<K, V, W>(
+    capacity: u64,
+    estimated_items: usize,
+    weighter: W,
+) -> quick_cache::sync::Cache<K, V, W>
+where
+    K: Eq + std::hash::Hash,
+    V: Clone,
+    W: quick_cache::Weighter<K, V> + Clone,
+{
+    let options = quick_cache::OptionsBuilder::new()
+        .shards(1)
+        .estimated_items_capacity(estimated_items.max(1))
+        .weight_capacity(capacity)
+        .build()
+        .expect("both capacities are set");
+    quick_cache::sync::Cache::with_options(
+        options,
+        weighter,
+        quick_cache::DefaultHashBuilder::default(),
+        quick_cache::sync::DefaultLifecycle::default(),
+    )
+}

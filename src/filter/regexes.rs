@@ -10,62 +10,76 @@
 //! The cache is a value, not a global: the app builds one [`RegexCache`] and
 //! hands clones (which share it) to the job service and the source.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
+use quick_cache::sync::{Cache, DefaultLifecycle};
+use quick_cache::{DefaultHashBuilder, OptionsBuilder, UnitWeighter};
 use regex::{Regex, RegexBuilder};
 
-/// Patterns kept, oldest out first. A compiled regex is a few kilobytes
-/// for the patterns dashboards send; validation caps each at
-/// `Limits::regex_size_limit`, so the worst case is this many times that.
+/// Patterns kept; past this many, the cache's policy picks which goes
+/// (patterns used again are kept over patterns used once). A compiled regex
+/// is a few kilobytes for the patterns dashboards send; validation caps each
+/// at `Limits::regex_size_limit`, so the worst case is this many times that.
 const KEPT: usize = 256;
 
 /// The regex crate's own size limit, for patterns compiled without one.
 const DEFAULT_SIZE_LIMIT: usize = 10 << 20;
 
+#[derive(Clone)]
 struct Compiled {
     regex: Regex,
     /// The size limit it compiled within.
     size_limit: usize,
 }
 
-#[derive(Default)]
-struct Kept {
-    by_pattern: HashMap<String, Compiled>,
-    /// Patterns, oldest first.
-    order: VecDeque<String>,
+/// Up to `KEPT` recently compiled patterns, with their regexes. Clones share
+/// one cache.
+#[derive(Clone)]
+pub struct RegexCache {
+    kept: Arc<Cache<String, Compiled, UnitWeighter>>,
 }
 
-/// The last `KEPT` patterns compiled, with their regexes. Clones share one
-/// cache.
-#[derive(Clone, Default)]
-pub struct RegexCache {
-    kept: Arc<Mutex<Kept>>,
+impl Default for RegexCache {
+    fn default() -> RegexCache {
+        // One shard: each shard holds its own share of `KEPT`, so split
+        // eight ways a shard of 32 would drop patterns while others had
+        // room; a lookup is one hash probe next to a compile, so one lock is
+        // not contended. The crate's `one_shard_cache` does the same; this
+        // module stays self-contained for the fuzz crate, so builds its own.
+        let options = OptionsBuilder::new()
+            .shards(1)
+            .estimated_items_capacity(KEPT)
+            .weight_capacity(KEPT as u64)
+            .build()
+            .expect("both capacities are set");
+        RegexCache {
+            kept: Arc::new(Cache::with_options(
+                options,
+                UnitWeighter,
+                DefaultHashBuilder::default(),
+                DefaultLifecycle::default(),
+            )),
+        }
+    }
 }
 
 impl std::fmt::Debug for RegexCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegexCache")
-            .field("patterns", &self.kept().order.len())
+            .field("patterns", &self.kept.len())
             .finish()
     }
 }
 
 impl RegexCache {
-    fn kept(&self) -> MutexGuard<'_, Kept> {
-        // Each change under the lock is a single operation, so the cache is
-        // valid whatever a panicking holder was doing.
-        self.kept.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// `pattern` compiled within `size_limit` bytes (also the lazy DFA's
     /// cache limit): the check that a submitted regex is acceptable.
     pub fn within(&self, pattern: &str, size_limit: usize) -> Result<Regex, regex::Error> {
         // One compiled within a smaller limit also fits this one.
-        if let Some(c) = self.kept().by_pattern.get(pattern)
+        if let Some(c) = self.kept.get(pattern)
             && c.size_limit <= size_limit
         {
-            return Ok(c.regex.clone());
+            return Ok(c.regex);
         }
         let regex = RegexBuilder::new(pattern)
             .size_limit(size_limit)
@@ -78,8 +92,8 @@ impl RegexCache {
     /// `pattern` compiled, within whatever limit it was first checked
     /// against: for filters that were validated already.
     pub fn any(&self, pattern: &str) -> Result<Regex, regex::Error> {
-        if let Some(c) = self.kept().by_pattern.get(pattern) {
-            return Ok(c.regex.clone());
+        if let Some(c) = self.kept.get(pattern) {
+            return Ok(c.regex);
         }
         let regex = Regex::new(pattern)?;
         self.keep(pattern, DEFAULT_SIZE_LIMIT, &regex);
@@ -87,22 +101,11 @@ impl RegexCache {
     }
 
     fn keep(&self, pattern: &str, size_limit: usize, regex: &Regex) {
-        let mut kept = self.kept();
         let compiled = Compiled {
             regex: regex.clone(),
             size_limit,
         };
-        if let Some(old) = kept.by_pattern.get_mut(pattern) {
-            *old = compiled;
-            return;
-        }
-        kept.by_pattern.insert(pattern.to_owned(), compiled);
-        kept.order.push_back(pattern.to_owned());
-        while kept.order.len() > KEPT {
-            if let Some(oldest) = kept.order.pop_front() {
-                kept.by_pattern.remove(&oldest);
-            }
-        }
+        self.kept.insert(pattern.to_owned(), compiled);
     }
 }
 
@@ -128,17 +131,18 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_patterns_go_first() {
+    fn at_most_kept_patterns_stay_and_the_newest_is_one() {
         let cache = RegexCache::default();
-        let prefix = "oldest-first-";
+        let prefix = "bounded-";
         for n in 0..KEPT + 10 {
             cache.any(&format!("{prefix}{n}")).unwrap();
         }
-        let kept = cache.kept();
-        assert_eq!(kept.by_pattern.len(), KEPT);
-        assert_eq!(kept.by_pattern.len(), kept.order.len());
-        assert!(!kept.by_pattern.contains_key(&format!("{prefix}0")));
-        assert!(kept.by_pattern.contains_key(&format!("{prefix}10")));
+        assert_eq!(cache.kept.len(), KEPT);
+        assert!(cache.kept.contains_key(&format!("{prefix}{}", KEPT + 9)));
+        let gone = (0..KEPT + 10)
+            .filter(|n| !cache.kept.contains_key(&format!("{prefix}{n}")))
+            .count();
+        assert_eq!(gone, 10);
     }
 
     #[test]
@@ -146,8 +150,8 @@ mod tests {
         let cache = RegexCache::default();
         let clone = cache.clone();
         clone.any("shared-[0-9]+").unwrap();
-        assert!(cache.kept().by_pattern.contains_key("shared-[0-9]+"));
+        assert!(cache.kept.contains_key("shared-[0-9]+"));
         // Separate caches do not.
-        assert!(RegexCache::default().kept().by_pattern.is_empty());
+        assert!(RegexCache::default().kept.is_empty());
     }
 }

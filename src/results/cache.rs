@@ -1,8 +1,11 @@
 //! A read-through cache in front of a remote result topic. Published chunks
 //! never change, so an API instance can keep the ones it has served and
 //! answer thousands of pollers of the same offset from memory instead of
-//! fetching the same Kafka messages again. Bounded by bytes; oldest entries
-//! go first; an expired job's chunks are dropped with it.
+//! fetching the same Kafka messages again. Bounded by bytes (the chunks' JSON
+//! length); past the budget the cache's policy picks what goes (chunks read
+//! again are kept over chunks read once, so a burst of one-off reads does
+//! not push out what pollers share); an expired job's chunks are dropped
+//! with it. A chunk no longer here is read from the topic again.
 //!
 //! In a process that both publishes and serves (`serve` with workers), the
 //! cache is also filled by the publisher once Kafka has acknowledged a
@@ -10,45 +13,37 @@
 //! while every other reader (another API process, a plain Kafka consumer)
 //! reads the topic as before.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
 
 use super::{ChunkJson, HeldBytes, ResultError, ResultTopic};
 use crate::model::{Chunk, JobId, Offset};
 
+/// About a 10-row chunk's JSON. It only sizes how many recently evicted
+/// places the cache remembers (a place asked for again is kept longer).
+const TYPICAL_CHUNK_BYTES: usize = 2 << 10;
+
+/// A chunk's place: its job and `chunk_seq`.
+type ChunkKey = (JobId, u64);
+
 pub struct CachedResultTopic {
     inner: Arc<dyn ResultTopic>,
-    cache: Mutex<Cache>,
+    cache: Cache<ChunkKey, ChunkJson, ChunkBytes>,
     /// Whether published chunks go into the cache (see the module docs).
     fill_on_publish: bool,
 }
 
-struct Cache {
-    chunks: HashMap<(JobId, u64), ChunkJson>,
-    /// Insertion order, for eviction.
-    order: VecDeque<(JobId, u64)>,
-    bytes: usize,
-    budget_bytes: usize,
-}
+/// Weighs a chunk by its JSON length, so the budget is in bytes. At least 1:
+/// the cache never evicts an entry of weight 0.
+#[derive(Clone)]
+struct ChunkBytes;
 
-impl Cache {
-    fn insert(&mut self, key: (JobId, u64), chunk: ChunkJson) {
-        if self.chunks.contains_key(&key) || chunk.len() > self.budget_bytes {
-            return;
-        }
-        self.bytes += chunk.len();
-        self.chunks.insert(key, chunk);
-        self.order.push_back(key);
-        while self.bytes > self.budget_bytes {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(gone) = self.chunks.remove(&old) {
-                self.bytes -= gone.len();
-            }
-        }
+impl Weighter<ChunkKey, ChunkJson> for ChunkBytes {
+    fn weight(&self, _: &ChunkKey, chunk: &ChunkJson) -> u64 {
+        chunk.len().max(1) as u64
     }
 }
 
@@ -58,15 +53,14 @@ impl CachedResultTopic {
         budget_bytes: usize,
         fill_on_publish: bool,
     ) -> CachedResultTopic {
-        let cache = Cache {
-            chunks: HashMap::new(),
-            order: VecDeque::new(),
-            bytes: 0,
-            budget_bytes,
-        };
+        let cache = crate::one_shard_cache(
+            budget_bytes as u64,
+            budget_bytes / TYPICAL_CHUNK_BYTES,
+            ChunkBytes,
+        );
         CachedResultTopic {
             inner,
-            cache: Mutex::new(cache),
+            cache,
             fill_on_publish,
         }
     }
@@ -77,14 +71,18 @@ impl CachedResultTopic {
         if !self.fill_on_publish {
             return;
         }
-        let mut cache = self.lock();
         for (chunk, json) in chunks.iter().zip(stored) {
-            cache.insert((chunk.job_id, chunk.chunk_seq), json.clone());
+            self.keep((chunk.job_id, chunk.chunk_seq), json);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
-        crate::lock(&self.cache)
+    /// Keeps `chunk` unless its place is held already: a published chunk
+    /// never changes, and re-inserting would only reset what the cache has
+    /// learnt about it.
+    fn keep(&self, key: ChunkKey, chunk: &ChunkJson) {
+        if !self.cache.contains_key(&key) {
+            self.cache.insert(key, chunk.clone());
+        }
     }
 }
 
@@ -104,13 +102,10 @@ impl ResultTopic for CachedResultTopic {
         limit: usize,
     ) -> Result<Vec<ChunkJson>, ResultError> {
         let mut out = Vec::with_capacity(limit.min(64));
-        {
-            let cache = self.lock();
-            while out.len() < limit {
-                match cache.chunks.get(&(job, from + out.len() as u64)) {
-                    Some(chunk) => out.push(chunk.clone()),
-                    None => break,
-                }
+        while out.len() < limit {
+            match self.cache.get(&(job, from + out.len() as u64)) {
+                Some(chunk) => out.push(chunk),
+                None => break,
             }
         }
         if out.len() < limit {
@@ -119,9 +114,8 @@ impl ResultTopic for CachedResultTopic {
                 .inner
                 .read(job, offset, next, limit - out.len())
                 .await?;
-            let mut cache = self.lock();
             for (n, chunk) in fetched.iter().enumerate() {
-                cache.insert((job, next + n as u64), chunk.clone());
+                self.keep((job, next + n as u64), chunk);
             }
             out.extend(fetched);
         }
@@ -129,23 +123,7 @@ impl ResultTopic for CachedResultTopic {
     }
 
     async fn delete(&self, job: JobId, offset: Offset, chunks: u64) -> Result<(), ResultError> {
-        {
-            let mut cache = self.lock();
-            let Cache {
-                chunks: map,
-                order,
-                bytes,
-                ..
-            } = &mut *cache;
-            map.retain(|(j, _), chunk| {
-                let keep = *j != job;
-                if !keep {
-                    *bytes -= chunk.len();
-                }
-                keep
-            });
-            order.retain(|(j, _)| *j != job);
-        }
+        self.cache.retain(|(j, _), _| *j != job);
         self.inner.delete(job, offset, chunks).await
     }
 
@@ -155,7 +133,7 @@ impl ResultTopic for CachedResultTopic {
 
     fn held_bytes(&self) -> HeldBytes {
         HeldBytes {
-            memory: self.lock().bytes as u64,
+            memory: self.cache.weight(),
             ..self.inner.held_bytes()
         }
     }

@@ -1,12 +1,12 @@
 //! Decoded pages shared by the direct window reads of all jobs.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use datafusion::arrow::array::RecordBatch;
-use tokio::sync::OnceCell;
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
 
 use super::index::{IndexedFile, PageRun};
 use crate::source::SourceError;
@@ -36,77 +36,68 @@ impl PageKey {
 
 type Decoded = Arc<[RecordBatch]>;
 
+/// About one decoded page run. It only sizes how many recently evicted keys
+/// the cache remembers (a key asked for again is kept longer).
+const TYPICAL_PAGE_BYTES: usize = 1 << 20;
+
 /// Decoded pages, shared by the windows of all jobs. Dashboards look at the
 /// newest data, and relative ranges end on the same minute, so concurrent
 /// jobs read the same few pages: each is decompressed and decoded once,
 /// and every job filters and sorts its own copy of the references.
-/// Bounded by bytes, oldest first out. Concurrent misses on one key decode
+/// Bounded by the decoded bytes; past the budget the cache's policy picks
+/// what goes (pages read again are kept over pages read once), and a page
+/// no longer here is decoded again. Concurrent misses on one key decode
 /// once; the others wait for that result.
 pub(super) struct PageCache {
-    budget_bytes: usize,
-    state: Mutex<PageCacheState>,
+    pages: Cache<PageKey, Page, PageBytes>,
 }
 
-#[derive(Default)]
-struct PageCacheState {
-    entries: HashMap<PageKey, Arc<OnceCell<Decoded>>>,
-    /// Decoded entries, oldest first, with their sizes.
-    order: VecDeque<(PageKey, usize)>,
+/// A decoded run with its size, measured once when decoded.
+#[derive(Clone)]
+struct Page {
+    batches: Decoded,
     bytes: usize,
+}
+
+/// Weighs a page by its decoded bytes. At least 1: the cache never evicts
+/// an entry of weight 0 (a run decoded to no batches).
+#[derive(Clone)]
+struct PageBytes;
+
+impl Weighter<PageKey, Page> for PageBytes {
+    fn weight(&self, _: &PageKey, page: &Page) -> u64 {
+        page.bytes.max(1) as u64
+    }
 }
 
 impl PageCache {
     pub(super) fn new(budget_bytes: usize) -> PageCache {
         PageCache {
-            budget_bytes,
-            state: Mutex::default(),
+            pages: crate::one_shard_cache(
+                budget_bytes as u64,
+                budget_bytes / TYPICAL_PAGE_BYTES,
+                PageBytes,
+            ),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, PageCacheState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
+    /// The decoded pages of `key`, decoded by `decode` on a miss. A failed
+    /// decode leaves nothing behind: the next read (or a reader waiting on
+    /// this one) tries again.
     pub(super) async fn get_or_decode(
         &self,
         key: PageKey,
         decode: impl FnOnce() -> Result<Vec<RecordBatch>, SourceError>,
     ) -> Result<Decoded, SourceError> {
-        let cell = Arc::clone(self.lock().entries.entry(key.clone()).or_default());
-        let mut decoded_here = None;
-        let got = cell
-            .get_or_try_init(|| async {
+        let page = self
+            .pages
+            .get_or_insert_async(&key, async {
                 let batches: Decoded = decode()?.into();
-                decoded_here = Some(batches.iter().map(|b| b.get_array_memory_size()).sum());
-                Ok(batches)
+                let bytes = batches.iter().map(|b| b.get_array_memory_size()).sum();
+                Ok::<_, SourceError>(Page { batches, bytes })
             })
-            .await
-            .cloned();
-        let mut state = self.lock();
-        match (&got, decoded_here) {
-            (Ok(_), Some(bytes)) => {
-                state.order.push_back((key, bytes));
-                state.bytes += bytes;
-                while state.bytes > self.budget_bytes {
-                    let Some((old, size)) = state.order.pop_front() else {
-                        break;
-                    };
-                    state.entries.remove(&old);
-                    state.bytes -= size;
-                }
-            }
-            // A failed decode leaves nothing behind; the next read tries again.
-            (Err(_), _)
-                if state
-                    .entries
-                    .get(&key)
-                    .is_some_and(|c| Arc::ptr_eq(c, &cell) && c.get().is_none()) =>
-            {
-                state.entries.remove(&key);
-            }
-            _ => {}
-        }
-        got
+            .await?;
+        Ok(page.batches)
     }
 }
 
@@ -157,19 +148,29 @@ mod tests {
         assert!(together.into_iter().all(|d| d.unwrap()[0] == batch(0)));
         assert_eq!(decodes.load(Ordering::SeqCst), 1);
         get(1).await;
-        get(2).await; // over budget: the oldest (0) goes
+        get(2).await; // over budget: one of 0 and 1 goes
         assert_eq!(decodes.load(Ordering::SeqCst), 3);
+        assert_eq!(cache.pages.len(), 2);
+        assert!(cache.pages.weight() <= (size * 2) as u64);
+        // The newest stays and the other survivor too: only the one that
+        // went is decoded again, and the budget still holds.
+        let gone = [0, 1]
+            .into_iter()
+            .find(|rg| !cache.pages.contains_key(&key(*rg)))
+            .expect("one of 0 and 1 went");
         get(2).await;
-        get(1).await;
+        get(1 - gone).await;
         assert_eq!(decodes.load(Ordering::SeqCst), 3);
-        get(0).await;
+        get(gone).await;
         assert_eq!(decodes.load(Ordering::SeqCst), 4);
-        assert!(cache.lock().bytes <= size * 2);
+        assert!(cache.pages.weight() <= (size * 2) as u64);
         // A failed decode is not kept: the next read decodes again.
         let failed = cache
             .get_or_decode(key(9), || Err(SourceError::Internal("disk".into())))
             .await;
         assert!(failed.is_err());
-        assert!(!cache.lock().entries.contains_key(&key(9)));
+        assert!(!cache.pages.contains_key(&key(9)));
+        get(9).await;
+        assert_eq!(decodes.load(Ordering::SeqCst), 5);
     }
 }
