@@ -61,18 +61,13 @@ pub(crate) async fn raw_kafka(
     compression: Compression,
     payloads: &[String],
 ) -> anyhow::Result<f64> {
-    use rdkafka::ClientConfig;
     use rdkafka::producer::{FutureProducer, FutureRecord};
     anyhow::ensure!(!payloads.is_empty(), "no chunks to re-send");
     let topic = format!("pseudostream.bench-raw-{}", std::process::id());
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "0")
-        .set("compression.type", compression.as_str())
-        .set("allow.auto.create.topics", "true")
-        .create()?;
+    let producer: FutureProducer =
+        pseudostream::results::kafka::producer_config(brokers, compression)
+            .set("allow.auto.create.topics", "true")
+            .create()?;
     // Created like the result topic (a broker may not auto-create topics).
     pseudostream::results::kafka::ensure_topic(brokers, &topic, 1).await?;
     // Warm up: metadata.

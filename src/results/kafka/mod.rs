@@ -49,6 +49,21 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 /// timed-out publish has usually been failed (not left in flight) by then.
 const MESSAGE_TIMEOUT_MS: &str = "25000";
 
+/// The result topic's producer settings: idempotent, acknowledged by every
+/// replica, sent at once. The bench's raw-producer baseline uses them too,
+/// so the two send alike.
+pub fn producer_config(brokers: &str, compression: Compression) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // Publishes wait for their acknowledgement; batching only adds latency.
+        .set("linger.ms", "0")
+        .set("compression.type", compression.as_str());
+    config
+}
+
 /// Re-exported: the setting lives in `config`, which imports no backend.
 pub use crate::config::Compression;
 
@@ -79,13 +94,7 @@ impl KafkaResultTopic {
         ensure_topic(brokers, topic, partitions).await?;
         let partitions = partition_count(brokers, topic).await?;
 
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // Publishes wait for their acknowledgement; batching only adds latency.
-            .set("linger.ms", "0")
-            .set("compression.type", compression.as_str())
+        let producer: FutureProducer = producer_config(brokers, compression)
             .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
             .create()
             .map_err(unavailable)?;
