@@ -16,9 +16,10 @@ use super::auth::Caller;
 use super::extract::{JobIdPath, Json, Query, limit_param};
 use super::problem::{ApiError, ErrorCode};
 use crate::audit::rfc3339;
-use crate::filter::Fingerprint;
+use crate::coord::RequestHash;
+use crate::filter::{Fingerprint, Order};
 use crate::jobs::read::ChunkPage;
-use crate::jobs::submit::{MAX_IDEMPOTENCY_KEY_LEN, SubmitRequest};
+use crate::jobs::submit::{Idempotency, MAX_IDEMPOTENCY_KEY_LEN, RangeSpec, Submission};
 use crate::model::{JobId, JobRecord, JobStatus, Offset};
 
 /// The longest `POST /v1/jobs?wait=` may hold the answer.
@@ -39,21 +40,30 @@ pub async fn submit(
 ) -> Result<Response, ApiError> {
     let wait = wait_param(params.wait, MAX_SUBMIT_WAIT)?;
     let key = idempotency_key(&headers)?.map(str::to_owned);
+    // The request as sent decides whether a retried key replays: hashed from
+    // the wire type, whose field order makes the bytes deterministic.
+    let request_hash = RequestHash::of(&serde_json::to_vec(&request).unwrap_or_default());
+    let submission = Submission::from(request);
     // Admission runs in its own task so a client hanging up cannot cut it
     // short: between its fingerprint claim (and idempotency key) and the
     // job's insert it holds a claim and an offset lease that only it gives
     // back, and hyper drops a request's future when its connection closes.
     let jobs = state.jobs.clone();
-    let submitted =
-        tokio::spawn(async move { jobs.submit_with_key(&who, request, key.as_deref()).await })
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "the submission's task failed");
-                ApiError::new(
-                    ErrorCode::Internal,
-                    "the submission failed unexpectedly; it is logged, and a retry may work",
-                )
-            })??;
+    let submitted = tokio::spawn(async move {
+        let idempotency = key.as_deref().map(|key| Idempotency {
+            key,
+            request: request_hash,
+        });
+        jobs.submit_with_key(&who, submission, idempotency).await
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "the submission's task failed");
+        ApiError::new(
+            ErrorCode::Internal,
+            "the submission failed unexpectedly; it is logged, and a retry may work",
+        )
+    })??;
     let mut job = submitted.job;
     let mut first_chunk = None;
     if !wait.is_zero() {
@@ -99,6 +109,45 @@ struct Accepted {
     /// With `?wait=`, the first chunk when it came in time.
     #[serde(skip_serializing_if = "Option::is_none")]
     first_chunk: Option<Box<RawValue>>,
+}
+
+/// The body of `POST /v1/jobs`, as the OpenAPI document's `SubmitRequest`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubmitRequest {
+    pub filter: String,
+    pub time_range: TimeRangeRequest,
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    #[serde(default)]
+    pub order: Option<Order>,
+    #[serde(default)]
+    pub max_rows: Option<u64>,
+}
+
+/// `{from, to}` (RFC 3339, `from` inclusive, `to` exclusive) or `{last: "7d"}`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeRangeRequest {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub last: Option<String>,
+}
+
+impl From<SubmitRequest> for Submission {
+    fn from(r: SubmitRequest) -> Submission {
+        Submission {
+            filter: r.filter,
+            time_range: RangeSpec {
+                from: r.time_range.from,
+                to: r.time_range.to,
+                last: r.time_range.last,
+            },
+            fields: r.fields,
+            order: r.order,
+            max_rows: r.max_rows,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

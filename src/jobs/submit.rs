@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{JobError, Jobs};
@@ -16,28 +15,32 @@ use crate::filter::{self, FingerprintInput, Order, TimeRange};
 use crate::metrics::Rejection;
 use crate::model::{JobId, JobRecord, JobSpec, Principal};
 
-/// The body of `POST /v1/jobs`. Serialized only to hash it for an
-/// idempotency key: the struct's field order makes that deterministic.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SubmitRequest {
+/// What a client asks for: the filter text, the time range as given, and
+/// the optional projection, order and row cap (the API's wire type turns
+/// into this).
+#[derive(Debug, Clone, Default)]
+pub struct Submission {
     pub filter: String,
-    pub time_range: TimeRangeRequest,
-    #[serde(default)]
+    pub time_range: RangeSpec,
     pub fields: Option<Vec<String>>,
-    #[serde(default)]
     pub order: Option<Order>,
-    #[serde(default)]
     pub max_rows: Option<u64>,
 }
 
-/// `{from, to}` (RFC 3339, `from` inclusive, `to` exclusive) or `{last: "7d"}`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TimeRangeRequest {
+/// A time range as given: `from` and `to` (RFC 3339), or `last` (a duration).
+#[derive(Debug, Clone, Default)]
+pub struct RangeSpec {
     pub from: Option<String>,
     pub to: Option<String>,
     pub last: Option<String>,
+}
+
+/// An `Idempotency-Key` as presented (already checked by the API) and the
+/// hash of the request it came with.
+#[derive(Debug, Clone, Copy)]
+pub struct Idempotency<'a> {
+    pub key: &'a str,
+    pub request: RequestHash,
 }
 
 /// What a submission got: the job (new or shared) and whether it was shared.
@@ -69,16 +72,17 @@ impl Jobs {
     pub async fn submit_with_key(
         &self,
         who: &Principal,
-        request: SubmitRequest,
-        key: Option<&str>,
+        request: Submission,
+        idempotency: Option<Idempotency<'_>>,
     ) -> Result<Submitted, JobError> {
-        let Some(key) = key else {
+        let Some(Idempotency {
+            key,
+            request: request_hash,
+        }) = idempotency
+        else {
             return self.submit(who, request).await;
         };
         let key = IdempotencyKey::new(&who.tenant, &who.user, key);
-        // Strings, numbers and lists: serializing them cannot fail.
-        let body = serde_json::to_vec(&request).unwrap_or_default();
-        let request_hash = RequestHash::of(&body);
         let keys = &self.backends.idempotency;
         let started = tokio::time::Instant::now();
         loop {
@@ -128,7 +132,7 @@ impl Jobs {
     pub async fn submit(
         &self,
         who: &Principal,
-        request: SubmitRequest,
+        request: Submission,
     ) -> Result<Submitted, JobError> {
         let submitted = self.submit_unmetered(who, request).await;
         let m = &self.metrics;
@@ -148,7 +152,7 @@ impl Jobs {
     async fn submit_unmetered(
         &self,
         who: &Principal,
-        request: SubmitRequest,
+        request: Submission,
     ) -> Result<Submitted, JobError> {
         if self.admission_closed.is_cancelled() {
             return Err(JobError::ShuttingDown);
@@ -289,7 +293,7 @@ impl Jobs {
 
     fn resolve_range(
         &self,
-        request: &TimeRangeRequest,
+        request: &RangeSpec,
         now: DateTime<Utc>,
     ) -> Result<TimeRange, JobError> {
         Ok(filter::time_range::resolve(
