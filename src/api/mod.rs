@@ -150,22 +150,37 @@ async fn healthz() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
-/// Readiness: not shutting down, and the offset pool answers. A full pool
-/// is still ready (reads and dedup work; new jobs get 503 with
-/// `Retry-After`); the body says how full it is.
+/// How long readiness waits for each backend.
+const READY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Readiness: not shutting down, and every backend (coordination, the
+/// audit log, the result topic) answers within two seconds. A full pool is
+/// still ready (reads and dedup work; new jobs get 503 with `Retry-After`);
+/// the body says how full it is and how each backend answered.
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     if state.jobs.admission_closed.is_cancelled() {
         // Through `JobError` so the 503 carries `Retry-After` like every other.
         return Err(crate::jobs::JobError::ShuttingDown.into());
     }
-    let pool = state.jobs.pool_usage().await?;
-    Ok(axum::Json(json!({
-        "status": "ready",
-        "offsets": {
+    let ready = state.jobs.readiness(READY_PATIENCE).await;
+    if let Some((backend, why)) = ready.failure() {
+        return Err(ApiError::new(
+            ErrorCode::BackendUnavailable,
+            format!("not ready: {backend} does not answer: {why}"),
+        )
+        .with("backend", backend));
+    }
+    let offsets = ready.pool.as_ref().ok().map(|pool| {
+        json!({
             "leased": pool.leased,
             "free": pool.size.saturating_sub(pool.leased),
             "size": pool.size,
-        },
+        })
+    });
+    Ok(axum::Json(json!({
+        "status": "ready",
+        "offsets": offsets,
+        "backends": { "coordination": "ok", "audit": "ok", "results": "ok" },
     }))
     .into_response())
 }

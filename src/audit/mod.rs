@@ -89,6 +89,8 @@ pub trait AuditLog: Send + Sync + 'static {
     /// and says how many went; `retention` calls it until fewer than
     /// `batch` go, so no single statement holds the table for long.
     async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, AuditError>;
+    /// Answers when the store does (readiness): a trivial query.
+    async fn ready(&self) -> Result<(), AuditError>;
     /// Closes connections at shutdown, after the last write.
     async fn close(&self) {}
 }

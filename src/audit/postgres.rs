@@ -191,6 +191,11 @@ impl PostgresAuditLog {
 
 #[async_trait]
 impl AuditLog for PostgresAuditLog {
+    async fn ready(&self) -> Result<(), AuditError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

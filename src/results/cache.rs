@@ -131,6 +131,10 @@ impl ResultTopic for CachedResultTopic {
         self.inner.is_full()
     }
 
+    async fn ready(&self) -> Result<(), ResultError> {
+        self.inner.ready().await
+    }
+
     fn held_bytes(&self) -> HeldBytes {
         HeldBytes {
             memory: self.cache.weight(),

@@ -74,6 +74,11 @@ pub trait ResultTopic: Send + Sync + 'static {
     fn held_bytes(&self) -> HeldBytes {
         HeldBytes::default()
     }
+    /// Answers when the topic's store does (readiness); the embedded log
+    /// always does.
+    async fn ready(&self) -> Result<(), ResultError> {
+        Ok(())
+    }
     /// Flushes what is in flight at shutdown.
     async fn close(&self) {}
 }

@@ -187,5 +187,8 @@ async fn health_and_readiness() {
         .await
         .unwrap();
     assert_eq!(ready["offsets"]["size"], 1000);
+    for backend in ["coordination", "audit", "results"] {
+        assert_eq!(ready["backends"][backend], "ok", "{ready}");
+    }
     server.stop().await;
 }

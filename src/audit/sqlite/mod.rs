@@ -137,6 +137,11 @@ use writer::write_loop;
 
 #[async_trait]
 impl AuditLog for SqliteAuditLog {
+    async fn ready(&self) -> Result<(), AuditError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Stops taking writes, waits for the writer to commit what is queued,
     /// then closes the connections.
     async fn close(&self) {

@@ -43,6 +43,8 @@ pub type KafkaPosition = i64;
 /// so connectors that keep only their offset's keys skip it.
 const WARM_UP_KEY: &str = "warm-up";
 
+/// How long readiness waits for the broker's metadata.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a publish may wait for the broker's acknowledgement.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 /// librdkafka gives up on a message a little before `PUBLISH_TIMEOUT`, so a
@@ -201,6 +203,21 @@ impl KafkaResultTopic {
 
 #[async_trait]
 impl ResultTopic for KafkaResultTopic {
+    /// The broker answers a metadata request for the topic in time.
+    async fn ready(&self) -> Result<(), ResultError> {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), READY_TIMEOUT)
+                .map(|_| ())
+                .map_err(kafka_error)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
     async fn close(&self) {
         if let Err(e) = self.flush(Duration::from_secs(10)).await {
             tracing::warn!(error = %e, "could not flush the Kafka producer at shutdown");
