@@ -228,4 +228,28 @@ mod redis {
             .unwrap();
         assert_eq!(left, 0, "the malformed entry was acked and deleted");
     }
+
+    /// Redis restarted without persistence: the stream and its consumer
+    /// group are gone, new jobs recreate the stream, and the queue must
+    /// recreate the group instead of failing every read with NOGROUP.
+    #[tokio::test]
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
+    async fn a_lost_consumer_group_is_created_again() {
+        let prefix = redis_prefix();
+        let queue = redis_queue(&prefix, "a").await;
+        let client = ::redis::Client::open(redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: u64 = ::redis::cmd("DEL")
+            .arg(format!("{prefix}:queue"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let queued = spec(3);
+        queue.enqueue(queued.clone()).await.unwrap();
+        let job = next_within(&queue, Duration::from_secs(10))
+            .await
+            .expect("the job queued after the loss");
+        assert_eq!(job.spec, queued);
+        queue.ack(&job).await.unwrap();
+    }
 }

@@ -48,8 +48,8 @@ pub async fn timed<T>(
 pub async fn open(url: &str) -> Result<(Client, ConnectionManager), CoordError> {
     let client = Client::open(url).map_err(error)?;
     let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(ROUND_TRIP_TIMEOUT)
-        .set_response_timeout(ROUND_TRIP_TIMEOUT);
+        .set_connection_timeout(Some(ROUND_TRIP_TIMEOUT))
+        .set_response_timeout(Some(ROUND_TRIP_TIMEOUT));
     let conn = timed(
         ROUND_TRIP_TIMEOUT,
         ConnectionManager::new_with_config(client.clone(), config),

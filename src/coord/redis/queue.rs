@@ -50,20 +50,7 @@ impl RedisJobQueue {
     ) -> Result<RedisJobQueue, CoordError> {
         let (client, mut conn) = open(url).await?;
         let stream = Keys::new(prefix).queue;
-        let created: RedisResult<()> = ::redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&stream)
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match created {
-            Ok(()) => {}
-            // Another process created the group first.
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(error(e)),
-        }
+        create_group(&mut conn, &stream).await?;
         Ok(RedisJobQueue {
             client,
             conn,
@@ -74,6 +61,15 @@ impl RedisJobQueue {
             heartbeat: Script::new(include_str!("scripts/heartbeat.lua")),
             next_takeover_check: Mutex::new(Instant::now()),
         })
+    }
+
+    /// Redis lost its keys (a restart without persistence): the group went
+    /// with the stream, and every read fails until it is back. Created from
+    /// "0", so jobs queued since the loss are delivered.
+    async fn create_group_again(&self) -> Result<(), CoordError> {
+        warn!("the job queue's consumer group is gone; creating it again");
+        let mut conn = self.conn.clone();
+        create_group(&mut conn, &self.stream).await
     }
 
     fn readers(&self) -> std::sync::MutexGuard<'_, Vec<MultiplexedConnection>> {
@@ -129,8 +125,8 @@ impl RedisJobQueue {
             None => {
                 // A blocked read answers after `QUEUE_BLOCK` at the latest.
                 let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(ROUND_TRIP_TIMEOUT)
-                    .set_response_timeout(QUEUE_BLOCK + ROUND_TRIP_TIMEOUT);
+                    .set_connection_timeout(Some(ROUND_TRIP_TIMEOUT))
+                    .set_response_timeout(Some(QUEUE_BLOCK + ROUND_TRIP_TIMEOUT));
                 call(
                     self.client
                         .get_multiplexed_async_connection_with_config(&config),
@@ -219,7 +215,14 @@ impl JobQueue for RedisJobQueue {
 
     async fn next(&self, shutdown: &CancellationToken) -> Result<Option<QueuedJob>, CoordError> {
         while !shutdown.is_cancelled() {
-            if let Some(entry) = self.take_over_if_due().await? {
+            let due = match self.take_over_if_due().await {
+                Err(e) if lost_group(&e) => {
+                    self.create_group_again().await?;
+                    continue;
+                }
+                due => due?,
+            };
+            if let Some(entry) = due {
                 let receipt = entry.id.clone();
                 if let Some(job) = self.parse(entry).await? {
                     warn!(job_id = %job.spec.job_id, offset = %job.spec.offset, receipt = %receipt,
@@ -232,8 +235,15 @@ impl JobQueue for RedisJobQueue {
             // consumer; nobody acks it, so another worker takes it over after
             // the lease.
             let entry = tokio::select! {
-                entry = self.read_new() => entry?,
+                entry = self.read_new() => entry,
                 _ = shutdown.cancelled() => return Ok(None),
+            };
+            let entry = match entry {
+                Err(e) if lost_group(&e) => {
+                    self.create_group_again().await?;
+                    continue;
+                }
+                entry => entry?,
             };
             if let Some(entry) = entry
                 && let Some(job) = self.parse(entry).await?
@@ -266,5 +276,28 @@ impl JobQueue for RedisJobQueue {
 
     fn heartbeat_interval(&self) -> Option<Duration> {
         Some(self.lease / 3)
+    }
+}
+
+/// Whether Redis answered that the stream or its group does not exist.
+fn lost_group(e: &CoordError) -> bool {
+    e.to_string().contains("NOGROUP")
+}
+
+/// Creates the queue's consumer group (and the stream) unless it exists.
+async fn create_group(conn: &mut ConnectionManager, stream: &str) -> Result<(), CoordError> {
+    let created: RedisResult<()> = ::redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match created {
+        Ok(()) => Ok(()),
+        // Another process created the group first.
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(error(e)),
     }
 }
