@@ -30,25 +30,27 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             )
             .with("field", "Authorization"));
         }
-        let presented = first
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::Unauthorized,
-                    "send your API key as `Authorization: Bearer <key>`",
-                )
-            })?;
+        let presented = first.and_then(bearer_key).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "send your API key as `Authorization: Bearer <key>`",
+            )
+        })?;
         state
             .keys
             .principal(presented)
             .map(Caller)
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the API key is not valid"))
     }
+}
+
+/// The key of an `Authorization: Bearer <key>` value.
+pub(crate) fn bearer_key(value: &header::HeaderValue) -> Option<&str> {
+    let value = value.to_str().ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
 }
 
 impl Caller {

@@ -40,9 +40,12 @@ pub async fn submit(
 ) -> Result<Response, ApiError> {
     let wait = wait_param(params.wait, MAX_SUBMIT_WAIT)?;
     let key = idempotency_key(&headers)?.map(str::to_owned);
-    // The request as sent decides whether a retried key replays: hashed from
-    // the wire type, whose field order makes the bytes deterministic.
-    let request_hash = RequestHash::of(&serde_json::to_vec(&request).unwrap_or_default());
+    // For a keyed submission, the request as sent decides whether a retry
+    // replays: hashed from the wire type, whose field order makes the bytes
+    // deterministic.
+    let request_hash = key
+        .is_some()
+        .then(|| RequestHash::of(&serde_json::to_vec(&request).unwrap_or_default()));
     let submission = Submission::from(request);
     // Admission runs in its own task so a client hanging up cannot cut it
     // short: between its fingerprint claim (and idempotency key) and the
@@ -50,10 +53,10 @@ pub async fn submit(
     // back, and hyper drops a request's future when its connection closes.
     let jobs = state.jobs.clone();
     let submitted = tokio::spawn(async move {
-        let idempotency = key.as_deref().map(|key| Idempotency {
-            key,
-            request: request_hash,
-        });
+        let idempotency = key
+            .as_deref()
+            .zip(request_hash)
+            .map(|(key, request)| Idempotency { key, request });
         jobs.submit_with_key(&who, submission, idempotency).await
     })
     .await

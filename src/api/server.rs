@@ -206,30 +206,32 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ProblemOnParseError<S> {
 /// The problem+json answer replacing `head`, when `head` is hyper's bare
 /// answer to a request it could not parse.
 fn parse_error_problem(head: &[u8]) -> Option<Vec<u8>> {
-    let text = std::str::from_utf8(head).ok()?;
-    let (status_line, rest) = text.split_once("\r\n")?;
-    if !rest.ends_with("\r\n\r\n") {
-        return None;
-    }
-    let status = status_line
-        .strip_prefix("HTTP/1.1 ")
-        .or_else(|| status_line.strip_prefix("HTTP/1.0 "))?
+    // Every write passes here: look at the status first, so a body or a
+    // successful answer costs a prefix comparison.
+    let status = head
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| head.strip_prefix(b"HTTP/1.0 "))?
         .get(..3)?;
     let (code, detail) = match status {
-        "400" => (
+        b"400" => (
             ErrorCode::MalformedRequest,
             "the request is not valid HTTP/1.1: check the request line, header names and values, and send one Content-Length",
         ),
-        "414" => (
+        b"414" => (
             ErrorCode::UriTooLong,
             "the request target is too long; send long values in a POST body",
         ),
-        "431" => (
+        b"431" => (
             ErrorCode::HeadersTooLarge,
             "the request's headers are too large or too many",
         ),
         _ => return None,
     };
+    let text = std::str::from_utf8(head).ok()?;
+    let (_, rest) = text.split_once("\r\n")?;
+    if !rest.ends_with("\r\n\r\n") {
+        return None;
+    }
     let lower = rest.to_ascii_lowercase();
     let bare = lower.contains("content-length: 0\r\n") && !lower.contains("content-type:");
     bare.then(|| ApiError::new(code, detail).to_http1_bytes())

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::AppState;
+use super::auth::bearer_key;
 use crate::audit::rfc3339;
 use crate::metrics::Metrics;
 
@@ -153,7 +154,11 @@ pub async fn record(State(state): State<Arc<AppState>>, request: Request, next: 
     };
     let started = std::time::Instant::now();
     let at = Utc::now();
-    let who = bearer(request.headers()).and_then(|key| state.keys.principal(key));
+    let who = request
+        .headers()
+        .get("authorization")
+        .and_then(bearer_key)
+        .and_then(|key| state.keys.principal(key));
     let uri = request.uri();
     let recorded = RecordedRequest {
         method: request.method().as_str().to_ascii_lowercase(),
@@ -184,14 +189,6 @@ pub async fn record(State(state): State<Arc<AppState>>, request: Request, next: 
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name)?.to_str().ok().map(str::to_owned)
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get("authorization")?.to_str().ok()?;
-    value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
 }
 
 /// Every header but the secret ones; values that are not text are left out.

@@ -2,13 +2,13 @@
 //! rows in it, and the SQLite log has the same views.
 
 use chrono::{TimeDelta, Utc};
+use pseudostream::audit::AuditLog;
 use pseudostream::audit::postgres::PostgresAuditLog;
 use pseudostream::audit::sqlite::SqliteAuditLog;
-use pseudostream::audit::{AuditEntry, AuditLog};
-use pseudostream::filter::{Fingerprint, Order};
-use pseudostream::model::{JobId, JobRecord, JobSpec, JobUpdate, Offset};
+use pseudostream::model::{JobId, JobUpdate};
 use sqlx::{Connection, Row};
 
+use crate::contract_audit::{entry, record};
 use crate::support::{drop_schema, fresh_schema_name, pg_url};
 
 /// The ```sql blocks of docs/AUDIT.md.
@@ -31,44 +31,8 @@ fn documented_queries() -> Vec<String> {
 async fn fill(log: &dyn AuditLog) {
     let now = Utc::now();
     let job = JobId::new();
-    let spec = JobSpec {
-        job_id: job,
-        offset: Offset(1),
-        fingerprint: Fingerprint([9; 32]),
-        tenant: "acme".into(),
-        user: "ann".into(),
-        filter: "status >= 500".into(),
-        from_us: 0,
-        to_us: 1,
-        fields: vec![],
-        order: Order::Desc,
-        max_rows: 100,
-    };
-    let mut record = JobRecord::new(spec, now);
-    let time = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let mut entry = AuditEntry {
-        submission_id: uuid::Uuid::now_v7().to_string(),
-        job_id: job.to_string(),
-        fingerprint: Fingerprint([9; 32]).to_string(),
-        user_id: "ann".into(),
-        tenant: "acme".into(),
-        result_offset: 1,
-        filter_text: "status >= 500".into(),
-        canonical_filter: "status >= 500".into(),
-        time_from: time(now - TimeDelta::days(1)),
-        time_to: time(now),
-        deduplicated_from: None,
-        status: "queued".into(),
-        row_count: 0,
-        chunk_count: 0,
-        truncated: false,
-        error: None,
-        submitted_at: time(now),
-        started_at: None,
-        first_chunk_at: None,
-        finished_at: None,
-        expired_at: None,
-    };
+    let mut record = record(job, now);
+    let mut entry = entry(job, "acme", "ann", now);
     log.record_submission(&entry).await.unwrap();
     entry.submission_id = uuid::Uuid::now_v7().to_string();
     entry.user_id = "bob".into();

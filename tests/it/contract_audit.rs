@@ -66,7 +66,7 @@ fn base() -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-fn entry(job: JobId, tenant: &str, user: &str, at: DateTime<Utc>) -> AuditEntry {
+pub fn entry(job: JobId, tenant: &str, user: &str, at: DateTime<Utc>) -> AuditEntry {
     AuditEntry {
         submission_id: uuid::Uuid::now_v7().to_string(),
         job_id: job.to_string(),
@@ -92,7 +92,7 @@ fn entry(job: JobId, tenant: &str, user: &str, at: DateTime<Utc>) -> AuditEntry 
     }
 }
 
-fn record(job: JobId, at: DateTime<Utc>) -> JobRecord {
+pub fn record(job: JobId, at: DateTime<Utc>) -> JobRecord {
     JobRecord::new(
         JobSpec {
             job_id: job,
