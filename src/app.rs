@@ -23,11 +23,12 @@ use tracing::{info, warn};
 use crate::api::keys::{ApiKeys, KeyRing};
 use crate::api::{self, AppState};
 use crate::audit::AuditLog;
+use crate::audit::outbox::AuditOutbox;
 use crate::audit::postgres::PostgresAuditLog;
 use crate::audit::sqlite::SqliteAuditLog;
 use crate::config::Config;
 use crate::coord::limiter::LocalRateLimiter;
-use crate::coord::policy::TimeoutAndRetry;
+use crate::coord::policy::{Policy, TimeoutAndRetry};
 use crate::coord::queue::LocalJobQueue;
 use crate::coord::redis::{RedisChunkIndex, RedisCoordination, RedisJobQueue, RedisRateLimiter};
 use crate::filter::{Limits, RegexCache};
@@ -111,7 +112,13 @@ pub async fn start_with_hooks(
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     // One cache of compiled regexes for submission, workers and the source.
     let regexes = RegexCache::default();
-    let backends = build_backends(&config, roles, &regexes).await?;
+    let mut backends = build_backends(&config, roles, &regexes).await?;
+    // Progress and expiry updates that fail wait in an outbox until they land.
+    let outbox = Arc::new(AuditOutbox::new(
+        backends.audit.clone(),
+        config.backend_timeout,
+    ));
+    backends.audit = outbox.clone();
     let audit = backends.audit.clone();
     let results = backends.results.clone();
     let settings = JobSettings {
@@ -187,6 +194,7 @@ pub async fn start_with_hooks(
         jobs.clone()
             .run_expiry(config.expiry_interval, shutdown.clone()),
     );
+    tokio::spawn(outbox.run(jobs.metrics.clone(), shutdown.clone()));
     tokio::spawn(crate::audit::retention::run(
         audit.clone(),
         config.audit_retention,
@@ -249,7 +257,7 @@ async fn build_backends(
     let source = open_source(config, &query_runtime, regexes).await?;
     let audit: Arc<dyn AuditLog> = match &config.database_url {
         Some(url) => Arc::new(
-            PostgresAuditLog::connect(url)
+            PostgresAuditLog::connect(url, config.backend_timeout)
                 .await
                 .context("connecting the Postgres audit log")?,
         ),
@@ -269,6 +277,7 @@ async fn build_backends(
         }
     };
     let pool = config.offset_pool_size;
+    let policy = Policy::with_timeout(config.backend_timeout);
     let (coordination, queue, limiter): (
         crate::coord::Coordination,
         Arc<dyn crate::coord::JobQueue>,
@@ -281,17 +290,19 @@ async fn build_backends(
                 RedisCoordination::connect(url, prefix, pool)
                     .await
                     .context("connecting Redis")?
-                    .into_coordination(),
-                Arc::new(TimeoutAndRetry::new(
+                    .into_coordination(policy),
+                Arc::new(TimeoutAndRetry::with_policy(
                     RedisJobQueue::connect(url, prefix, &consumer, config.worker_lease)
                         .await
                         .context("connecting the Redis job queue")?,
+                    policy,
                 )),
-                Arc::new(
+                Arc::new(TimeoutAndRetry::with_policy(
                     RedisRateLimiter::connect(url, prefix, config.rate_limit)
                         .await
                         .context("connecting the Redis rate limiter")?,
-                ),
+                    policy,
+                )),
             )
         }
         None => (
@@ -310,7 +321,7 @@ async fn build_backends(
                 &config.kafka_topic,
                 config.kafka_partitions,
                 config.kafka_compression,
-                Arc::new(TimeoutAndRetry::new(index)),
+                Arc::new(TimeoutAndRetry::with_policy(index, policy)),
             )
             .await
             .context("connecting the Kafka result topic")?;

@@ -149,6 +149,14 @@ pub struct Config {
     )]
     pub redis_prefix: String,
 
+    /// How long one call to Redis or the Postgres audit log may take
+    /// (retries included; reads of a few round trips get twice this) before
+    /// the request answers 503 with `Retry-After`. Redis answers in well
+    /// under a millisecond; this bounds what a frozen or unreachable
+    /// backend costs each request.
+    #[arg(long, env = "PSEUDOSTREAM_BACKEND_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub backend_timeout: Duration,
+
     /// How long a distributed worker may stay silent (no heartbeat) before
     /// another worker takes its job over and resumes it. Worker processes
     /// look for such jobs every third of a lease.
@@ -219,6 +227,9 @@ pub struct Config {
 /// a few dozen pages of the newest day, the ones concurrent dashboards all
 /// read first.
 pub const DEFAULT_PAGE_CACHE_BYTES: usize = 64 << 20;
+
+/// `PSEUDOSTREAM_BACKEND_TIMEOUT`'s default, for backends built without a `Config`.
+pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Rows per day of the generated demo dataset.
 pub const DEMO_ROWS_PER_DAY: u32 = 60_000;

@@ -118,6 +118,8 @@ pub struct Metrics {
     /// Publishes that failed (Kafka delivery errors, in distributed mode).
     pub publish_errors_total: Counter,
     pub jobs_running: AtomicU64,
+    /// Jobs whose audit updates wait in the outbox for the store to answer.
+    audit_outbox_pending: AtomicU64,
     /// HTTP exchanges produced to the traffic topic.
     pub traffic_recorded_total: Counter,
     /// HTTP exchanges not recorded: the queue was full or Kafka refused them.
@@ -137,6 +139,11 @@ impl Metrics {
     /// Jobs finished so far, whatever their status.
     pub fn jobs_finished_total(&self) -> u64 {
         lock(&self.finished).values().sum()
+    }
+
+    pub fn set_audit_outbox_pending(&self, jobs: usize) {
+        self.audit_outbox_pending
+            .store(jobs as u64, Ordering::Relaxed);
     }
 
     pub fn rejected(&self, why: Rejection) {
@@ -223,6 +230,11 @@ impl Metrics {
             out,
             "# HELP pseudostream_jobs_running Jobs this process's workers are running.\n# TYPE pseudostream_jobs_running gauge\npseudostream_jobs_running {}",
             self.jobs_running.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP pseudostream_audit_outbox_pending Jobs whose audit updates wait for the audit store to answer.\n# TYPE pseudostream_audit_outbox_pending gauge\npseudostream_audit_outbox_pending {}",
+            self.audit_outbox_pending.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -1,8 +1,10 @@
 //! The audit trail: one row per accepted submission, written before the 202
 //! (fail closed) and updated as the job moves. `sqlite` is the embedded
 //! implementation, `postgres` the shared one for multi-instance deployments;
-//! `retention` prunes rows past their keeping time.
+//! `retention` prunes rows past their keeping time; `outbox` keeps the
+//! updates that failed until they land.
 
+pub mod outbox;
 pub mod postgres;
 pub mod retention;
 pub mod sqlite;

@@ -17,8 +17,10 @@ use super::{AuditEntry, AuditError, AuditLog, AuditQuery, rfc3339};
 use crate::model::{JobId, JobRecord};
 
 /// How long a caller waits for a pooled connection before the audit counts
-/// as unavailable (and submissions fail closed) rather than hanging.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// as unavailable (and submissions fail closed) rather than hanging, when
+/// the caller does not say (`PSEUDOSTREAM_BACKEND_TIMEOUT` does for the
+/// service); sqlx's own default is 30 s.
+const ACQUIRE_TIMEOUT: Duration = crate::config::DEFAULT_BACKEND_TIMEOUT;
 const MAX_CONNECTIONS: u32 = 8;
 
 /// The columns of [`AuditEntry`], converted back to the API's text forms:
@@ -132,11 +134,15 @@ async fn run_migrations(pool: &PgPool) -> Result<(), AuditError> {
 }
 
 impl PostgresAuditLog {
-    /// Connects to `url` and applies pending migrations.
-    pub async fn connect(url: &str) -> Result<PostgresAuditLog, AuditError> {
+    /// Connects to `url` and applies pending migrations; a call that waits
+    /// longer than `acquire_timeout` for a connection fails as unavailable.
+    pub async fn connect(
+        url: &str,
+        acquire_timeout: Duration,
+    ) -> Result<PostgresAuditLog, AuditError> {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(acquire_timeout)
             .connect_with(options(url)?)
             .await?;
         run_migrations(&pool).await?;
@@ -183,7 +189,7 @@ impl PostgresAuditLog {
     /// Applies pending migrations and disconnects: `pseudostream migrate`,
     /// for deployments that run schema changes before rolling out.
     pub async fn migrate(url: &str) -> Result<(), AuditError> {
-        let log = PostgresAuditLog::connect(url).await?;
+        let log = PostgresAuditLog::connect(url, ACQUIRE_TIMEOUT).await?;
         log.close().await;
         Ok(())
     }

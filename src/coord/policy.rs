@@ -4,10 +4,13 @@
 //! `TimeoutAndRetryStorage`), so the backends only talk to their service and
 //! the domain code only sees the traits.
 //!
-//! Every attempt gets a deadline and answers `CoordError::Timeout` past it.
-//! Only idempotent operations are retried (with exponential backoff and
-//! jitter, on retryable errors): repeating one after a lost reply leaves the
-//! same state. Not retried: `lease_offset` (a second lease would hold a
+//! Every operation gets one deadline, retries included, and answers
+//! `CoordError::Timeout` past it: a frozen Redis costs a request one
+//! deadline (a second by default), not a deadline per attempt, so the API
+//! answers 503 fast. Within it, each attempt of a retried operation gets
+//! half the deadline, so one lost reply is retried rather than fatal. Only idempotent operations are retried (with
+//! exponential backoff and jitter, on retryable errors, within that
+//! deadline): repeating one after a lost reply leaves the same state. Not retried: `lease_offset` (a second lease would hold a
 //! second offset), `update_job` (an update applies again), `begin_expiry`,
 //! `claim_idempotency_key` (a repeated claim finds its own reservation and
 //! waits) and `enqueue` (a job would run twice).
@@ -26,11 +29,12 @@ use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{
     ChunkIndex, ChunkPlace, Claim, CoordError, Dedup, IdempotencyKey, IdempotencyKeys,
-    IndexedChunks, JobQueue, JobStore, KeyClaim, OffsetPool, PoolUsage, QueuedJob, RequestHash,
+    IndexedChunks, JobQueue, JobStore, KeyClaim, OffsetPool, PoolUsage, QueuedJob, RateLimiter,
+    RequestHash,
 };
 use crate::filter::Fingerprint;
 use crate::model::{JobId, JobRecord, JobSpec, JobStatus, JobUpdate, Offset};
@@ -38,10 +42,10 @@ use crate::model::{JobId, JobRecord, JobSpec, JobStatus, JobUpdate, Offset};
 /// How long a coordination call may take, and how often it is retried.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
-    /// The deadline of one attempt of a one-round-trip operation.
+    /// The deadline of a one-round-trip operation, its retries included.
     pub call_timeout: Duration,
-    /// The deadline of one attempt of an operation of a few round trips
-    /// (a job at an offset, a user's jobs, an update's compare-and-set).
+    /// The deadline of an operation of a few round trips (a job at an
+    /// offset, a user's jobs, an update's compare-and-set).
     pub multi_call_timeout: Duration,
     /// Retries after the first attempt of an idempotent operation.
     pub max_retries: usize,
@@ -50,15 +54,24 @@ pub struct Policy {
     pub max_backoff: Duration,
 }
 
+impl Policy {
+    /// The policy for `PSEUDOSTREAM_BACKEND_TIMEOUT`: one-round-trip
+    /// operations get `timeout`, those of a few round trips twice it, and
+    /// backoffs stay well inside it so retries fit.
+    pub fn with_timeout(timeout: Duration) -> Policy {
+        Policy {
+            call_timeout: timeout,
+            multi_call_timeout: timeout * 2,
+            max_retries: 3,
+            min_backoff: Duration::from_millis(50).min(timeout / 8),
+            max_backoff: timeout / 4,
+        }
+    }
+}
+
 impl Default for Policy {
     fn default() -> Policy {
-        Policy {
-            call_timeout: Duration::from_secs(5),
-            multi_call_timeout: Duration::from_secs(15),
-            max_retries: 3,
-            min_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(1),
-        }
+        Policy::with_timeout(crate::config::DEFAULT_BACKEND_TIMEOUT)
     }
 }
 
@@ -85,7 +98,9 @@ impl<T> TimeoutAndRetry<T> {
         deadline(self.policy.call_timeout, call).await
     }
 
-    /// Attempts under `limit` each, retried while the error is retryable.
+    /// Attempts retried while the error is retryable, all within `limit`;
+    /// each attempt gets half of it, so a reply lost to one hung attempt is
+    /// asked for again in time.
     async fn retried<R, F, Fut>(
         &self,
         operation: &'static str,
@@ -102,13 +117,13 @@ impl<T> TimeoutAndRetry<T> {
             .with_max_delay(self.policy.max_backoff)
             .with_max_times(self.policy.max_retries)
             .with_jitter();
-        (|| deadline(limit, call()))
+        let attempts = (|| deadline(limit / 2, call()))
             .retry(backoff)
             .when(CoordError::is_retryable)
             .notify(|error, wait| {
                 debug!(operation, %error, wait_ms = wait.as_millis() as u64, "coordination call failed; retrying");
-            })
-            .await
+            });
+        deadline(limit, attempts).await
     }
 }
 
@@ -349,5 +364,25 @@ impl<T: ChunkIndex> ChunkIndex for TimeoutAndRetry<T> {
         let limit = self.policy.call_timeout;
         self.retried("chunk_forget", limit, || self.inner.forget(job))
             .await
+    }
+}
+
+/// The limiter admits when its backend does not answer in time, as it does
+/// when the backend errs: the limit protects capacity, and the coordination
+/// calls around it refuse the job if Redis is really gone. Not retried: a
+/// repeated check would count the submission twice.
+#[async_trait]
+impl<T: RateLimiter> RateLimiter for TimeoutAndRetry<T> {
+    async fn check(&self, who: &str) -> Result<(), Duration> {
+        match tokio::time::timeout(self.policy.call_timeout, self.inner.check(who)).await {
+            Ok(verdict) => verdict,
+            Err(_) => {
+                warn!(
+                    user = who,
+                    "rate limiter timed out; admitting without a limit"
+                );
+                Ok(())
+            }
+        }
     }
 }

@@ -30,6 +30,8 @@ pub(super) struct ChunkCutter<'a> {
     /// Whether the job was cancelled (or forgotten), as the progress update
     /// after the last publish found it: no extra round trip per batch.
     pub(super) cancel_seen: bool,
+    /// Whether that update found the job's record gone.
+    pub(super) record_lost: bool,
     /// How long publishing the job's only chunk took, when its first chunk
     /// is also its last: it becomes readable with the job's finish.
     first_publish: Option<Duration>,
@@ -47,6 +49,7 @@ impl<'a> ChunkCutter<'a> {
             pending: Vec::with_capacity(jobs.settings.chunk_rows + 1),
             truncated: false,
             cancel_seen: false,
+            record_lost: false,
             first_publish: None,
         }
     }
@@ -115,12 +118,24 @@ impl<'a> ChunkCutter<'a> {
             at: now,
             expires_at,
         };
-        if let Some(job) = self
+        let stored = self
             .jobs
             .backends
             .job_store
-            .update_job(self.spec.job_id, update)
-            .await?
+            .update_job(self.spec.job_id, update.clone())
+            .await?;
+        let Some(job) = stored else {
+            // The record is gone (the coordination store lost its data):
+            // the audit row still says how the job ended.
+            let mut job = JobRecord::new(self.spec.clone(), self.submitted_at);
+            job.apply(&update);
+            warn!(
+                status = status.as_str(),
+                "the job's record is gone from the coordination store; its end is only audited"
+            );
+            audit_progress(self.jobs, &job).await;
+            return Ok(Outcome::Finished);
+        };
         {
             // Counted once the job store has the outcome; a reader that
             // saw the last chunk may scrape a moment before this.
@@ -202,6 +217,7 @@ impl<'a> ChunkCutter<'a> {
                 .update_job(self.spec.job_id, progress)
                 .await?;
             self.cancel_seen = job.as_ref().is_none_or(|j| j.cancel_requested);
+            self.record_lost = job.is_none();
             if first {
                 self.first_chunk_readable(publishing);
                 if let Some(job) = job {

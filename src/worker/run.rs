@@ -20,7 +20,14 @@ use crate::source::{AwaitingFirstRows, RowStream, SourceError, SourceQuery};
 enum Stop {
     Cancelled,
     Shutdown,
+    /// The job's record is gone from the coordination store (Redis lost
+    /// its data): nobody can read the job any more, and its offset may be
+    /// leased again soon, so it stops and says why.
+    RecordLost,
 }
+
+/// The error a job whose record was lost ends with.
+const RECORD_LOST: &str = "the job's record was lost by the coordination store (Redis restarted without its data); submit it again";
 
 pub(super) async fn run_job(
     jobs: &Jobs,
@@ -95,8 +102,8 @@ pub(super) async fn run_job(
     let mut batch_chunks = PUBLISH_BATCH_START;
     let mut stream = stream.fuse();
     let scanning_since = tokio::time::Instant::now();
-    let cancel_requested = cancel_requested(jobs, spec.job_id);
-    tokio::pin!(cancel_requested);
+    let stop_requested = stop_requested(jobs, spec.job_id);
+    tokio::pin!(stop_requested);
     let mut scan_gate = jobs.hooks.scan_gate.clone();
     // Rows read while the previous batch was being published.
     let mut read_ahead = Vec::new();
@@ -114,7 +121,7 @@ pub(super) async fn run_job(
             let next = tokio::select! {
                 next = rows => next,
                 _ = shutdown.cancelled() => break Some(Stop::Shutdown),
-                () = &mut cancel_requested => break Some(Stop::Cancelled),
+                stop = &mut stop_requested => break Some(stop),
             };
             let Some(rows) = next else { break None };
             ready = rows;
@@ -141,23 +148,29 @@ pub(super) async fn run_job(
         let (published, rows) = publish_reading_ahead(&mut run, &mut stream, batch_rows).await;
         read_ahead = rows;
         if published? && run.cancel_seen {
-            break Some(Stop::Cancelled);
+            break Some(if run.record_lost {
+                Stop::RecordLost
+            } else {
+                Stop::Cancelled
+            });
         }
     };
     drop(stream);
     // A cancel that came while the last rows were read still counts; a job
     // shorter than one look-out interval is spared the extra round trip.
     let stop = match stop {
-        None if scanning_since.elapsed() >= CANCEL_CHECK_INTERVAL
-            && is_cancel_requested(jobs, spec.job_id).await =>
-        {
-            Some(Stop::Cancelled)
+        None if scanning_since.elapsed() >= CANCEL_CHECK_INTERVAL => {
+            look_for_stop(jobs, spec.job_id).await
         }
         stop => stop,
     };
     match stop {
         None => run.finish(JobStatus::Completed, None).await,
         Some(Stop::Cancelled) => run.finish(JobStatus::Cancelled, None).await,
+        Some(Stop::RecordLost) => {
+            run.finish(JobStatus::Failed, Some(RECORD_LOST.to_owned()))
+                .await
+        }
         Some(Stop::Shutdown) if jobs.backends.queue.heartbeat_interval().is_some() => {
             info!(
                 rows = run.rows,
@@ -178,8 +191,8 @@ pub(super) async fn run_job(
 /// seconds between batches, and those are the jobs users cancel.
 const CANCEL_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Resolves once the job's cancel is requested, or the job is gone.
-async fn cancel_requested(jobs: &Jobs, job_id: crate::model::JobId) {
+/// Resolves once the job's cancel is requested, or its record is gone.
+async fn stop_requested(jobs: &Jobs, job_id: crate::model::JobId) -> Stop {
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + CANCEL_CHECK_INTERVAL,
         CANCEL_CHECK_INTERVAL,
@@ -187,21 +200,23 @@ async fn cancel_requested(jobs: &Jobs, job_id: crate::model::JobId) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if is_cancel_requested(jobs, job_id).await {
-            return;
+        if let Some(stop) = look_for_stop(jobs, job_id).await {
+            return stop;
         }
     }
 }
 
-/// Whether the job's cancel was requested (or the job forgotten). A
-/// job store that does not answer says no: the next look, or the next
+/// Whether the job's cancel was requested or its record is gone. A job
+/// store that does not answer says neither: the next look, or the next
 /// progress update, asks again.
-async fn is_cancel_requested(jobs: &Jobs, job_id: crate::model::JobId) -> bool {
+async fn look_for_stop(jobs: &Jobs, job_id: crate::model::JobId) -> Option<Stop> {
     match jobs.backends.job_store.job(job_id).await {
-        Ok(job) => job.is_none_or(|j| j.cancel_requested),
+        Ok(None) => Some(Stop::RecordLost),
+        Ok(Some(job)) if job.cancel_requested => Some(Stop::Cancelled),
+        Ok(Some(_)) => None,
         Err(e) => {
             debug!(error = %e, "could not look for a cancel; looking again later");
-            false
+            None
         }
     }
 }

@@ -40,15 +40,19 @@ pub async fn redis_backends(prefix: &str, pool_size: u32) -> RedisCoordination {
 pub async fn redis_coordination(pool_size: u32) -> Coordination {
     redis_backends(&redis_prefix(), pool_size)
         .await
-        .into_coordination()
+        .into_coordination(Policy::default())
 }
 
 /// Two Redis coordinations sharing one prefix: two instances of one deployment.
 pub async fn redis_pair(pool_size: u32) -> (Coordination, Coordination) {
     let prefix = redis_prefix();
     (
-        redis_backends(&prefix, pool_size).await.into_coordination(),
-        redis_backends(&prefix, pool_size).await.into_coordination(),
+        redis_backends(&prefix, pool_size)
+            .await
+            .into_coordination(Policy::default()),
+        redis_backends(&prefix, pool_size)
+            .await
+            .into_coordination(Policy::default()),
     )
 }
 

@@ -23,6 +23,7 @@ mod dashboard;
 mod dedup;
 mod deploy;
 mod expiry;
+mod faults;
 mod flow;
 mod hostile;
 mod idempotency;

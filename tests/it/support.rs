@@ -350,3 +350,49 @@ pub async fn load_parquet_into_postgres(
     }
     rows.len() as u64
 }
+
+/// A time range covering the whole test dataset, as a submission's `timeRange`.
+pub fn whole_dataset() -> Value {
+    let today = chrono::Utc::now().date_naive();
+    let day = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).unwrap().and_utc().to_rfc3339();
+    json!({
+        "from": day(today - chrono::Days::new(u64::from(DEMO_DAYS))),
+        "to": day(today + chrono::Days::new(1)),
+    })
+}
+
+/// The rows a direct query of the test dataset gives for `job` (a job as
+/// `GET /v1/jobs/{id}` shows it: its filter, time range, fields and order).
+pub async fn direct_rows(job: &Value) -> Vec<Value> {
+    use futures::StreamExt;
+    use pseudostream::source::{QuerySource, SourceQuery};
+    let source = open_parquet(&dataset().to_string_lossy(), "ts").await;
+    let compiled = pseudostream::filter::compile(
+        job["filter"].as_str().unwrap(),
+        source.schema(),
+        &pseudostream::filter::Limits::default(),
+        &pseudostream::filter::RegexCache::default(),
+    )
+    .unwrap();
+    let time = |name: &str| {
+        chrono::DateTime::parse_from_rfc3339(job["timeRange"][name].as_str().unwrap())
+            .unwrap()
+            .timestamp_micros()
+    };
+    let query = SourceQuery {
+        predicate: compiled.predicate().clone(),
+        from_us: time("from"),
+        to_us: time("to"),
+        fields: serde_json::from_value(job["fields"].clone()).unwrap(),
+        order: serde_json::from_value(job["order"].clone()).unwrap(),
+        skip: 0,
+        limit: job["maxRows"].as_u64().unwrap(),
+    };
+    source
+        .query(query)
+        .await
+        .unwrap()
+        .map(|r| Value::Object(r.unwrap().fields()))
+        .collect()
+        .await
+}

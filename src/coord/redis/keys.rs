@@ -7,6 +7,7 @@
 //! | `{prefix}:fp:{fingerprint hex}`  | string | `Dedup`          | `admitting:{jobId}` (with a TTL) or `live:{jobId}` |
 //! | `{prefix}:offsets`               | hash   | `OffsetPool`     | offset number -> jobId holding its lease       |
 //! | `{prefix}:offsets:cursor`        | string | `OffsetPool`     | where the round-robin search starts            |
+//! | `{prefix}:offsets:epoch`         | string | `OffsetPool`     | `0`, written at connect; when missing, Redis lost its data and leasing pauses (the time it went missing, ms) |
 //! | `{prefix}:job:{jobId}`           | string | `JobStore`       | the `JobRecord` as JSON                        |
 //! | `{prefix}:user:{len}:{tenant}:{user}` | zset | `JobStore`   | the user's job ids (score 0: ids sort by time) |
 //! | `{prefix}:expiry`                | zset   | `JobStore`       | finished job ids scored by `expires_at` (µs)    |
@@ -40,6 +41,7 @@ pub struct Keys {
     prefix: String,
     pub leases: String,
     pub cursor: String,
+    pub epoch: String,
     pub expiry: String,
     pub changes: String,
     pub queue: String,
@@ -51,6 +53,7 @@ impl Keys {
             prefix: prefix.to_owned(),
             leases: format!("{prefix}:offsets"),
             cursor: format!("{prefix}:offsets:cursor"),
+            epoch: format!("{prefix}:offsets:epoch"),
             expiry: format!("{prefix}:expiry"),
             changes: format!("{prefix}:changes"),
             queue: format!("{prefix}:queue"),

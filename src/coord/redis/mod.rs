@@ -21,7 +21,7 @@ mod written;
 
 use std::sync::Arc;
 
-use crate::coord::policy::TimeoutAndRetry;
+use crate::coord::policy::{Policy, TimeoutAndRetry};
 use crate::coord::{CoordError, Coordination};
 
 pub use chunks::RedisChunkIndex;
@@ -51,6 +51,7 @@ impl RedisCoordination {
     ) -> Result<RedisCoordination, CoordError> {
         let (client, conn) = conn::open(url).await?;
         let keys = keys::Keys::new(prefix);
+        RedisOffsetPool::mark_epoch(&conn, &keys).await?;
         let (waiters, stop_listening) = listener::start(client, keys.changes.clone()).await?;
         Ok(RedisCoordination {
             dedup: RedisDedup::new(conn.clone(), keys.clone()),
@@ -67,13 +68,13 @@ impl RedisCoordination {
     }
 
     /// The backends as the domain code holds them: each under the
-    /// timeout-and-retry policy.
-    pub fn into_coordination(self) -> Coordination {
+    /// timeout-and-retry `policy`.
+    pub fn into_coordination(self, policy: Policy) -> Coordination {
         Coordination {
-            dedup: Arc::new(TimeoutAndRetry::new(self.dedup)),
-            offsets: Arc::new(TimeoutAndRetry::new(self.offsets)),
-            job_store: Arc::new(TimeoutAndRetry::new(self.job_store)),
-            idempotency: Arc::new(TimeoutAndRetry::new(self.idempotency)),
+            dedup: Arc::new(TimeoutAndRetry::with_policy(self.dedup, policy)),
+            offsets: Arc::new(TimeoutAndRetry::with_policy(self.offsets, policy)),
+            job_store: Arc::new(TimeoutAndRetry::with_policy(self.job_store, policy)),
+            idempotency: Arc::new(TimeoutAndRetry::with_policy(self.idempotency, policy)),
         }
     }
 }

@@ -1,5 +1,13 @@
 //! The Redis [`OffsetPool`]: a hash of leases and a round-robin cursor,
 //! leased by script.
+//!
+//! A Redis that restarts without its data forgets the leases of running
+//! jobs. Their workers notice within a look-out interval (their records are
+//! gone too, so they stop), and the pool must not lease their offsets
+//! before: every instance writes an epoch key when it connects, and the
+//! lease script, finding it missing, pauses leasing for [`QUARANTINE`].
+
+use std::time::Duration;
 
 use ::redis::Script;
 use ::redis::aio::ConnectionManager;
@@ -10,6 +18,10 @@ use super::keys::Keys;
 use crate::coord::{CoordError, OffsetPool, PoolUsage};
 use crate::model::{JobId, JobRecord, Offset};
 
+/// How long leasing pauses after Redis lost its data: several of a running
+/// job's 250 ms looks for its record, and a publish batch.
+pub const QUARANTINE: Duration = Duration::from_secs(3);
+
 pub struct RedisOffsetPool {
     conn: ConnectionManager,
     keys: Keys,
@@ -19,6 +31,23 @@ pub struct RedisOffsetPool {
 }
 
 impl RedisOffsetPool {
+    /// Says this deployment's pool is fresh, unless an epoch is already
+    /// there (then it keeps whatever it says).
+    pub(super) async fn mark_epoch(
+        conn: &ConnectionManager,
+        keys: &Keys,
+    ) -> Result<(), CoordError> {
+        let mut conn = conn.clone();
+        call(
+            ::redis::cmd("SET")
+                .arg(&keys.epoch)
+                .arg(0)
+                .arg("NX")
+                .query_async::<()>(&mut conn),
+        )
+        .await
+    }
+
     pub(super) fn new(conn: ConnectionManager, keys: Keys, pool_size: u32) -> RedisOffsetPool {
         RedisOffsetPool {
             conn,
@@ -38,10 +67,16 @@ impl OffsetPool for RedisOffsetPool {
         invocation
             .key(&self.keys.leases)
             .key(&self.keys.cursor)
+            .key(&self.keys.epoch)
             .arg(self.pool_size)
-            .arg(job.to_string());
-        let n: i64 = call(invocation.invoke_async(&mut conn)).await?;
-        Ok(u32::try_from(n).ok().map(Offset))
+            .arg(job.to_string())
+            .arg(QUARANTINE.as_millis() as u64);
+        match call(invocation.invoke_async::<i64>(&mut conn)).await? {
+            -2 => Err(CoordError::Unavailable(format!(
+                "Redis lost its data; new offsets wait {QUARANTINE:?} for the jobs that held them to stop"
+            ))),
+            n => Ok(u32::try_from(n).ok().map(Offset)),
+        }
     }
 
     async fn release_offset(&self, offset: Offset, job: JobId) -> Result<(), CoordError> {
