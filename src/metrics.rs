@@ -11,6 +11,9 @@ use std::time::Duration;
 use crate::lock;
 use crate::results::HeldBytes;
 
+mod last_hour;
+pub use last_hour::{LastHour, LastHourView, MinuteView};
+
 /// Upper bounds of the latency buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -33,6 +36,16 @@ impl Counter {
     }
 }
 
+/// The bucket `elapsed` falls in: the first whose bound it does not pass,
+/// or `LATENCY_BUCKETS.len()` above the last.
+fn bucket_of(elapsed: Duration) -> usize {
+    let secs = elapsed.as_secs_f64();
+    LATENCY_BUCKETS
+        .iter()
+        .position(|b| secs <= *b)
+        .unwrap_or(LATENCY_BUCKETS.len())
+}
+
 /// A latency histogram with the fixed buckets above.
 #[derive(Debug, Default)]
 pub struct Histogram {
@@ -44,9 +57,8 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn observe(&self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        if let Some(bucket) = self.buckets.get(bucket_of(elapsed)) {
+            bucket.fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(
@@ -102,6 +114,14 @@ impl Rejection {
             Rejection::AuditUnavailable => "audit_unavailable",
         }
     }
+
+    /// The HTTP status the submission got.
+    fn status(self) -> u16 {
+        match self {
+            Rejection::RateLimited => 429,
+            _ => 503,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +149,8 @@ pub struct Metrics {
     /// By (route template, method label, status): closed sets, chosen by the
     /// API so that no client-controlled text becomes a label.
     http: Mutex<BTreeMap<(String, &'static str, u16), Histogram>>,
+    /// First chunks and rejections by minute, for the ops page.
+    pub last_hour: LastHour,
 }
 
 impl Metrics {
@@ -148,6 +170,13 @@ impl Metrics {
 
     pub fn rejected(&self, why: Rejection) {
         *lock(&self.rejections).entry(why).or_default() += 1;
+        self.last_hour.rejected(chrono::Utc::now(), why.status());
+    }
+
+    /// A job's first chunk became readable `waited` after its submission.
+    pub fn first_chunk_readable(&self, waited: Duration) {
+        self.first_chunk_seconds.observe(waited);
+        self.last_hour.first_chunk(chrono::Utc::now(), waited);
     }
 
     pub fn http_request(&self, method: &'static str, route: &str, status: u16, elapsed: Duration) {

@@ -179,10 +179,8 @@ async fn settle(jobs: &Jobs) -> anyhow::Result<()> {
     // A search waits for every audit write queued before it.
     let query = pseudostream::audit::AuditQuery {
         tenant: "bench".into(),
-        user: None,
-        from: None,
-        to: None,
         limit: 1,
+        ..Default::default()
     };
     jobs.backends.audit.search(&query).await?;
     eprintln!("settled in {:.1?}", started.elapsed());

@@ -54,12 +54,14 @@ pub(crate) fn bearer_key(value: &header::HeaderValue) -> Option<&str> {
 }
 
 impl Caller {
-    pub fn require_ops(&self) -> Result<(), ApiError> {
+    /// For the ops views (the audit trail, the ops overview); `what` names
+    /// the view in the 403.
+    pub fn require_ops(&self, what: &str) -> Result<(), ApiError> {
         match self.0.role {
             Role::Ops => Ok(()),
             Role::Query => Err(ApiError::new(
                 ErrorCode::Forbidden,
-                "the audit trail is for keys with the `ops` role",
+                format!("{what} is for keys with the `ops` role; this key has the `query` role"),
             )),
         }
     }

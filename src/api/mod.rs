@@ -9,6 +9,8 @@ pub mod jobs;
 pub mod keys;
 pub mod offsets;
 pub mod openapi;
+pub mod ops;
+pub mod ops_page;
 pub mod problem;
 pub mod server;
 pub mod traffic;
@@ -48,6 +50,10 @@ pub fn router(state: Arc<AppState>, body: BodyLimits) -> Router {
         .route("/v1/offsets/{offset}", get(offsets::get))
         .route("/v1/offsets/{offset}/chunks", get(offsets::chunks))
         .route("/v1/audit", get(audit::search))
+        .route("/v1/ops/overview", get(ops::overview))
+        .route("/ops", get(ops_page::index))
+        .route("/ops/app.js", get(ops_page::script))
+        .route("/ops/app.css", get(ops_page::style))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::model::{JobId, JobRecord};
+use crate::model::{JobId, JobRecord, JobStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -66,14 +66,66 @@ pub struct AuditEntry {
 }
 
 /// What ops ask of the trail, within their own tenant: optionally one user,
-/// optionally a window of submission times; newest first.
+/// one fingerprint, one status and a window of submission times; newest
+/// first, starting after `after` when paging.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
     pub tenant: String,
     pub user: Option<String>,
+    pub fingerprint: Option<String>,
+    pub status: Option<JobStatus>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+    /// Only rows after this one in the newest-first order.
+    pub after: Option<AuditCursor>,
     pub limit: u32,
+}
+
+/// Where a page of the trail ended: the last row's submission time and id,
+/// the order's key. Rows are found by value, not by position, so rows
+/// written while ops page through never shift or repeat a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCursor {
+    pub submitted_at: DateTime<Utc>,
+    pub submission_id: uuid::Uuid,
+}
+
+impl AuditCursor {
+    /// The cursor after `entry`; `None` for a row whose times or id the
+    /// store did not write (it never happens to a row read back).
+    pub fn after(entry: &AuditEntry) -> Option<AuditCursor> {
+        Some(AuditCursor {
+            submitted_at: DateTime::parse_from_rfc3339(&entry.submitted_at)
+                .ok()?
+                .with_timezone(&Utc),
+            submission_id: entry.submission_id.parse().ok()?,
+        })
+    }
+}
+
+/// The text form clients pass back: `{submitted_at in µs}.{submission_id}`,
+/// URL-safe as it is.
+impl std::fmt::Display for AuditCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{}",
+            self.submitted_at.timestamp_micros(),
+            self.submission_id.hyphenated()
+        )
+    }
+}
+
+impl std::str::FromStr for AuditCursor {
+    type Err = ();
+    fn from_str(s: &str) -> Result<AuditCursor, ()> {
+        let (micros, id) = s.split_once('.').ok_or(())?;
+        Ok(AuditCursor {
+            submitted_at: DateTime::from_timestamp_micros(micros.parse().map_err(|_| ())?)
+                .ok_or(())?,
+            submission_id: uuid::Uuid::try_parse(id).map_err(|_| ())?,
+        })
+    }
 }
 
 #[async_trait]
@@ -99,4 +151,24 @@ pub trait AuditLog: Send + Sync + 'static {
 
 pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_as_written_and_nothing_else_reads() {
+        let cursor = AuditCursor {
+            submitted_at: DateTime::parse_from_rfc3339("2026-11-01T12:00:00.123456Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            submission_id: uuid::Uuid::now_v7(),
+        };
+        let text = cursor.to_string();
+        assert_eq!(text.parse::<AuditCursor>(), Ok(cursor));
+        for bad in ["", "1", "x.y", "1.not-a-uuid", "99999999999999999999.0"] {
+            assert!(bad.parse::<AuditCursor>().is_err(), "{bad:?}");
+        }
+    }
 }

@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::{AuditEntry, AuditError, AuditLog, AuditQuery, rfc3339};
-use crate::model::{JobId, JobRecord};
+use crate::model::{JobId, JobRecord, JobStatus};
 
 /// How long a caller waits for a pooled connection before the audit counts
 /// as unavailable (and submissions fail closed) rather than hanging, when
@@ -283,17 +283,26 @@ impl AuditLog for PostgresAuditLog {
     }
 
     async fn search(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, AuditError> {
+        let after = q.after.as_ref();
         let rows = sqlx::query_as::<_, PgEntry>(&format!(
             "SELECT {SELECT_COLUMNS} FROM audit_submissions
              WHERE tenant = $1 AND ($2::text IS NULL OR user_id = $2)
-               AND ($3::timestamptz IS NULL OR submitted_at >= $3)
-               AND ($4::timestamptz IS NULL OR submitted_at < $4)
-             ORDER BY submitted_at DESC, submission_id DESC LIMIT $5"
+               AND ($3::text IS NULL OR fingerprint = $3)
+               AND ($4::text IS NULL OR status = $4)
+               AND ($5::timestamptz IS NULL OR submitted_at >= $5)
+               AND ($6::timestamptz IS NULL OR submitted_at < $6)
+               AND ($7::timestamptz IS NULL OR submitted_at < $7
+                    OR (submitted_at = $7 AND submission_id < $8::uuid))
+             ORDER BY submitted_at DESC, submission_id DESC LIMIT $9"
         ))
         .bind(&q.tenant)
         .bind(&q.user)
+        .bind(&q.fingerprint)
+        .bind(q.status.map(JobStatus::as_str))
         .bind(q.from)
         .bind(q.to)
+        .bind(after.map(|c| c.submitted_at))
+        .bind(after.map(|c| c.submission_id.hyphenated().to_string()))
         .bind(i64::from(q.limit))
         .fetch_all(&self.pool)
         .await?;

@@ -157,6 +157,11 @@ pub trait OffsetPool: Send + Sync + 'static {
     /// The job holding `offset`, if it has one and the job is stored.
     async fn job_at_offset(&self, offset: Offset) -> Result<Option<JobRecord>, CoordError>;
     async fn pool_usage(&self) -> Result<PoolUsage, CoordError>;
+    /// Every leased offset, in offset order, with the record of the job
+    /// holding it; `None` while that job is being admitted (leased, not yet
+    /// stored) or its expiry is finishing. What the ops page draws: one
+    /// read of the pool, not one per offset.
+    async fn leases(&self) -> Result<Vec<(Offset, Option<JobRecord>)>, CoordError>;
 }
 
 /// Job records: their states, change notification and expiry.

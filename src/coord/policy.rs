@@ -189,6 +189,11 @@ impl<T: OffsetPool> OffsetPool for TimeoutAndRetry<T> {
         self.retried("pool_usage", limit, || self.inner.pool_usage())
             .await
     }
+
+    async fn leases(&self) -> Result<Vec<(Offset, Option<JobRecord>)>, CoordError> {
+        let limit = self.policy.multi_call_timeout;
+        self.retried("leases", limit, || self.inner.leases()).await
+    }
 }
 
 #[async_trait]

@@ -5,7 +5,7 @@
 pub mod error;
 pub mod expiry;
 mod overview;
-pub use overview::Readiness;
+pub use overview::{AuditPage, OpsOverview, Readiness};
 pub mod read;
 pub mod submit;
 

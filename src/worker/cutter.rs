@@ -237,7 +237,7 @@ impl<'a> ChunkCutter<'a> {
         let waited = (Utc::now() - self.submitted_at)
             .to_std()
             .unwrap_or_default();
-        self.jobs.metrics.first_chunk_seconds.observe(waited);
+        self.jobs.metrics.first_chunk_readable(waited);
         // How long the publish itself took tells a slow broker from a
         // slow query when a first chunk is late.
         debug!(

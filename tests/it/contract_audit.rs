@@ -12,6 +12,9 @@ use pseudostream::model::{JobId, JobRecord, JobSpec, JobStatus, Offset};
 
 use crate::support::{drop_schema, fresh_schema_name, pg_url};
 
+mod search;
+use search::{case_search_by_fingerprint_status_and_cursor, case_search_by_user_time_and_tenant};
+
 /// A store under test and what has to be cleaned up after it.
 enum Fixture {
     Sqlite(SqliteAuditLog, tempfile::TempDir),
@@ -60,7 +63,7 @@ fn text(t: DateTime<Utc>) -> String {
 }
 
 /// A fixed instant with a fractional part, so microseconds must survive.
-fn base() -> DateTime<Utc> {
+pub(crate) fn base() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-01T12:00:00.123456Z")
         .unwrap()
         .with_timezone(&Utc)
@@ -111,93 +114,21 @@ pub fn record(job: JobId, at: DateTime<Utc>) -> JobRecord {
     )
 }
 
-fn query(tenant: &str, user: Option<&str>) -> AuditQuery {
+pub(crate) fn query(tenant: &str, user: Option<&str>) -> AuditQuery {
     AuditQuery {
         tenant: tenant.into(),
         user: user.map(str::to_owned),
-        from: None,
-        to: None,
         limit: 100,
+        ..AuditQuery::default()
     }
 }
 
-async fn all(log: &dyn AuditLog, tenant: &str) -> Vec<AuditEntry> {
+pub(crate) async fn all(log: &dyn AuditLog, tenant: &str) -> Vec<AuditEntry> {
     log.search(&query(tenant, None)).await.unwrap()
 }
 
-fn ids(entries: &[AuditEntry]) -> Vec<&str> {
+pub(crate) fn ids(entries: &[AuditEntry]) -> Vec<&str> {
     entries.iter().map(|e| e.submission_id.as_str()).collect()
-}
-
-pub async fn case_search_by_user_time_and_tenant(log: &dyn AuditLog) {
-    let t = base();
-    let secs = TimeDelta::seconds;
-    let a1 = entry(JobId::new(), "acme", "alice", t);
-    let a2 = entry(JobId::new(), "acme", "alice", t + secs(1));
-    let a3 = entry(JobId::new(), "acme", "alice", t + secs(2));
-    let b = entry(
-        JobId::new(),
-        "acme",
-        "bob",
-        t + TimeDelta::milliseconds(1500),
-    );
-    let z = entry(JobId::new(), "globex", "zed", t + secs(1));
-    for e in [&a1, &a2, &a3, &b, &z] {
-        log.record_submission(e).await.unwrap();
-    }
-
-    // Round trip: every field comes back as written, newest first.
-    let alice = log.search(&query("acme", Some("alice"))).await.unwrap();
-    assert_eq!(alice, vec![a3.clone(), a2.clone(), a1.clone()]);
-    assert_eq!(
-        ids(&all(log, "acme").await),
-        ids(&[a3.clone(), b.clone(), a2.clone(), a1.clone()])
-    );
-    // Tenants never see each other's rows, even for the same user name.
-    assert_eq!(all(log, "globex").await, vec![z.clone()]);
-    assert!(
-        log.search(&query("globex", Some("alice")))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-
-    // The window is half-open: [from, to).
-    let mut window = query("acme", None);
-    window.from = Some(t + secs(1));
-    window.to = Some(t + secs(2));
-    assert_eq!(
-        ids(&log.search(&window).await.unwrap()),
-        ids(&[b.clone(), a2.clone()])
-    );
-    window.user = Some("alice".into());
-    assert_eq!(log.search(&window).await.unwrap(), vec![a2.clone()]);
-    window.to = None;
-    assert_eq!(
-        ids(&log.search(&window).await.unwrap()),
-        ids(&[a3.clone(), a2.clone()])
-    );
-
-    let mut limited = query("acme", None);
-    limited.limit = 2;
-    assert_eq!(
-        ids(&log.search(&limited).await.unwrap()),
-        ids(&[a3.clone(), b.clone()])
-    );
-
-    // Same submission time: the later submission id (UUIDv7) first.
-    let c1 = entry(JobId::new(), "acme", "carol", t);
-    let c2 = entry(JobId::new(), "acme", "carol", t);
-    log.record_submission(&c2).await.unwrap();
-    log.record_submission(&c1).await.unwrap();
-    let carol = log.search(&query("acme", Some("carol"))).await.unwrap();
-    let mut expected = [c1.submission_id.clone(), c2.submission_id.clone()];
-    expected.sort();
-    expected.reverse();
-    assert_eq!(
-        ids(&carol),
-        expected.iter().map(String::as_str).collect::<Vec<_>>()
-    );
 }
 
 pub async fn case_progress_updates_every_live_row_of_the_job(log: &dyn AuditLog) {
@@ -478,6 +409,7 @@ macro_rules! audit_suite {
             use super::*;
             audit_suite!(@cases $make; [$(#[$attr])*];
                 case_search_by_user_time_and_tenant,
+                case_search_by_fingerprint_status_and_cursor,
                 case_progress_updates_every_live_row_of_the_job,
                 case_back_to_back_progress_ends_in_the_last_state,
                 case_record_expired_marks_only_that_job,

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::Utc;
 use pseudostream::coord::policy::TimeoutAndRetry;
 use pseudostream::coord::{CoordError, Coordination, OffsetPool, PoolUsage, memory};
 use pseudostream::model::{JobId, JobRecord, Offset};
 
 use crate::contract_coord::{
-    Flaky, FlakyScript, assert_not_retried, assert_retried, coord_suite, on_both,
-    redis_coordination, redis_pair, test_policy,
+    Flaky, FlakyScript, admit, assert_not_retried, assert_retried, coord_suite, finished, on_both,
+    progress, redis_coordination, redis_pair, test_policy,
 };
 
 pub async fn case_offsets_round_robin_and_never_double_leased(c: Coordination) {
@@ -49,6 +50,56 @@ pub async fn case_round_robin_continues_after_the_last_lease(c: Coordination) {
     );
 }
 
+/// `leases` lists each leased offset once, in order, with its job's record
+/// once the job is stored, and forgets an offset its job's expiry freed.
+pub async fn case_leases_name_their_jobs_in_offset_order(c: Coordination) {
+    assert!(c.offsets.leases().await.unwrap().is_empty());
+    let first = admit(&c, 1, "ann").await;
+    let admitting = JobId::new();
+    let second = c.offsets.lease_offset(admitting).await.unwrap().unwrap();
+    let third = admit(&c, 3, "bob").await;
+    c.job_store
+        .update_job(third.id(), progress(20, 2))
+        .await
+        .unwrap();
+    let leases = c.offsets.leases().await.unwrap();
+    let seen: Vec<(u32, Option<JobId>)> = leases
+        .iter()
+        .map(|(offset, record)| (offset.0, record.as_ref().map(JobRecord::id)))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (first.spec.offset.0, Some(first.id())),
+            (second.0, None),
+            (third.spec.offset.0, Some(third.id())),
+        ]
+    );
+    let (_, stored) = &leases[2];
+    assert_eq!(
+        stored.as_ref().map(|r| r.rows),
+        Some(20),
+        "the record as it is now"
+    );
+
+    c.job_store
+        .update_job(first.id(), finished(-1))
+        .await
+        .unwrap();
+    for expired in c.job_store.begin_expiry(Utc::now()).await.unwrap() {
+        c.job_store.finish_expiry(&expired).await.unwrap();
+    }
+    let offsets: Vec<u32> = c
+        .offsets
+        .leases()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(o, _)| o.0)
+        .collect();
+    assert_eq!(offsets, [second.0, third.spec.offset.0]);
+}
+
 #[async_trait]
 impl OffsetPool for Flaky<Arc<dyn OffsetPool>> {
     async fn lease_offset(&self, job: JobId) -> Result<Option<Offset>, CoordError> {
@@ -70,6 +121,11 @@ impl OffsetPool for Flaky<Arc<dyn OffsetPool>> {
         self.script.gate().await?;
         self.inner.pool_usage().await
     }
+
+    async fn leases(&self) -> Result<Vec<(Offset, Option<JobRecord>)>, CoordError> {
+        self.script.gate().await?;
+        self.inner.leases().await
+    }
 }
 
 /// Releases and reads are retried; a lease is not (a second attempt after a
@@ -84,6 +140,7 @@ pub async fn case_policy_retries_within_its_budget(c: Coordination) {
     let offset = c.offsets.lease_offset(job).await.unwrap().unwrap();
     assert_retried(&make, async |p| p.job_at_offset(offset).await).await;
     assert_retried(&make, async |p| p.pool_usage().await).await;
+    assert_retried(&make, async |p| p.leases().await).await;
     assert_retried(&make, async |p| p.release_offset(offset, job).await).await;
     assert_eq!(c.offsets.pool_usage().await.unwrap().leased, 0);
 }
@@ -91,6 +148,7 @@ pub async fn case_policy_retries_within_its_budget(c: Coordination) {
 coord_suite!(embedded, memory::coordination(3);
     case_offsets_round_robin_and_never_double_leased,
     case_round_robin_continues_after_the_last_lease,
+    case_leases_name_their_jobs_in_offset_order,
     case_policy_retries_within_its_budget);
 coord_suite!(
     redis,
@@ -98,6 +156,7 @@ coord_suite!(
     redis_coordination(3).await;
     case_offsets_round_robin_and_never_double_leased,
     case_round_robin_continues_after_the_last_lease,
+    case_leases_name_their_jobs_in_offset_order,
     case_policy_retries_within_its_budget
 );
 

@@ -30,6 +30,7 @@ mod idempotency;
 mod kafka_results;
 mod limits;
 mod openapi;
+mod ops_page;
 mod scale_out;
 mod tenancy;
 mod traffic;

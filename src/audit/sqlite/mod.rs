@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::{AuditEntry, AuditError, AuditLog, AuditQuery, rfc3339};
-use crate::model::{JobId, JobRecord};
+use crate::model::{JobId, JobRecord, JobStatus};
 
 /// Writes queued at most; a full queue makes callers wait (nothing is dropped).
 const WRITE_QUEUE: usize = 8192;
@@ -198,16 +198,26 @@ impl AuditLog for SqliteAuditLog {
 
     async fn search(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, AuditError> {
         self.flush().await?;
+        // Times are RFC 3339 UTC with microseconds: as text they sort as
+        // times, so the cursor compares as text too.
+        let after = q.after.as_ref();
         let rows = sqlx::query_as::<_, AuditEntry>(
             "SELECT * FROM audit_submissions
-             WHERE tenant = ?5 AND (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR submitted_at >= ?2) AND (?3 IS NULL OR submitted_at < ?3)
-             ORDER BY submitted_at DESC, submission_id DESC LIMIT ?4",
+             WHERE tenant = ?1 AND (?2 IS NULL OR user_id = ?2)
+               AND (?3 IS NULL OR fingerprint = ?3) AND (?4 IS NULL OR status = ?4)
+               AND (?5 IS NULL OR submitted_at >= ?5) AND (?6 IS NULL OR submitted_at < ?6)
+               AND (?7 IS NULL OR submitted_at < ?7 OR (submitted_at = ?7 AND submission_id < ?8))
+             ORDER BY submitted_at DESC, submission_id DESC LIMIT ?9",
         )
+        .bind(&q.tenant)
         .bind(&q.user)
+        .bind(&q.fingerprint)
+        .bind(q.status.map(JobStatus::as_str))
         .bind(q.from.map(rfc3339))
         .bind(q.to.map(rfc3339))
-        .bind(q.limit as i64)
-        .bind(&q.tenant)
+        .bind(after.map(|c| rfc3339(c.submitted_at)))
+        .bind(after.map(|c| c.submission_id.hyphenated().to_string()))
+        .bind(i64::from(q.limit))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows)

@@ -53,4 +53,17 @@ impl OffsetPool for MemoryOffsetPool {
             size: state.leases.len() as u32,
         })
     }
+
+    async fn leases(&self) -> Result<Vec<(Offset, Option<JobRecord>)>, CoordError> {
+        let state = self.0.lock();
+        Ok(state
+            .leases
+            .iter()
+            .enumerate()
+            .filter_map(|(n, holder)| {
+                let record = state.jobs.get(&(*holder)?).map(|e| e.record.clone());
+                Some((Offset(n as u32), record))
+            })
+            .collect())
+    }
 }

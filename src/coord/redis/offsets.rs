@@ -13,7 +13,7 @@ use ::redis::Script;
 use ::redis::aio::ConnectionManager;
 use async_trait::async_trait;
 
-use super::conn::{call, read_record};
+use super::conn::{call, decode_record, read_record};
 use super::keys::Keys;
 use crate::coord::{CoordError, OffsetPool, PoolUsage};
 use crate::model::{JobId, JobRecord, Offset};
@@ -116,5 +116,30 @@ impl OffsetPool for RedisOffsetPool {
             leased,
             size: self.pool_size,
         })
+    }
+
+    async fn leases(&self) -> Result<Vec<(Offset, Option<JobRecord>)>, CoordError> {
+        // Records are read in pages, so one call never asks Redis for a
+        // pool's worth of keys at once.
+        const PAGE: usize = 100;
+        let mut conn = self.conn.clone();
+        let mut held: Vec<(u32, String)> = call(
+            ::redis::cmd("HGETALL")
+                .arg(&self.keys.leases)
+                .query_async(&mut conn),
+        )
+        .await?;
+        held.sort_unstable_by_key(|(n, _)| *n);
+        let mut leases = Vec::with_capacity(held.len());
+        for page in held.chunks(PAGE) {
+            let keys: Vec<String> = page.iter().map(|(_, id)| self.keys.job(id)).collect();
+            let records: Vec<Option<String>> =
+                call(::redis::cmd("MGET").arg(&keys).query_async(&mut conn)).await?;
+            for ((n, id), json) in page.iter().zip(records) {
+                let record = json.map(|json| decode_record(id, &json)).transpose()?;
+                leases.push((Offset(*n), record));
+            }
+        }
+        Ok(leases)
     }
 }
