@@ -24,6 +24,7 @@ mod dedup;
 mod deploy;
 mod expiry;
 mod flow;
+mod freshness;
 mod hostile;
 mod idempotency;
 mod kafka_results;
