@@ -127,6 +127,7 @@ pub async fn start_with_hooks(
         max_rows: config.max_rows.max(1),
         max_time_range: config.max_time_range,
         max_wait: config.max_wait,
+        max_staleness: config.max_staleness,
         filter_limits: Limits::default(),
         full_retry_after: Duration::from_secs(5),
     };

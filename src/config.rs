@@ -75,6 +75,13 @@ pub struct Config {
     #[arg(long, env = "PSEUDOSTREAM_MAX_TIME_RANGE", default_value = "90d", value_parser = humantime::parse_duration)]
     pub max_time_range: Duration,
 
+    /// How old a live job of a relative range (`last 7d`) may be and still
+    /// be shared with a new submission of the same query: its resolved end
+    /// at most this long ago. A request's `maxStaleness` overrides it; `0`
+    /// always starts a fresh job.
+    #[arg(long, env = "PSEUDOSTREAM_MAX_STALENESS", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub max_staleness: Duration,
+
     /// Concurrent query workers in this process. A queued job has no first
     /// chunk until a worker takes it, so this is sized above the number of
     /// long queries expected at once (they share the CPU either way).

@@ -1,11 +1,14 @@
 //! `pseudostream explain '<filter>'`: the canonical form and fingerprint of
-//! a filter, as the service would compute them, for debugging dedup.
+//! a filter, as the service would compute them, for debugging dedup. A
+//! relative range (`--last`) shows the fingerprint every refresh of it
+//! shares, and the ends it resolves to now.
 
 use chrono::{DateTime, Utc};
 use clap::Args;
 
 use crate::config::Config;
-use crate::filter::{self, FingerprintInput, Limits, Order, RegexCache};
+use crate::filter::time_range::{self, HumanDuration};
+use crate::filter::{self, FingerprintInput, Limits, Order, RangeKey, RegexCache};
 use crate::source::{ParquetSource, QueryRuntime, QuerySource};
 
 #[derive(Debug, Args)]
@@ -15,11 +18,15 @@ pub struct ExplainArgs {
     /// Tenant the fingerprint is computed for.
     #[arg(long, default_value = "dev")]
     pub tenant: String,
-    /// Range start (RFC 3339); with --to. Default: the 24 hours before now.
-    #[arg(long)]
+    /// Range start (RFC 3339); with --to. Default: `--last 24h`.
+    #[arg(long, requires = "to", conflicts_with = "last")]
     pub from: Option<DateTime<Utc>>,
-    #[arg(long)]
+    #[arg(long, requires = "from", conflicts_with = "last")]
     pub to: Option<DateTime<Utc>>,
+    /// A relative range, e.g. `7d`: fingerprinted by this expression, so
+    /// every refresh of it shares one fingerprint.
+    #[arg(long)]
+    pub last: Option<String>,
     /// Comma-separated fields to return (default: all).
     #[arg(long, value_delimiter = ',')]
     pub fields: Vec<String>,
@@ -54,11 +61,19 @@ pub async fn run(config: &Config, args: &ExplainArgs) -> anyhow::Result<()> {
         Ok(f) => f,
         Err(e) => anyhow::bail!("{e}"),
     };
-    let to = args.to.unwrap_or_else(Utc::now);
-    let from = args
-        .from
-        .or_else(|| to.checked_sub_signed(chrono::TimeDelta::hours(24)))
-        .unwrap_or(to);
+    let rfc3339 = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339());
+    let (from, to) = (rfc3339(args.from), rfc3339(args.to));
+    let last = match (&from, &args.last) {
+        (None, None) => Some("24h"),
+        (_, last) => last.as_deref(),
+    };
+    let range = time_range::resolve(
+        from.as_deref(),
+        to.as_deref(),
+        last,
+        Utc::now(),
+        config.max_time_range,
+    )?;
     let mut fields: Vec<String> = Vec::new();
     for field in &args.fields {
         if !fields.contains(field) {
@@ -74,14 +89,26 @@ pub async fn run(config: &Config, args: &ExplainArgs) -> anyhow::Result<()> {
         source: source.id(),
         schema_version: source.schema_version(),
         filter: &compiled,
-        from_us: from.timestamp_micros(),
-        to_us: to.timestamp_micros(),
+        range: RangeKey::from(&range),
         fields: &fields,
         order,
         max_rows: args.max_rows.unwrap_or(config.max_rows),
     }
     .fingerprint();
+    let ends = format!(
+        "{} to {}",
+        time_range::micros_rfc3339(range.from_us),
+        time_range::micros_rfc3339(range.to_us)
+    );
     println!("canonical:   {}", compiled.canonical());
+    match range.last {
+        Some(span) => println!(
+            "range:       last {} (now {ends}); shared with a live job of the same fingerprint while its end is at most maxStaleness old (default {})",
+            HumanDuration(span),
+            HumanDuration(config.max_staleness)
+        ),
+        None => println!("range:       {ends} (absolute: only the same ends share)"),
+    }
     println!("fingerprint: {fingerprint}");
     println!("predicate:   {:?}", compiled.predicate());
     Ok(())

@@ -17,6 +17,7 @@ use super::extract::{JobIdPath, Json, Query, limit_param};
 use super::problem::{ApiError, ErrorCode};
 use crate::audit::rfc3339;
 use crate::coord::RequestHash;
+use crate::filter::time_range::micros_rfc3339;
 use crate::filter::{Fingerprint, Order};
 use crate::jobs::read::ChunkPage;
 use crate::jobs::submit::{Idempotency, MAX_IDEMPOTENCY_KEY_LEN, RangeSpec, Submission};
@@ -85,6 +86,7 @@ pub async fn submit(
         fingerprint: job.spec.fingerprint,
         deduplicated: submitted.deduplicated,
         status: job.status,
+        resolved_range: ResolvedRange::of(&job),
         expires_at: job.expires_at.map(rfc3339),
         links: links(&job),
         first_chunk,
@@ -107,6 +109,7 @@ struct Accepted {
     fingerprint: Fingerprint,
     deduplicated: bool,
     status: JobStatus,
+    resolved_range: ResolvedRange,
     expires_at: Option<String>,
     links: Value,
     /// With `?wait=`, the first chunk when it came in time.
@@ -126,6 +129,27 @@ pub struct SubmitRequest {
     pub order: Option<Order>,
     #[serde(default)]
     pub max_rows: Option<u64>,
+    /// Not serialized when absent: a request that does not use it hashes
+    /// (for its idempotency key) as it would without this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_staleness: Option<String>,
+}
+
+/// The range a job's rows cover, as resolved at its submission (RFC 3339):
+/// for a shared relative range, how old the data is.
+#[derive(Debug, Serialize)]
+pub struct ResolvedRange {
+    pub from: String,
+    pub to: String,
+}
+
+impl ResolvedRange {
+    pub fn of(job: &JobRecord) -> ResolvedRange {
+        ResolvedRange {
+            from: micros_rfc3339(job.spec.from_us),
+            to: micros_rfc3339(job.spec.to_us),
+        }
+    }
 }
 
 /// `{from, to}` (RFC 3339, `from` inclusive, `to` exclusive) or `{last: "7d"}`.
@@ -149,6 +173,7 @@ impl From<SubmitRequest> for Submission {
             fields: r.fields,
             order: r.order,
             max_rows: r.max_rows,
+            max_staleness: r.max_staleness,
         }
     }
 }
@@ -258,7 +283,13 @@ fn chunk_page_response(page: &ChunkPage) -> Response {
     body.push_str(&page.job.spec.offset.to_string());
     body.push_str(r#","status":""#);
     body.push_str(page.job.status.as_str());
-    body.push_str(r#"","chunks":["#);
+    // RFC 3339 times need no JSON escaping.
+    let range = ResolvedRange::of(&page.job);
+    body.push_str(r#"","resolvedRange":{"from":""#);
+    body.push_str(&range.from);
+    body.push_str(r#"","to":""#);
+    body.push_str(&range.to);
+    body.push_str(r#""},"chunks":["#);
     for (n, chunk) in page.chunks.iter().enumerate() {
         if n > 0 {
             body.push(',');
@@ -331,7 +362,6 @@ struct Timings {
 
 pub fn job_view(job: &JobRecord) -> Value {
     let since = |at: Option<DateTime<Utc>>| at.map(|t| (t - job.submitted_at).as_seconds_f64());
-    let time = |us: i64| DateTime::<Utc>::from_timestamp_micros(us).map(rfc3339);
     let spec = &job.spec;
     json!({
         "jobId": spec.job_id,
@@ -339,7 +369,9 @@ pub fn job_view(job: &JobRecord) -> Value {
         "fingerprint": spec.fingerprint,
         "status": job.status,
         "filter": spec.filter,
-        "timeRange": { "from": time(spec.from_us), "to": time(spec.to_us) },
+        "resolvedRange": ResolvedRange::of(job),
+        // Also under the name existing clients read.
+        "timeRange": ResolvedRange::of(job),
         "fields": spec.fields,
         "order": spec.order,
         "maxRows": spec.max_rows,

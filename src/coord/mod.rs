@@ -134,7 +134,25 @@ pub trait Dedup: Send + Sync + 'static {
         fingerprint: Fingerprint,
         job: JobId,
     ) -> Result<Claim, CoordError>;
-    /// Gives a won claim back when admission fails after it (rate limit, pool).
+    /// Moves a fingerprint from a live job too stale to share (`stale`) to
+    /// a new claim by `job`, as if `claim_fingerprint` had won it: a
+    /// compare-and-set, so of concurrent submissions that found the same
+    /// stale job exactly one starts the fresh one (the others then find its
+    /// claim pending, and then its job). `false` when the fingerprint no
+    /// longer points at `stale` (taken over already, or expired): claim
+    /// again. `true` again when `job` already holds the claim, so a repeat
+    /// after a lost reply is harmless. The stale job lives on for its
+    /// readers; its expiry drops the fingerprint only while it still points
+    /// at it (see [`JobStore::finish_expiry`]).
+    async fn take_over_fingerprint(
+        &self,
+        fingerprint: Fingerprint,
+        stale: JobId,
+        job: JobId,
+    ) -> Result<bool, CoordError>;
+    /// Gives a won claim back when admission fails after it (rate limit,
+    /// pool). A claim won by taking over leaves the fingerprint free: the
+    /// stale job it came from was not to be shared any more.
     async fn abandon_fingerprint(
         &self,
         fingerprint: Fingerprint,
@@ -201,8 +219,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// Marks every finished job whose TTL has passed as expired and returns
     /// them. A job is returned by exactly one call, whichever instance makes it.
     async fn begin_expiry(&self, now: DateTime<Utc>) -> Result<Vec<JobRecord>, CoordError>;
-    /// Forgets an expired job: drops its record and fingerprint and returns
-    /// its offset to the pool. Called after its chunks are deleted.
+    /// Forgets an expired job: drops its record and returns its offset to
+    /// the pool, and drops its fingerprint only while it still points at
+    /// this job (a fresh job may have taken it over). Called after its
+    /// chunks are deleted.
     async fn finish_expiry(&self, record: &JobRecord) -> Result<(), CoordError>;
 }
 

@@ -151,6 +151,20 @@ impl<T: Dedup> Dedup for TimeoutAndRetry<T> {
         .await
     }
 
+    /// Retried: a repeated take-over finds its own claim and says so.
+    async fn take_over_fingerprint(
+        &self,
+        fingerprint: Fingerprint,
+        stale: JobId,
+        job: JobId,
+    ) -> Result<bool, CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("take_over_fingerprint", limit, || {
+            self.inner.take_over_fingerprint(fingerprint, stale, job)
+        })
+        .await
+    }
+
     async fn abandon_fingerprint(
         &self,
         fingerprint: Fingerprint,

@@ -2,10 +2,17 @@
 //! two queries with the same fingerprint must return the same rows, and two
 //! that could return different rows must not share one. It is SHA-256 over an
 //! unambiguous, versioned encoding of every input that affects the rows.
+//!
+//! A relative range (`last 7d`) is the one input taken by its expression
+//! rather than its value: two refreshes of "the last 7 days" ask the same
+//! question at different moments, and share a job while its answer is
+//! fresh enough for the later one (decided at dedup, by `maxStaleness`).
+
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::filter::Filter;
+use crate::filter::{Filter, TimeRange};
 use crate::model::{Fingerprint, Order};
 
 /// Bumped whenever the encoding below, or the canonical filter text, changes
@@ -24,9 +31,8 @@ pub struct FingerprintInput<'a> {
     pub schema_version: &'a str,
     /// Hashed as canonical text, so equivalent spellings share results.
     pub filter: &'a Filter,
-    /// The time range `[from_us, to_us)` bounds the rows.
-    pub from_us: i64,
-    pub to_us: i64,
+    /// The time range bounds the rows.
+    pub range: RangeKey,
     /// The projection changes every returned row, and its order the order of
     /// each row's fields; a repeated name does not (the first one counts).
     pub fields: &'a [String],
@@ -34,6 +40,28 @@ pub struct FingerprintInput<'a> {
     pub order: Order,
     /// Truncation changes the result set.
     pub max_rows: u64,
+}
+
+/// How a time range enters a fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeKey {
+    /// `from`/`to`: exactly the rows of `[from_us, to_us)`, so only the same
+    /// ends share.
+    Absolute { from_us: i64, to_us: i64 },
+    /// `last`: its span, whatever the ends it resolved to.
+    Last(Duration),
+}
+
+impl From<&TimeRange> for RangeKey {
+    fn from(range: &TimeRange) -> RangeKey {
+        match range.last {
+            Some(span) => RangeKey::Last(span),
+            None => RangeKey::Absolute {
+                from_us: range.from_us,
+                to_us: range.to_us,
+            },
+        }
+    }
 }
 
 impl FingerprintInput<'_> {
@@ -47,8 +75,18 @@ impl FingerprintInput<'_> {
         part(&mut h, self.source.as_bytes());
         part(&mut h, self.schema_version.as_bytes());
         part(&mut h, self.filter.canonical().as_bytes());
-        part(&mut h, &self.from_us.to_be_bytes());
-        part(&mut h, &self.to_us.to_be_bytes());
+        match self.range {
+            RangeKey::Absolute { from_us, to_us } => {
+                part(&mut h, &from_us.to_be_bytes());
+                part(&mut h, &to_us.to_be_bytes());
+            }
+            // The tag's length (4) differs from an absolute range's first
+            // part (8), so no relative range encodes like an absolute one.
+            RangeKey::Last(span) => {
+                part(&mut h, b"last");
+                part(&mut h, &span.as_micros().to_be_bytes());
+            }
+        }
         let mut fields: Vec<&str> = Vec::with_capacity(self.fields.len());
         for f in self.fields {
             if !fields.contains(&f.as_str()) {
@@ -99,8 +137,10 @@ mod tests {
             source: "logs",
             schema_version: "3",
             filter,
-            from_us: 0,
-            to_us: 1_000_000,
+            range: RangeKey::Absolute {
+                from_us: 0,
+                to_us: 1_000_000,
+            },
             fields,
             order: Order::Desc,
             max_rows: 100,
@@ -184,9 +224,26 @@ mod tests {
                 schema_version: "4",
                 ..b
             },
-            FingerprintInput { from_us: 1, ..b },
             FingerprintInput {
-                to_us: 999_999,
+                range: RangeKey::Absolute {
+                    from_us: 1,
+                    to_us: 1_000_000,
+                },
+                ..b
+            },
+            FingerprintInput {
+                range: RangeKey::Absolute {
+                    from_us: 0,
+                    to_us: 999_999,
+                },
+                ..b
+            },
+            FingerprintInput {
+                range: RangeKey::Last(Duration::from_secs(1)),
+                ..b
+            },
+            FingerprintInput {
+                range: RangeKey::Last(Duration::from_secs(2)),
                 ..b
             },
             FingerprintInput {
@@ -210,6 +267,24 @@ mod tests {
         fps.sort();
         fps.dedup();
         assert_eq!(fps.len(), variants.len());
+    }
+
+    #[test]
+    fn a_relative_range_is_taken_by_its_span_not_its_ends() {
+        let fields = vec!["status".to_string()];
+        let f = filter("status = 500");
+        let at = |now: &str| {
+            let now = chrono::DateTime::parse_from_rfc3339(now).unwrap().to_utc();
+            let max = Duration::from_secs(90 * 86_400);
+            let range = crate::filter::time_range::resolve(None, None, Some("7d"), now, max);
+            FingerprintInput {
+                range: RangeKey::from(&range.unwrap()),
+                ..base(&f, &fields)
+            }
+            .fingerprint()
+        };
+        assert_eq!(at("2026-12-06T12:00:59Z"), at("2026-12-06T12:01:01Z"));
+        assert_eq!(at("2026-12-06T12:00:59Z"), at("2026-12-07T08:00:00Z"));
     }
 
     #[test]

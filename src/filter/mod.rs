@@ -62,7 +62,7 @@ mod proptests;
 /// The model's, re-exported: the language names them.
 pub use crate::model::{Fingerprint, Order};
 pub use error::{FilterError, FilterErrorKind};
-pub use fingerprint::FingerprintInput;
+pub use fingerprint::{FingerprintInput, RangeKey};
 pub use predicate::{CompareOp, Predicate, Value};
 pub use regexes::RegexCache;
 pub use schema::{FieldType, Schema};

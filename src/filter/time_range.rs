@@ -1,8 +1,11 @@
 //! The time range given beside a filter: absolute (`from`, `to`: RFC 3339,
 //! `from` inclusive, `to` exclusive) or relative (`last`: a duration such as
 //! `15m`, `24h`, `7d`), resolved against "now" into a half-open range of
-//! microseconds since the epoch. Pure like the rest of the module: no clock
-//! is read here, no arithmetic can overflow, and no input panics.
+//! microseconds since the epoch. A relative range remembers its span: it is
+//! fingerprinted by that expression, not by its ends, so refreshes share a
+//! live job while it is fresh enough (`jobs::share`). Pure like the rest of
+//! the module: no clock is read here, no arithmetic can overflow, and no
+//! input panics.
 //!
 //! What is refused, each with its own message:
 //! - a leap second (`23:59:60`): the sources keep no such instant;
@@ -23,6 +26,8 @@ use chrono::{DateTime, Datelike, DurationRound, TimeDelta, Timelike, Utc};
 pub struct TimeRange {
     pub from_us: i64,
     pub to_us: i64,
+    /// The span of a relative (`last`) range; `None` for `from`/`to`.
+    pub last: Option<Duration>,
 }
 
 /// Why a time range was refused.
@@ -61,9 +66,9 @@ pub enum TimeRangeError {
     TooLong { requested: Duration, max: Duration },
 }
 
-/// Resolves a request's range. `last` ends at the next whole minute after
-/// `now`, so that dashboards refreshing "last 7d" within a minute share one
-/// job; `max` is the longest span allowed.
+/// Resolves a request's range. `last` ends at the next whole second after
+/// `now` (so its rows include everything already recorded, and its ends
+/// read cleanly); `max` is the longest span allowed.
 pub fn resolve(
     from: Option<&str>,
     to: Option<&str>,
@@ -71,8 +76,8 @@ pub fn resolve(
     now: DateTime<Utc>,
     max: Duration,
 ) -> Result<TimeRange, TimeRangeError> {
-    let (from_us, to_us) = match (from, to, last) {
-        (Some(from), Some(to), None) => (parse_time("from", from)?, parse_time("to", to)?),
+    let (from_us, to_us, last) = match (from, to, last) {
+        (Some(from), Some(to), None) => (parse_time("from", from)?, parse_time("to", to)?, None),
         (None, None, Some(last)) => relative(last, now, max)?,
         _ => return Err(TimeRangeError::Shape),
     };
@@ -90,14 +95,22 @@ pub fn resolve(
             max,
         });
     }
-    Ok(TimeRange { from_us, to_us })
+    Ok(TimeRange {
+        from_us,
+        to_us,
+        last,
+    })
 }
 
-/// The `last` form: `(to - span, to)` with `to` the next whole minute.
-fn relative(text: &str, now: DateTime<Utc>, max: Duration) -> Result<(i64, i64), TimeRangeError> {
-    let span = humantime::parse_duration(text).map_err(|e| TimeRangeError::NotADuration {
+/// The `last` form: `(to - span, to, span)` with `to` the next whole second.
+fn relative(
+    text: &str,
+    now: DateTime<Utc>,
+    max: Duration,
+) -> Result<(i64, i64, Option<Duration>), TimeRangeError> {
+    let span = parse_duration(text).map_err(|reason| TimeRangeError::NotADuration {
         text: text.to_owned(),
-        reason: e.to_string(),
+        reason,
     })?;
     if span > max {
         // Refused before any arithmetic, which a span of 300,000 years would overflow.
@@ -106,23 +119,29 @@ fn relative(text: &str, now: DateTime<Utc>, max: Duration) -> Result<(i64, i64),
             max,
         });
     }
-    let minute = TimeDelta::minutes(1);
+    let second = TimeDelta::seconds(1);
     let to = now
-        .duration_trunc(minute)
+        .duration_trunc(second)
         .ok()
-        .and_then(|t| t.checked_add_signed(minute));
+        .and_then(|t| t.checked_add_signed(second));
     let from = TimeDelta::from_std(span)
         .ok()
         .and_then(|span| to.and_then(|to| to.checked_sub_signed(span)));
     match (from, to) {
         (Some(from), Some(to)) if in_years(from) && in_years(to) => {
-            Ok((from.timestamp_micros(), to.timestamp_micros()))
+            Ok((from.timestamp_micros(), to.timestamp_micros(), Some(span)))
         }
         _ => Err(TimeRangeError::YearOutOfRange {
             field: "last",
             text: text.to_owned(),
         }),
     }
+}
+
+/// A duration as the API takes it (`last`, `maxStaleness`): `15m`, `24h`,
+/// `7d`, `90s`, `1h 30m`; `0` alone is zero. The error says why not.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn parse_time(field: &'static str, text: &str) -> Result<i64, TimeRangeError> {
@@ -152,8 +171,10 @@ fn in_years(t: DateTime<Utc>) -> bool {
     (1..=9999).contains(&t.year())
 }
 
-/// RFC 3339 of a µs timestamp, for messages; the caller has checked the range.
-fn micros_rfc3339(us: i64) -> String {
+/// RFC 3339 of a µs timestamp, as the service writes times (UTC, six
+/// digits): for messages and for a resolved range's ends, which always
+/// convert (they lie within the years 1 to 9999).
+pub fn micros_rfc3339(us: i64) -> String {
     DateTime::<Utc>::from_timestamp_micros(us)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
         .unwrap_or_else(|| format!("{us} µs since the epoch"))
@@ -218,10 +239,31 @@ mod tests {
     }
 
     #[test]
-    fn relative_ranges_end_at_the_next_minute() {
+    fn relative_ranges_end_at_the_next_second_and_keep_their_span() {
         let range = last("1h").unwrap();
-        assert_eq!(micros_rfc3339(range.to_us), "2026-12-06T12:01:00.000000Z");
-        assert_eq!(micros_rfc3339(range.from_us), "2026-12-06T11:01:00.000000Z");
+        assert_eq!(micros_rfc3339(range.to_us), "2026-12-06T12:00:31.000000Z");
+        assert_eq!(micros_rfc3339(range.from_us), "2026-12-06T11:00:31.000000Z");
+        assert_eq!(range.last, Some(Duration::from_secs(3600)));
+        let now = now() + TimeDelta::microseconds(1);
+        let range = resolve(None, None, Some("60m"), now, MAX).unwrap();
+        assert_eq!(micros_rfc3339(range.to_us), "2026-12-06T12:00:31.000000Z");
+        assert_eq!(range.last, Some(Duration::from_secs(3600)));
+        assert_eq!(
+            absolute("2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z")
+                .unwrap()
+                .last,
+            None
+        );
+    }
+
+    #[test]
+    fn durations_parse_as_people_write_them() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-5s").is_err());
     }
 
     #[test]
@@ -317,7 +359,7 @@ mod tests {
             let to_us = from_us + len_us;
             prop_assume!(DateTime::<Utc>::from_timestamp_micros(to_us).is_some_and(in_years));
             let range = absolute(&micros_rfc3339(from_us), &micros_rfc3339(to_us)).unwrap();
-            prop_assert_eq!(range, TimeRange { from_us, to_us });
+            prop_assert_eq!(range, TimeRange { from_us, to_us, last: None });
         }
     }
 }

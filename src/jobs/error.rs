@@ -19,6 +19,10 @@ pub enum JobError {
     #[error("{0}")]
     TimeRange(#[from] TimeRangeError),
     #[error(
+        "`maxStaleness` = {text:?} is not a duration ({reason}); write e.g. \"60s\" or \"2m\", or \"0s\" for a fresh job"
+    )]
+    NotAStaleness { text: String, reason: String },
+    #[error(
         "this Idempotency-Key was used with a different request; use a new key for a new request"
     )]
     IdempotencyKeyReused,

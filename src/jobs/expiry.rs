@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -15,7 +14,7 @@ impl Jobs {
     /// One sweep; returns how many jobs it expired.
     pub async fn expire_due(&self) -> usize {
         let b = &self.backends;
-        let due = match b.job_store.begin_expiry(Utc::now()).await {
+        let due = match b.job_store.begin_expiry(self.now()).await {
             Ok(due) => due,
             Err(e) => {
                 warn!(error = %e, "expiry sweep could not read the expiry index");
@@ -41,7 +40,7 @@ impl Jobs {
                 warn!(job_id = %job.id(), error = %e, attempt = attempt + 1, "could not delete an expired job's chunks");
             }
             // The audit row says expired before the offset can be leased again.
-            if let Err(e) = b.audit.record_expired(job.id(), Utc::now()).await {
+            if let Err(e) = b.audit.record_expired(job.id(), self.now()).await {
                 warn!(job_id = %job.id(), error = %e, "could not mark an expired job in the audit log");
             }
             if let Err(e) = b.job_store.finish_expiry(job).await {

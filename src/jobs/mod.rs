@@ -2,11 +2,13 @@
 //! offset lease, audit, enqueue), reading its chunks, cancel and expiry. The
 //! domain code sees only the traits of `coord`, `results`, `audit` and `source`.
 
+pub mod clock;
 pub mod error;
 pub mod expiry;
 mod overview;
 pub use overview::{AuditPage, OpsOverview, Readiness};
 pub mod read;
+pub mod share;
 pub mod submit;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::filter::{Limits, RegexCache};
 use crate::results::ResultTopic;
 use crate::source::{QueryRuntime, QuerySource};
 
+pub use clock::{Clock, ManualClock};
 pub use error::JobError;
 
 /// Limits and timings the job life follows; built from `Config`.
@@ -31,6 +34,9 @@ pub struct JobSettings {
     pub max_rows: u64,
     pub max_time_range: Duration,
     pub max_wait: Duration,
+    /// How old a live job of a relative range may be and still be shared,
+    /// unless the request says otherwise (see `share`).
+    pub max_staleness: Duration,
     pub filter_limits: Limits,
     /// The `Retry-After` given when the pool or the result store is full.
     pub full_retry_after: Duration,
@@ -74,6 +80,9 @@ pub struct Hooks {
     /// When set, a job takes one permit before reading its first rows, so a
     /// test can hold it scanning (a sparse query that finds nothing yet).
     pub scan_gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// The wall clock of submission, the workers and expiry; the system
+    /// clock unless a test sets a manual one.
+    pub clock: Clock,
 }
 
 /// The job service the API and the workers share.
@@ -103,5 +112,10 @@ impl Jobs {
             metrics: Arc::default(),
             admission_closed: CancellationToken::new(),
         })
+    }
+
+    /// "Now", as the job life reads it (see [`Clock`]).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.hooks.clock.now()
     }
 }

@@ -1,4 +1,5 @@
-//! Submission, in the brief's order: validate, fingerprint, dedup, rate
+//! Submission, in the brief's order: validate, fingerprint, dedup (in
+//! `share`: join a live job fresh enough, or claim the fingerprint), rate
 //! limit, lease an offset, audit (fail closed), enqueue. In front of it, an
 //! optional `Idempotency-Key` makes a retried submission answer with the job
 //! it got the first time.
@@ -8,10 +9,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
+use super::share::{Freshness, Shared};
 use super::{JobError, Jobs};
 use crate::audit::{AuditEntry, rfc3339};
-use crate::coord::{Claim, IdempotencyKey, KeyClaim, RequestHash};
-use crate::filter::{self, FingerprintInput, Order, TimeRange};
+use crate::coord::{IdempotencyKey, KeyClaim, RequestHash};
+use crate::filter::time_range::{micros_rfc3339, parse_duration};
+use crate::filter::{self, FingerprintInput, Order, RangeKey, TimeRange};
 use crate::metrics::Rejection;
 use crate::model::{JobId, JobRecord, JobSpec, Principal};
 
@@ -25,6 +28,10 @@ pub struct Submission {
     pub fields: Option<Vec<String>>,
     pub order: Option<Order>,
     pub max_rows: Option<u64>,
+    /// For a relative range: how old a live job of the same query may be
+    /// and still be shared (a duration such as "60s"); the setting's
+    /// default when `None`.
+    pub max_staleness: Option<String>,
 }
 
 /// A time range as given: `from` and `to` (RFC 3339), or `last` (a duration).
@@ -52,7 +59,7 @@ pub struct Submitted {
 
 /// How long a submission waits for a concurrent identical one to be admitted
 /// before giving up with 503; admission takes milliseconds, so this is ample.
-const CLAIM_PATIENCE: Duration = Duration::from_secs(5);
+pub(super) const CLAIM_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The longest an idempotency key is remembered. It is forgotten earlier,
 /// when its job expires (the result TTL after the job ends): from then on
@@ -157,7 +164,7 @@ impl Jobs {
         if self.admission_closed.is_cancelled() {
             return Err(JobError::ShuttingDown);
         }
-        let now = Utc::now();
+        let now = self.now();
         let source = &self.backends.source;
         let filter = filter::compile(
             &request.filter,
@@ -166,6 +173,11 @@ impl Jobs {
             &self.regexes,
         )?;
         let range = self.resolve_range(&request.time_range, now)?;
+        let max_staleness = self.resolve_max_staleness(request.max_staleness.as_deref())?;
+        let freshness = match range.last {
+            Some(_) => Freshness::Within(max_staleness),
+            None => Freshness::Exact,
+        };
         let fields = self.resolve_fields(request.fields.as_deref())?;
         let order = request.order.unwrap_or_default();
         let max_rows = self.resolve_max_rows(request.max_rows)?;
@@ -174,8 +186,7 @@ impl Jobs {
             source: source.id(),
             schema_version: source.schema_version(),
             filter: &filter,
-            from_us: range.from_us,
-            to_us: range.to_us,
+            range: RangeKey::from(&range),
             fields: &fields,
             order,
             max_rows,
@@ -195,25 +206,15 @@ impl Jobs {
             max_rows,
         };
 
-        let dedup = &self.backends.dedup;
-        let started = tokio::time::Instant::now();
-        loop {
-            match dedup.claim_fingerprint(fingerprint, spec.job_id).await? {
-                Claim::Won => break,
-                Claim::Existing(job) => return self.join(who, &request.filter, *job).await,
-                Claim::Pending if started.elapsed() < CLAIM_PATIENCE => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Claim::Pending => {
-                    return Err(JobError::Overloaded {
-                        retry_after: self.settings.full_retry_after,
-                    });
-                }
-            }
+        match self.claim(fingerprint, spec.job_id, freshness, now).await? {
+            Shared::Won => {}
+            Shared::Join(job) => return self.join(who, &request.filter, *job).await,
         }
         let admitted = self.admit(who, &request.filter, spec.clone(), now).await;
         if admitted.is_err()
-            && let Err(e) = dedup.abandon_fingerprint(fingerprint, spec.job_id).await
+            && let Err(e) = (self.backends.dedup)
+                .abandon_fingerprint(fingerprint, spec.job_id)
+                .await
         {
             // The claim is stuck until this fingerprint's next submission sees
             // it; log so ops can tell why that one waits.
@@ -271,26 +272,6 @@ impl Jobs {
         })
     }
 
-    /// Shares a live job with an identical submission: no work, no rate
-    /// limit, but an audit row of its own.
-    async fn join(
-        &self,
-        who: &Principal,
-        filter_text: &str,
-        job: JobRecord,
-    ) -> Result<Submitted, JobError> {
-        let mut entry = audit_entry(&job, filter_text, Some(job.id()));
-        entry.user_id = who.user.clone();
-        entry.submitted_at = rfc3339(Utc::now());
-        self.backends.audit.record_submission(&entry).await?;
-        info!(job_id = %job.id(), offset = %job.spec.offset, fingerprint = %job.spec.fingerprint,
-            user = %who.user, "submission deduplicated");
-        Ok(Submitted {
-            job,
-            deduplicated: true,
-        })
-    }
-
     fn resolve_range(
         &self,
         request: &RangeSpec,
@@ -303,6 +284,16 @@ impl Jobs {
             now,
             self.settings.max_time_range,
         )?)
+    }
+
+    fn resolve_max_staleness(&self, requested: Option<&str>) -> Result<Duration, JobError> {
+        match requested {
+            None => Ok(self.settings.max_staleness),
+            Some(text) => parse_duration(text).map_err(|reason| JobError::NotAStaleness {
+                text: text.to_owned(),
+                reason,
+            }),
+        }
     }
 
     /// Checks the requested fields against the schema. Rows carry them in
@@ -341,17 +332,13 @@ fn rate_key(who: &Principal) -> String {
     format!("{}:{}:{}", who.tenant.len(), who.tenant, who.user)
 }
 
-fn audit_entry(
+/// A job's audit row; its time range is the job's resolved range.
+pub(super) fn audit_entry(
     job: &JobRecord,
     filter_text: &str,
     deduplicated_from: Option<crate::model::JobId>,
 ) -> AuditEntry {
     let spec = &job.spec;
-    let time = |us: i64| {
-        DateTime::<Utc>::from_timestamp_micros(us)
-            .map(rfc3339)
-            .unwrap_or_default()
-    };
     AuditEntry {
         submission_id: uuid::Uuid::now_v7().to_string(),
         job_id: spec.job_id.to_string(),
@@ -361,8 +348,8 @@ fn audit_entry(
         result_offset: i64::from(spec.offset.0),
         filter_text: filter_text.to_owned(),
         canonical_filter: spec.filter.clone(),
-        time_from: time(spec.from_us),
-        time_to: time(spec.to_us),
+        time_from: micros_rfc3339(spec.from_us),
+        time_to: micros_rfc3339(spec.to_us),
         deduplicated_from: deduplicated_from.map(|j| j.to_string()),
         status: job.status.as_str().to_owned(),
         row_count: job.rows as i64,

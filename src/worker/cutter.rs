@@ -107,7 +107,7 @@ impl<'a> ChunkCutter<'a> {
         let truncated = self.truncated;
         let last = self.chunk(0, rows, Some((status, error.clone())));
         self.publish(vec![last]).await?;
-        let now = Utc::now();
+        let now = self.jobs.now();
         let expires_at = self.jobs.settings.expires_at(now);
         let update = JobUpdate::Finished {
             status,
@@ -208,7 +208,7 @@ impl<'a> ChunkCutter<'a> {
             let progress = JobUpdate::Progress {
                 rows: self.rows,
                 chunks: self.chunks,
-                at: Utc::now(),
+                at: self.jobs.now(),
             };
             let job = self
                 .jobs
@@ -234,7 +234,7 @@ impl<'a> ChunkCutter<'a> {
     /// once the progress update that counts it has landed (or, for a job of
     /// one chunk, the update that finishes it).
     fn first_chunk_readable(&self, publishing: Duration) {
-        let waited = (Utc::now() - self.submitted_at)
+        let waited = (self.jobs.now() - self.submitted_at)
             .to_std()
             .unwrap_or_default();
         self.jobs.metrics.first_chunk_readable(waited);

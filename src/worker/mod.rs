@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -145,7 +144,7 @@ async fn mark_failed(jobs: &Jobs, job_id: crate::model::JobId, error: String) {
     if job.status.is_finished() {
         return;
     }
-    let now = Utc::now();
+    let now = jobs.now();
     let expires_at = jobs.settings.expires_at(now);
     let update = JobUpdate::Finished {
         status: JobStatus::Failed,

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use futures::stream::Fuse;
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
@@ -38,7 +37,7 @@ pub(super) async fn run_job(
     let b = &jobs.backends;
     let Some(job) = b
         .job_store
-        .update_job(spec.job_id, JobUpdate::Started { at: Utc::now() })
+        .update_job(spec.job_id, JobUpdate::Started { at: jobs.now() })
         .await?
     else {
         return Ok(Outcome::Finished); // expired or forgotten while queued

@@ -151,6 +151,12 @@ pub fn cases() -> Vec<Case> {
             "invalid-request",
         ),
         post(
+            "bad maxStaleness",
+            r#"{"filter": "", "timeRange": {"last": "7d"}, "maxStaleness": "fresh"}"#,
+            400,
+            "invalid-request",
+        ),
+        post(
             "unknown output field",
             r#"{"filter": "", "timeRange": {"last": "7d"}, "fields": ["nope"]}"#,
             400,

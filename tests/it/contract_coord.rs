@@ -82,6 +82,12 @@ pub async fn admit(c: &Coordination, fp: u8, user: &str) -> JobRecord {
             .unwrap(),
         Claim::Won
     );
+    insert_claimed(c, fp, id, user).await
+}
+
+/// Leases an offset for a job whose fingerprint claim was won and inserts
+/// its record, the rest of admission.
+pub async fn insert_claimed(c: &Coordination, fp: u8, id: JobId, user: &str) -> JobRecord {
     let offset = c
         .offsets
         .lease_offset(id)

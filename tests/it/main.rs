@@ -25,6 +25,7 @@ mod deploy;
 mod expiry;
 mod faults;
 mod flow;
+mod freshness;
 mod hostile;
 mod idempotency;
 mod kafka_results;

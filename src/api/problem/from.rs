@@ -36,6 +36,9 @@ impl From<JobError> for ApiError {
             JobError::TimeRange(_) => {
                 ApiError::new(ErrorCode::InvalidRequest, detail).with("field", "timeRange")
             }
+            JobError::NotAStaleness { .. } => {
+                ApiError::new(ErrorCode::InvalidRequest, detail).with("field", "maxStaleness")
+            }
             JobError::IdempotencyKeyReused => {
                 ApiError::new(ErrorCode::IdempotencyKeyReused, detail)
                     .with("field", "Idempotency-Key")

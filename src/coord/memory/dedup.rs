@@ -43,6 +43,25 @@ impl Dedup for MemoryDedup {
         }
     }
 
+    async fn take_over_fingerprint(
+        &self,
+        fingerprint: Fingerprint,
+        stale: JobId,
+        job: JobId,
+    ) -> Result<bool, CoordError> {
+        let mut state = self.0.lock();
+        match state.fingerprints.get(&fingerprint).copied() {
+            Some(Holder::Live(holder)) if holder == stale => {
+                state
+                    .fingerprints
+                    .insert(fingerprint, Holder::Admitting(job));
+                Ok(true)
+            }
+            Some(Holder::Admitting(holder)) => Ok(holder == job),
+            _ => Ok(false),
+        }
+    }
+
     async fn abandon_fingerprint(
         &self,
         fingerprint: Fingerprint,

@@ -19,6 +19,7 @@ pub struct RedisDedup {
     conn: ConnectionManager,
     keys: Keys,
     claim: Script,
+    take_over: Script,
     delete_if_equal: Script,
 }
 
@@ -28,6 +29,7 @@ impl RedisDedup {
             conn,
             keys,
             claim: Script::new(include_str!("scripts/claim_fingerprint.lua")),
+            take_over: Script::new(include_str!("scripts/take_over_fingerprint.lua")),
             delete_if_equal: Script::new(include_str!("scripts/delete_if_equal.lua")),
         }
     }
@@ -59,6 +61,23 @@ impl Dedup for RedisDedup {
                 "unexpected fingerprint claim reply {other:?}"
             ))),
         }
+    }
+
+    async fn take_over_fingerprint(
+        &self,
+        fingerprint: Fingerprint,
+        stale: JobId,
+        job: JobId,
+    ) -> Result<bool, CoordError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.take_over.prepare_invoke();
+        invocation
+            .key(self.keys.fingerprint(fingerprint))
+            .arg(format!("live:{stale}"))
+            .arg(format!("admitting:{job}"))
+            .arg(ADMITTING_TTL.as_millis() as u64);
+        let taken: i64 = call(invocation.invoke_async(&mut conn)).await?;
+        Ok(taken == 1)
     }
 
     async fn abandon_fingerprint(

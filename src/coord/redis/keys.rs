@@ -20,7 +20,11 @@
 //! Every decision that reads and then writes runs as one Lua script (in
 //! `scripts/`), which Redis executes without interleaving other commands:
 //! that is what keeps two instances from leasing one offset or starting two
-//! jobs for one fingerprint. Scripts never re-encode a record (Lua's cjson
+//! jobs for one fingerprint. Taking a fingerprint over from a job too stale
+//! to share is a compare-and-set from `live:{stale jobId}` to
+//! `admitting:{new jobId}`, so two instances that found the same stale job
+//! start one fresh job; finishing the stale job's expiry deletes the
+//! fingerprint only while it still says `live:{stale jobId}`. Scripts never re-encode a record (Lua's cjson
 //! would turn an empty `fields` array into `{}` and round large integers);
 //! records are changed in Rust and written back with a compare-and-set
 //! script instead.

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use crate::filter::canonical::{canonicalize, print};
 use crate::filter::validate::tests::test_schema;
-use crate::filter::{Filter, FingerprintInput, Limits, Order, RegexCache, compile};
+use crate::filter::{Filter, FingerprintInput, Limits, Order, RangeKey, RegexCache, compile};
 
 use generators::predicate;
 use noisy::Noisy;
@@ -38,8 +38,10 @@ fn fingerprint_of(filter: &Filter) -> crate::filter::Fingerprint {
         source: "s",
         schema_version: "1",
         filter,
-        from_us: 0,
-        to_us: 10,
+        range: RangeKey::Absolute {
+            from_us: 0,
+            to_us: 10,
+        },
         fields: &fields,
         order: Order::Asc,
         max_rows: 10,
