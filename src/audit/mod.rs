@@ -132,7 +132,9 @@ impl std::str::FromStr for AuditCursor {
 pub trait AuditLog: Send + Sync + 'static {
     /// Writes the submission's row; the job is not accepted unless this succeeds.
     async fn record_submission(&self, entry: &AuditEntry) -> Result<(), AuditError>;
-    /// Copies the job's status, counters and times onto its rows.
+    /// Copies the job's status, counters and times onto its rows; a time
+    /// the record does not have (one rebuilt after its store lost it)
+    /// leaves the row's as it was.
     async fn record_progress(&self, job: &JobRecord) -> Result<(), AuditError>;
     async fn record_expired(&self, job: JobId, at: DateTime<Utc>) -> Result<(), AuditError>;
     /// Marks jobs that were queued or running when the process last stopped:

@@ -243,7 +243,8 @@ impl AuditLog for PostgresAuditLog {
     async fn record_progress(&self, job: &JobRecord) -> Result<(), AuditError> {
         sqlx::query(
             "UPDATE audit_submissions SET status = $1, row_count = $2, chunk_count = $3, truncated = $4,
-                error = $5, started_at = $6, first_chunk_at = $7, finished_at = $8
+                error = $5, started_at = COALESCE($6, started_at),
+                first_chunk_at = COALESCE($7, first_chunk_at), finished_at = $8
              WHERE job_id = $9::uuid AND expired_at IS NULL",
         )
         .bind(job.status.as_str())

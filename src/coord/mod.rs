@@ -172,6 +172,9 @@ pub trait OffsetPool: Send + Sync + 'static {
     /// robin); `None` when every offset is leased.
     async fn lease_offset(&self, job: JobId) -> Result<Option<Offset>, CoordError>;
     async fn release_offset(&self, offset: Offset, job: JobId) -> Result<(), CoordError>;
+    /// Releases whatever offset `job` holds, if any: undoes a lease whose
+    /// answer was lost (a call that timed out may still have leased).
+    async fn release_held_by(&self, job: JobId) -> Result<(), CoordError>;
     /// The job holding `offset`, if it has one and the job is stored.
     async fn job_at_offset(&self, offset: Offset) -> Result<Option<JobRecord>, CoordError>;
     async fn pool_usage(&self) -> Result<PoolUsage, CoordError>;

@@ -192,6 +192,12 @@ impl<T: OffsetPool> OffsetPool for TimeoutAndRetry<T> {
         .await
     }
 
+    async fn release_held_by(&self, job: JobId) -> Result<(), CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("release_held_by", limit, || self.inner.release_held_by(job))
+            .await
+    }
+
     async fn job_at_offset(&self, offset: Offset) -> Result<Option<JobRecord>, CoordError> {
         let limit = self.policy.multi_call_timeout;
         self.retried("job_at_offset", limit, || self.inner.job_at_offset(offset))

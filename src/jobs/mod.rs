@@ -10,6 +10,7 @@ pub use overview::{AuditPage, OpsOverview, Readiness};
 pub mod read;
 pub mod share;
 pub mod submit;
+mod undo;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use super::share::{Freshness, Shared};
+use super::undo::Reached;
 use super::{JobError, Jobs};
 use crate::audit::{AuditEntry, rfc3339};
 use crate::coord::{IdempotencyKey, KeyClaim, RequestHash};
@@ -58,8 +59,9 @@ pub struct Submitted {
 }
 
 /// How long a submission waits for a concurrent identical one to be admitted
-/// before giving up with 503; admission takes milliseconds, so this is ample.
-pub(super) const CLAIM_PATIENCE: Duration = Duration::from_secs(5);
+/// before giving up with 503; admission takes milliseconds, so this is
+/// ample, and short enough that the 503 comes within two seconds.
+pub(super) const CLAIM_PATIENCE: Duration = Duration::from_millis(1500);
 
 /// The longest an idempotency key is remembered. It is forgotten earlier,
 /// when its job expires (the result TTL after the job ends): from then on
@@ -192,7 +194,7 @@ impl Jobs {
             max_rows,
         }
         .fingerprint();
-        let spec = JobSpec {
+        let mut spec = JobSpec {
             job_id: JobId::new(),
             offset: crate::model::Offset(0),
             fingerprint,
@@ -206,29 +208,33 @@ impl Jobs {
             max_rows,
         };
 
-        match self.claim(fingerprint, spec.job_id, freshness, now).await? {
-            Shared::Won => {}
-            Shared::Join(job) => return self.join(who, &request.filter, *job).await,
+        match self.claim(fingerprint, spec.job_id, freshness, now).await {
+            Ok(Shared::Won) => {}
+            Ok(Shared::Join(job)) => return self.join(who, &request.filter, *job).await,
+            Err(e) => {
+                // A claim that timed out may still land.
+                self.undo_admission(spec, Reached::Claiming, e.to_string(), now);
+                return Err(e);
+            }
         }
-        let admitted = self.admit(who, &request.filter, spec.clone(), now).await;
-        if admitted.is_err()
-            && let Err(e) = (self.backends.dedup)
-                .abandon_fingerprint(fingerprint, spec.job_id)
-                .await
-        {
-            // The claim is stuck until this fingerprint's next submission sees
-            // it; log so ops can tell why that one waits.
-            warn!(error = %e, %fingerprint, "could not give back a fingerprint claim");
+        let mut reached = Reached::Claiming;
+        let admitted = self
+            .admit(who, &request.filter, &mut spec, &mut reached, now)
+            .await;
+        if let Err(e) = &admitted {
+            self.undo_admission(spec, reached, e.to_string(), now);
         }
         admitted
     }
 
-    /// Admits a new job for a won fingerprint claim.
+    /// Admits a new job for a won fingerprint claim, saying in `reached`
+    /// how far it got (what a failure leaves to undo).
     async fn admit(
         &self,
         who: &Principal,
         filter_text: &str,
-        mut spec: JobSpec,
+        spec: &mut JobSpec,
+        reached: &mut Reached,
         now: DateTime<Utc>,
     ) -> Result<Submitted, JobError> {
         let b = &self.backends;
@@ -241,27 +247,25 @@ impl Jobs {
             .check(&rate_key(who))
             .await
             .map_err(|retry_after| JobError::RateLimited { retry_after })?;
-        spec.offset =
-            b.offsets
-                .lease_offset(spec.job_id)
-                .await?
-                .ok_or(JobError::PoolExhausted {
-                    retry_after: self.settings.full_retry_after,
-                })?;
+        *reached = Reached::Leasing;
+        let Some(offset) = b.offsets.lease_offset(spec.job_id).await? else {
+            *reached = Reached::Claiming;
+            return Err(JobError::PoolExhausted {
+                retry_after: self.settings.full_retry_after,
+            });
+        };
+        spec.offset = offset;
         if let Some(gate) = &self.hooks.admission_gate
             && let Ok(permit) = gate.acquire().await
         {
             permit.forget();
         }
         let record = JobRecord::new(spec.clone(), now);
-        if let Err(e) = b
-            .audit
+        *reached = Reached::Auditing;
+        b.audit
             .record_submission(&audit_entry(&record, filter_text, None))
-            .await
-        {
-            let _ = b.offsets.release_offset(spec.offset, spec.job_id).await;
-            return Err(e.into());
-        }
+            .await?;
+        *reached = Reached::Storing;
         b.job_store.insert_job(record.clone()).await?;
         b.queue.enqueue(spec.clone()).await?;
         info!(job_id = %spec.job_id, offset = %spec.offset, fingerprint = %spec.fingerprint,

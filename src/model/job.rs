@@ -215,6 +215,22 @@ pub enum JobUpdate {
     CancelRequested,
 }
 
+impl JobUpdate {
+    /// A job that failed without a chunk to its name: refused part-way
+    /// through admission, or rebuilt after its record was lost.
+    pub fn failed(error: String, at: DateTime<Utc>, expires_at: DateTime<Utc>) -> JobUpdate {
+        JobUpdate::Finished {
+            status: JobStatus::Failed,
+            rows: 0,
+            chunks: 0,
+            truncated: false,
+            error: Some(error),
+            at,
+            expires_at,
+        }
+    }
+}
+
 impl JobRecord {
     /// Applies an update; the one place that knows how each changes the record.
     pub fn apply(&mut self, update: &JobUpdate) {

@@ -99,7 +99,14 @@ async fn run(jobs: Arc<Jobs>, shutdown: CancellationToken) {
             Ok(Outcome::LeftForTakeover) => continue,
             Err(e) => {
                 span.in_scope(|| error!(error = %e, "job could not publish its last chunk, or its task failed; marking it failed"));
-                mark_failed(&jobs, queued.spec.job_id, e.to_string()).await;
+                if !mark_failed(&jobs, &queued.spec, e.to_string()).await {
+                    // Not acknowledged: after its lease the queue hands the
+                    // job to a worker again, which resumes it.
+                    span.in_scope(|| {
+                        warn!("could not mark the job failed; left for another attempt")
+                    });
+                    continue;
+                }
             }
         }
         if let Err(e) = jobs.backends.queue.ack(&queued).await {
@@ -136,16 +143,28 @@ pub(super) enum Outcome {
 
 /// Last resort when even the last chunk cannot be published: the job still
 /// ends (so it expires and frees its offset), and readers see its status.
-async fn mark_failed(jobs: &Jobs, job_id: crate::model::JobId, error: String) {
+/// Says whether the job is settled: marked, already finished, or its record
+/// gone (then only its audit row can say how it ended). `false` when the
+/// job store did not answer, so the job is worth another attempt.
+async fn mark_failed(jobs: &Jobs, spec: &JobSpec, error: String) -> bool {
     let job_store = &jobs.backends.job_store;
-    let Ok(Some(job)) = job_store.job(job_id).await else {
-        return;
-    };
-    if job.status.is_finished() {
-        return;
-    }
+    let job_id = spec.job_id;
     let now = jobs.now();
     let expires_at = jobs.settings.expires_at(now);
+    let job = match job_store.job(job_id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => {
+            let mut lost = JobRecord::new(spec.clone(), now);
+            let error = format!("{error} (and the job's record was lost)");
+            lost.apply(&JobUpdate::failed(error, now, expires_at));
+            audit_progress(jobs, &lost).await;
+            return true;
+        }
+        Err(_) => return false,
+    };
+    if job.status.is_finished() {
+        return true;
+    }
     let update = JobUpdate::Finished {
         status: JobStatus::Failed,
         rows: job.rows,
@@ -155,8 +174,13 @@ async fn mark_failed(jobs: &Jobs, job_id: crate::model::JobId, error: String) {
         at: now,
         expires_at,
     };
-    if let Ok(Some(job)) = job_store.update_job(job_id, update).await {
-        audit_progress(jobs, &job).await;
+    match job_store.update_job(job_id, update).await {
+        Ok(Some(job)) => {
+            audit_progress(jobs, &job).await;
+            true
+        }
+        Ok(None) => true,
+        Err(_) => false,
     }
 }
 

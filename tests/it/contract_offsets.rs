@@ -126,6 +126,11 @@ impl OffsetPool for Flaky<Arc<dyn OffsetPool>> {
         self.script.gate().await?;
         self.inner.leases().await
     }
+
+    async fn release_held_by(&self, job: JobId) -> Result<(), CoordError> {
+        self.script.gate().await?;
+        self.inner.release_held_by(job).await
+    }
 }
 
 /// Releases and reads are retried; a lease is not (a second attempt after a
@@ -143,12 +148,34 @@ pub async fn case_policy_retries_within_its_budget(c: Coordination) {
     assert_retried(&make, async |p| p.leases().await).await;
     assert_retried(&make, async |p| p.release_offset(offset, job).await).await;
     assert_eq!(c.offsets.pool_usage().await.unwrap().leased, 0);
+    c.offsets.lease_offset(job).await.unwrap().unwrap();
+    assert_retried(&make, async |p| p.release_held_by(job).await).await;
+    assert_eq!(c.offsets.pool_usage().await.unwrap().leased, 0);
+}
+
+/// A lease whose answer was lost is released by its job alone: other
+/// jobs' leases stay, and releasing a job that holds nothing is a no-op.
+pub async fn case_a_lease_is_released_by_its_job(c: Coordination) {
+    let (lost, kept) = (JobId::new(), JobId::new());
+    c.offsets.lease_offset(kept).await.unwrap().unwrap();
+    let offset = c.offsets.lease_offset(lost).await.unwrap().unwrap();
+    c.offsets.release_held_by(lost).await.unwrap();
+    c.offsets.release_held_by(JobId::new()).await.unwrap();
+    let usage = c.offsets.pool_usage().await.unwrap();
+    assert_eq!(usage.leased, 1, "only the lost lease went");
+    c.offsets.lease_offset(JobId::new()).await.unwrap().unwrap();
+    assert_eq!(
+        c.offsets.lease_offset(JobId::new()).await.unwrap(),
+        Some(offset),
+        "the released offset is leased again once the cursor comes round"
+    );
 }
 
 coord_suite!(embedded, memory::coordination(3);
     case_offsets_round_robin_and_never_double_leased,
     case_round_robin_continues_after_the_last_lease,
     case_leases_name_their_jobs_in_offset_order,
+    case_a_lease_is_released_by_its_job,
     case_policy_retries_within_its_budget);
 coord_suite!(
     redis,
@@ -157,6 +184,7 @@ coord_suite!(
     case_offsets_round_robin_and_never_double_leased,
     case_round_robin_continues_after_the_last_lease,
     case_leases_name_their_jobs_in_offset_order,
+    case_a_lease_is_released_by_its_job,
     case_policy_retries_within_its_budget
 );
 

@@ -187,8 +187,9 @@ fn push_progress<'a>(sql: &mut QueryBuilder<'a, Sqlite>, updates: &[&'a Progress
     }
     sql.push(
         " UPDATE audit_submissions SET status = p.column2, row_count = p.column3, chunk_count = p.column4,
-            truncated = p.column5, error = p.column6, started_at = p.column7,
-            first_chunk_at = p.column8, finished_at = p.column9
+            truncated = p.column5, error = p.column6,
+            started_at = COALESCE(p.column7, started_at),
+            first_chunk_at = COALESCE(p.column8, first_chunk_at), finished_at = p.column9
          FROM (",
     );
     sql.push_values(updates, |mut row, p| {

@@ -37,6 +37,14 @@ impl OffsetPool for MemoryOffsetPool {
         Ok(())
     }
 
+    async fn release_held_by(&self, job: JobId) -> Result<(), CoordError> {
+        let mut state = self.0.lock();
+        for slot in state.leases.iter_mut().filter(|slot| **slot == Some(job)) {
+            *slot = None;
+        }
+        Ok(())
+    }
+
     async fn job_at_offset(&self, offset: Offset) -> Result<Option<JobRecord>, CoordError> {
         let state = self.0.lock();
         let holder = state.leases.get(offset.0 as usize).copied().flatten();

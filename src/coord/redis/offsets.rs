@@ -20,7 +20,7 @@ use crate::model::{JobId, JobRecord, Offset};
 
 /// How long leasing pauses after Redis lost its data: several of a running
 /// job's 250 ms looks for its record, and a publish batch.
-pub const QUARANTINE: Duration = Duration::from_secs(3);
+pub const QUARANTINE: Duration = Duration::from_secs(2);
 
 pub struct RedisOffsetPool {
     conn: ConnectionManager,
@@ -28,6 +28,7 @@ pub struct RedisOffsetPool {
     pool_size: u32,
     lease: Script,
     release: Script,
+    release_held_by: Script,
 }
 
 impl RedisOffsetPool {
@@ -55,6 +56,7 @@ impl RedisOffsetPool {
             pool_size,
             lease: Script::new(include_str!("scripts/lease_offset.lua")),
             release: Script::new(include_str!("scripts/release_offset.lua")),
+            release_held_by: Script::new(include_str!("scripts/release_held_by.lua")),
         }
     }
 }
@@ -86,6 +88,13 @@ impl OffsetPool for RedisOffsetPool {
             .key(&self.keys.leases)
             .arg(offset.0)
             .arg(job.to_string());
+        call(invocation.invoke_async::<()>(&mut conn)).await
+    }
+
+    async fn release_held_by(&self, job: JobId) -> Result<(), CoordError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.release_held_by.prepare_invoke();
+        invocation.key(&self.keys.leases).arg(job.to_string());
         call(invocation.invoke_async::<()>(&mut conn)).await
     }
 

@@ -351,7 +351,8 @@ pub async fn admitted_within(
         answer.assert_fast_503(Duration::from_secs(3));
         assert!(
             since.elapsed() <= within,
-            "no job admitted within {within:?} of the backend coming back"
+            "no job admitted within {within:?} of the backend coming back; the last answer: {}",
+            answer.body
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
