@@ -135,7 +135,8 @@ impl std::str::FromStr for AuditCursor {
 /// one UTC minute (`minute` is its start), with the filter text of one of
 /// them. `reason` is a `pseudostream_rejections_total` reason
 /// (`rate_limited`, `pool_exhausted`, ...); `user_id` is `(other)` for
-/// users counted together (see [`rejections`]).
+/// users counted together (see [`rejections`]). `sample_filter` holds no
+/// NUL (Postgres text cannot).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RejectionCount {
     pub minute: DateTime<Utc>,

@@ -125,7 +125,7 @@ impl RejectionTally {
             .entry(key)
             .or_insert_with(|| Tally {
                 count: 0,
-                sample_filter: sample(filter).to_owned(),
+                sample_filter: sample(filter),
             })
             .count += 1;
         tallied
@@ -208,13 +208,23 @@ impl RejectionTally {
     }
 }
 
-/// `filter` cut to at most [`SAMPLE_BYTES`], on a character boundary.
-fn sample(filter: &str) -> &str {
-    let mut end = filter.len().min(SAMPLE_BYTES);
-    while !filter.is_char_boundary(end) {
-        end -= 1;
+/// `filter` cut to at most [`SAMPLE_BYTES`] on a character boundary, its
+/// NULs replaced: Postgres text cannot hold one, and a sample it refused
+/// would fail every flush of the counts written with it.
+fn sample(filter: &str) -> String {
+    let mut sample = String::with_capacity(filter.len().min(SAMPLE_BYTES));
+    for c in filter.chars() {
+        let c = if c == '\0' {
+            char::REPLACEMENT_CHARACTER
+        } else {
+            c
+        };
+        if sample.len() + c.len_utf8() > SAMPLE_BYTES {
+            break;
+        }
+        sample.push(c);
     }
-    &filter[..end]
+    sample
 }
 
 #[cfg(test)]

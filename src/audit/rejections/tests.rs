@@ -229,8 +229,9 @@ async fn rejections_counted_during_a_flush_wait_for_the_next() {
 }
 
 #[test]
-fn samples_are_cut_on_a_character_boundary() {
+fn samples_are_cut_on_a_character_boundary_without_nuls() {
     assert_eq!(sample("status = 500"), "status = 500");
+    assert_eq!(sample("path = \"a\0b\""), "path = \"a\u{FFFD}b\"");
     let long = format!("{}é", "a".repeat(SAMPLE_BYTES - 1));
     assert_eq!(sample(&long), "a".repeat(SAMPLE_BYTES - 1));
     assert_eq!(sample(&"é".repeat(SAMPLE_BYTES)).len(), SAMPLE_BYTES);
