@@ -102,6 +102,8 @@ pub enum Rejection {
     ResultStoreFull,
     ShuttingDown,
     AuditUnavailable,
+    /// Coordination (Redis) or the result topic did not answer.
+    BackendUnavailable,
 }
 
 impl Rejection {
@@ -113,6 +115,7 @@ impl Rejection {
             Rejection::ResultStoreFull => "result_store_full",
             Rejection::ShuttingDown => "shutting_down",
             Rejection::AuditUnavailable => "audit_unavailable",
+            Rejection::BackendUnavailable => "backend_unavailable",
         }
     }
 

@@ -1,5 +1,5 @@
 -- Submissions turned away (429 rate limited, 503 pool exhausted, overloaded,
--- audit unavailable, shutting down). They never became jobs, so they have no
+-- audit or backend unavailable, shutting down). They never became jobs, so they have no
 -- row in audit_submissions; each instance counts them in memory and adds its
 -- counts here every PSEUDOSTREAM_REJECTION_FLUSH, one row per UTC minute,
 -- tenant, user and reason (instances add to the same rows).

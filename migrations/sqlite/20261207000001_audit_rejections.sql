@@ -1,5 +1,5 @@
 -- Submissions turned away (429 rate limited, 503 pool exhausted, overloaded,
--- audit unavailable, shutting down). They never became jobs, so they have no
+-- audit or backend unavailable, shutting down). They never became jobs, so they have no
 -- row in audit_submissions; the service counts them in memory and adds its
 -- counts here every PSEUDOSTREAM_REJECTION_FLUSH, one row per UTC minute,
 -- tenant, user and reason. As in migrations/postgres.
@@ -11,7 +11,8 @@ CREATE TABLE audit_rejections (
     -- users between two flushes.
     user_id       TEXT NOT NULL,
     -- A pseudostream_rejections_total reason: rate_limited, pool_exhausted,
-    -- result_store_full, audit_unavailable, shutting_down.
+    -- result_store_full, audit_unavailable, backend_unavailable,
+    -- shutting_down.
     reason        TEXT NOT NULL,
     count         INTEGER NOT NULL,
     -- The filter text of one of them (the first written), cut to 512 bytes.

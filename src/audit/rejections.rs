@@ -1,5 +1,6 @@
 //! Submissions turned away (429 rate limited, 503 pool exhausted,
-//! overloaded, audit unavailable, shutting down), counted for the audit.
+//! overloaded, audit or backend unavailable, shutting down), counted for
+//! the audit.
 //!
 //! A rejection never becomes a job, and a row written per rejection would
 //! let a client hammering the API turn each 429 into a database write. So

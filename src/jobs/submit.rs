@@ -158,6 +158,7 @@ impl Jobs {
             Err(JobError::Overloaded { .. }) => Some(Rejection::ResultStoreFull),
             Err(JobError::ShuttingDown) => Some(Rejection::ShuttingDown),
             Err(JobError::Audit(_)) => Some(Rejection::AuditUnavailable),
+            Err(JobError::Coord(_) | JobError::Results(_)) => Some(Rejection::BackendUnavailable),
             Err(_) => None,
         };
         if let Some(why) = rejection {
