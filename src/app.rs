@@ -7,7 +7,9 @@
 //! chunk; distributed, each leaves its job for another worker to resume; (3)
 //! join them within the grace period, then abort, and stop the query
 //! runtime; (4) let the HTTP server finish in-flight requests; (5) flush the
-//! result topic and close the audit log.
+//! result topic, write the last rejection counts (the submissions turned
+//! away until then, the shutdown's own 503s included) and close the audit
+//! log.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,7 @@ use crate::api::{self, AppState};
 use crate::audit::AuditLog;
 use crate::audit::outbox::AuditOutbox;
 use crate::audit::postgres::PostgresAuditLog;
+use crate::audit::rejections::RejectionTally;
 use crate::audit::sqlite::SqliteAuditLog;
 use crate::config::Config;
 use crate::coord::limiter::LocalRateLimiter;
@@ -131,7 +134,9 @@ pub async fn start_with_hooks(
         filter_limits: Limits::default(),
         full_retry_after: Duration::from_secs(5),
     };
-    let jobs = Jobs::new(backends, settings, hooks, regexes);
+    // Submissions turned away are counted in memory and written in bulk.
+    let rejections = Arc::new(RejectionTally::new(audit.clone(), config.backend_timeout));
+    let jobs = Jobs::new(backends, settings, hooks, regexes, rejections.clone());
 
     let (keys, dev_key) = api_keys(&config.api_keys, config.api_keys_file.clone())?;
     let reloaded_keys = keys.clone();
@@ -196,6 +201,11 @@ pub async fn start_with_hooks(
             .run_expiry(config.expiry_interval, shutdown.clone()),
     );
     tokio::spawn(outbox.run(jobs.metrics.clone(), shutdown.clone()));
+    tokio::spawn(
+        rejections
+            .clone()
+            .run(config.rejection_flush, shutdown.clone()),
+    );
     tokio::spawn(crate::audit::retention::run(
         audit.clone(),
         config.audit_retention,
@@ -230,6 +240,7 @@ pub async fn start_with_hooks(
                 }
             }
             results.close().await;
+            rejections.close().await;
             audit.close().await;
             info!("shut down");
             Ok(())

@@ -212,10 +212,17 @@ pub struct Config {
     #[arg(long, env = "PSEUDOSTREAM_DATABASE_URL")]
     pub database_url: Option<String>,
 
-    /// How long audit rows are kept (by submission time); older ones are
-    /// deleted in batches once an hour. `0` keeps them forever.
+    /// How long audit rows are kept (submissions by submission time,
+    /// rejection counts by minute); older ones are deleted in batches once
+    /// an hour. `0` keeps them forever.
     #[arg(long, env = "PSEUDOSTREAM_AUDIT_RETENTION", default_value = "400d", value_parser = humantime::parse_duration)]
     pub audit_retention: Duration,
+
+    /// How often the counts of submissions turned away (429, 503) are
+    /// added to the audit's `audit_rejections`, per minute, user and reason
+    /// (never a write per rejection); once more at shutdown. At least 10ms.
+    #[arg(long, env = "PSEUDOSTREAM_REJECTION_FLUSH", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub rejection_flush: Duration,
 
     /// With a `postgres://` source: the table or view to query.
     #[arg(long, env = "PSEUDOSTREAM_SOURCE_TABLE", default_value = "events")]

@@ -102,16 +102,20 @@ pub enum Rejection {
     ResultStoreFull,
     ShuttingDown,
     AuditUnavailable,
+    /// Coordination (Redis) or the result topic did not answer.
+    BackendUnavailable,
 }
 
 impl Rejection {
-    fn label(self) -> &'static str {
+    /// The `reason` label, also the audit's `audit_rejections.reason`.
+    pub fn label(self) -> &'static str {
         match self {
             Rejection::RateLimited => "rate_limited",
             Rejection::PoolExhausted => "pool_exhausted",
             Rejection::ResultStoreFull => "result_store_full",
             Rejection::ShuttingDown => "shutting_down",
             Rejection::AuditUnavailable => "audit_unavailable",
+            Rejection::BackendUnavailable => "backend_unavailable",
         }
     }
 
@@ -144,6 +148,11 @@ pub struct Metrics {
     pub traffic_recorded_total: Counter,
     /// HTTP exchanges not recorded: the queue was full or Kafka refused them.
     pub traffic_dropped_total: Counter,
+    /// Rejections audited under the user `(other)`: too many users were
+    /// turned away between two flushes of the rejection counts.
+    pub rejections_unattributed_total: Counter,
+    /// Rejections not audited at all: the rejection counts were full.
+    pub rejections_unaudited_total: Counter,
     finished: Mutex<BTreeMap<&'static str, u64>>,
     rejections: Mutex<BTreeMap<Rejection, u64>>,
     /// By (route template, method label, status): closed sets, chosen by the
@@ -254,6 +263,18 @@ impl Metrics {
             "pseudostream_traffic_dropped_total",
             "HTTP exchanges not recorded to the traffic topic (queue full, or Kafka refused them).",
             self.traffic_dropped_total.get(),
+        );
+        counter(
+            &mut out,
+            "pseudostream_rejections_unattributed_total",
+            "Submissions turned away that the audit counts under the user (other): too many users were turned away between two flushes.",
+            self.rejections_unattributed_total.get(),
+        );
+        counter(
+            &mut out,
+            "pseudostream_rejections_unaudited_total",
+            "Submissions turned away that the audit does not count: its counts waiting to be written were full.",
+            self.rejections_unaudited_total.get(),
         );
         let _ = writeln!(
             out,

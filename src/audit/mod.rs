@@ -2,10 +2,13 @@
 //! (fail closed) and updated as the job moves. `sqlite` is the embedded
 //! implementation, `postgres` the shared one for multi-instance deployments;
 //! `retention` prunes rows past their keeping time; `outbox` keeps the
-//! updates that failed until they land.
+//! updates that failed until they land. Submissions turned away never
+//! become jobs: `rejections` counts them in memory and writes the counts
+//! per minute, user and reason.
 
 pub mod outbox;
 pub mod postgres;
+pub mod rejections;
 pub mod retention;
 pub mod sqlite;
 
@@ -128,6 +131,22 @@ impl std::str::FromStr for AuditCursor {
     }
 }
 
+/// Submissions of one user of one tenant turned away for one reason within
+/// one UTC minute (`minute` is its start), with the filter text of one of
+/// them. `reason` is a `pseudostream_rejections_total` reason
+/// (`rate_limited`, `pool_exhausted`, ...); `user_id` is `(other)` for
+/// users counted together (see [`rejections`]). `sample_filter` holds no
+/// NUL (Postgres text cannot).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RejectionCount {
+    pub minute: DateTime<Utc>,
+    pub tenant: String,
+    pub user_id: String,
+    pub reason: String,
+    pub count: i64,
+    pub sample_filter: String,
+}
+
 #[async_trait]
 pub trait AuditLog: Send + Sync + 'static {
     /// Writes the submission's row; the job is not accepted unless this succeeds.
@@ -141,14 +160,31 @@ pub trait AuditLog: Send + Sync + 'static {
     /// the embedded coordinator forgets them on restart.
     async fn record_interrupted(&self, at: DateTime<Utc>) -> Result<u64, AuditError>;
     async fn search(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, AuditError>;
-    /// Deletes up to `batch` of the oldest rows submitted before `before`
-    /// and says how many went; `retention` calls it until fewer than
-    /// `batch` go, so no single statement holds the table for long.
+    /// Adds each count to the row of its minute, tenant, user and reason,
+    /// creating the row (with the count's sample filter) when there is none;
+    /// all of them or none. At most one count per row in one call.
+    async fn record_rejections(&self, counts: &[RejectionCount]) -> Result<(), AuditError>;
+    /// The tenant's rejection rows whose minute starts at or after `since`,
+    /// by minute, user and reason.
+    async fn rejections(
+        &self,
+        tenant: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<RejectionCount>, AuditError>;
+    /// Deletes up to `batch` of the oldest rows from before `before` and
+    /// says how many went: submissions (by submission time), then rejection
+    /// counts (by minute). `retention` calls it until fewer than `batch`
+    /// go, so no single statement holds a table for long.
     async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, AuditError>;
     /// Answers when the store does (readiness): a trivial query.
     async fn ready(&self) -> Result<(), AuditError>;
     /// Closes connections at shutdown, after the last write.
     async fn close(&self) {}
+}
+
+/// What a prune of `batch` rows may still delete after `deleted`.
+pub(crate) fn room_left(batch: u32, deleted: u64) -> u32 {
+    batch.saturating_sub(u32::try_from(deleted).unwrap_or(u32::MAX))
 }
 
 pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{AuditEntry, AuditError, AuditLog, AuditQuery};
+use super::{AuditEntry, AuditError, AuditLog, AuditQuery, RejectionCount};
 use crate::metrics::Metrics;
 use crate::model::{JobId, JobRecord};
 
@@ -204,6 +204,19 @@ impl AuditLog for AuditOutbox {
 
     async fn search(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, AuditError> {
         self.inner.search(query).await
+    }
+
+    /// Straight through: the rejection tally keeps what failed for its next flush.
+    async fn record_rejections(&self, counts: &[RejectionCount]) -> Result<(), AuditError> {
+        self.inner.record_rejections(counts).await
+    }
+
+    async fn rejections(
+        &self,
+        tenant: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<RejectionCount>, AuditError> {
+        self.inner.rejections(tenant, since).await
     }
 
     async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, AuditError> {

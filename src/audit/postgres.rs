@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::{AuditEntry, AuditError, AuditLog, AuditQuery, rfc3339};
+use super::{AuditEntry, AuditError, AuditLog, AuditQuery, RejectionCount, rfc3339, room_left};
 use crate::model::{JobId, JobRecord, JobStatus};
 
 /// How long a caller waits for a pooled connection before the audit counts
@@ -186,6 +186,28 @@ impl PostgresAuditLog {
         Ok(PostgresAuditLog { pool })
     }
 
+    /// Deletes up to `limit` rows of `table` whose `time` is before
+    /// `before`, oldest first; `key` lists the columns of the table's
+    /// primary key.
+    async fn delete_oldest(
+        &self,
+        table: &str,
+        key: &str,
+        time: &str,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, AuditError> {
+        let done = sqlx::query(&format!(
+            "DELETE FROM {table} WHERE ({key}) IN (
+                 SELECT {key} FROM {table} WHERE {time} < $1 ORDER BY {time} LIMIT $2)"
+        ))
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Applies pending migrations and disconnects: `pseudostream migrate`,
     /// for deployments that run schema changes before rolling out.
     pub async fn migrate(url: &str) -> Result<(), AuditError> {
@@ -310,18 +332,69 @@ impl AuditLog for PostgresAuditLog {
         Ok(rows.into_iter().map(AuditEntry::from).collect())
     }
 
-    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, AuditError> {
-        // `audit_by_time` finds the oldest rows; the primary key deletes them.
-        let done = sqlx::query(
-            "DELETE FROM audit_submissions WHERE submission_id IN (
-                 SELECT submission_id FROM audit_submissions WHERE submitted_at < $1
-                 ORDER BY submitted_at LIMIT $2)",
+    /// One statement whatever the number of counts: the columns go as
+    /// arrays and `UNNEST` turns them back into rows.
+    async fn record_rejections(&self, counts: &[RejectionCount]) -> Result<(), AuditError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let column =
+            |f: fn(&RejectionCount) -> &str| -> Vec<&str> { counts.iter().map(f).collect() };
+        sqlx::query(
+            "INSERT INTO audit_rejections (minute, tenant, user_id, reason, count, sample_filter)
+             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[],
+                 $5::int8[], $6::text[])
+             ON CONFLICT (minute, tenant, user_id, reason)
+             DO UPDATE SET count = audit_rejections.count + excluded.count",
         )
-        .bind(before)
-        .bind(i64::from(batch))
+        .bind(counts.iter().map(|c| c.minute).collect::<Vec<_>>())
+        .bind(column(|c| &c.tenant))
+        .bind(column(|c| &c.user_id))
+        .bind(column(|c| &c.reason))
+        .bind(counts.iter().map(|c| c.count).collect::<Vec<_>>())
+        .bind(column(|c| &c.sample_filter))
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        Ok(())
+    }
+
+    async fn rejections(
+        &self,
+        tenant: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<RejectionCount>, AuditError> {
+        let rows = sqlx::query_as::<_, RejectionCount>(
+            "SELECT minute, tenant, user_id, reason, count, sample_filter FROM audit_rejections
+             WHERE tenant = $1 AND minute >= $2 ORDER BY minute, user_id, reason",
+        )
+        .bind(tenant)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, AuditError> {
+        // `audit_by_time` finds the oldest rows; the primary key deletes them.
+        let submissions = self
+            .delete_oldest(
+                "audit_submissions",
+                "submission_id",
+                "submitted_at",
+                before,
+                batch,
+            )
+            .await?;
+        let room = room_left(batch, submissions);
+        if room == 0 {
+            return Ok(submissions);
+        }
+        // The primary key leads with the minute: it finds and deletes them.
+        let key = "minute, tenant, user_id, reason";
+        let rejections = self
+            .delete_oldest("audit_rejections", key, "minute", before, room)
+            .await?;
+        Ok(submissions + rejections)
     }
 }
 

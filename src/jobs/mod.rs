@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditLog;
+use crate::audit::rejections::RejectionTally;
 use crate::coord::{Dedup, IdempotencyKeys, JobQueue, JobStore, OffsetPool, RateLimiter};
 use crate::filter::{Limits, RegexCache};
 use crate::results::ResultTopic;
@@ -94,6 +95,8 @@ pub struct Jobs {
     /// Compiled filter regexes, shared with the source.
     pub regexes: RegexCache,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Submissions turned away, counted for the audit (the app flushes it).
+    pub rejections: Arc<RejectionTally>,
     /// Cancelled when shutdown begins: from then on submissions get 503.
     pub admission_closed: CancellationToken,
 }
@@ -104,6 +107,7 @@ impl Jobs {
         settings: JobSettings,
         hooks: Hooks,
         regexes: RegexCache,
+        rejections: Arc<RejectionTally>,
     ) -> Arc<Jobs> {
         Arc::new(Jobs {
             backends,
@@ -111,6 +115,7 @@ impl Jobs {
             hooks,
             regexes,
             metrics: Arc::default(),
+            rejections,
             admission_closed: CancellationToken::new(),
         })
     }

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use super::share::{Freshness, Shared};
 use super::undo::Reached;
 use super::{JobError, Jobs};
+use crate::audit::rejections::Tallied;
 use crate::audit::{AuditEntry, rfc3339};
 use crate::coord::{IdempotencyKey, KeyClaim, RequestHash};
 use crate::filter::time_range::{micros_rfc3339, parse_duration};
@@ -143,25 +144,48 @@ impl Jobs {
         who: &Principal,
         request: Submission,
     ) -> Result<Submitted, JobError> {
-        let submitted = self.submit_unmetered(who, request).await;
+        let submitted = self.submit_unmetered(who, &request).await;
         let m = &self.metrics;
-        match &submitted {
-            Ok(s) if s.deduplicated => m.dedup_hits_total.inc(),
-            Ok(_) => m.jobs_accepted_total.inc(),
-            Err(JobError::RateLimited { .. }) => m.rejected(Rejection::RateLimited),
-            Err(JobError::PoolExhausted { .. }) => m.rejected(Rejection::PoolExhausted),
-            Err(JobError::Overloaded { .. }) => m.rejected(Rejection::ResultStoreFull),
-            Err(JobError::ShuttingDown) => m.rejected(Rejection::ShuttingDown),
-            Err(JobError::Audit(_)) => m.rejected(Rejection::AuditUnavailable),
-            Err(_) => {}
+        let rejection = match &submitted {
+            Ok(s) if s.deduplicated => {
+                m.dedup_hits_total.inc();
+                None
+            }
+            Ok(_) => {
+                m.jobs_accepted_total.inc();
+                None
+            }
+            Err(JobError::RateLimited { .. }) => Some(Rejection::RateLimited),
+            Err(JobError::PoolExhausted { .. }) => Some(Rejection::PoolExhausted),
+            Err(JobError::Overloaded { .. }) => Some(Rejection::ResultStoreFull),
+            Err(JobError::ShuttingDown) => Some(Rejection::ShuttingDown),
+            Err(JobError::Audit(_)) => Some(Rejection::AuditUnavailable),
+            Err(JobError::Coord(_) | JobError::Results(_)) => Some(Rejection::BackendUnavailable),
+            Err(_) => None,
+        };
+        if let Some(why) = rejection {
+            m.rejected(why);
+            self.tally_rejection(who, &request.filter, why);
         }
         submitted
+    }
+
+    /// Counts a submission turned away for the audit: in memory, written
+    /// in bulk by the tally's flush, so a client hammering the API costs
+    /// the audit store nothing per request.
+    fn tally_rejection(&self, who: &Principal, filter: &str, why: Rejection) {
+        let at = self.now();
+        match (self.rejections).record(at, &who.tenant, &who.user, why.label(), filter) {
+            Tallied::AsUser => {}
+            Tallied::AsOther => self.metrics.rejections_unattributed_total.inc(),
+            Tallied::Dropped => self.metrics.rejections_unaudited_total.inc(),
+        }
     }
 
     async fn submit_unmetered(
         &self,
         who: &Principal,
-        request: Submission,
+        request: &Submission,
     ) -> Result<Submitted, JobError> {
         if self.admission_closed.is_cancelled() {
             return Err(JobError::ShuttingDown);

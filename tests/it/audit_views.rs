@@ -1,13 +1,14 @@
 //! docs/AUDIT.md's queries run as written against a Postgres audit log with
 //! rows in it, and the SQLite log has the same views.
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DurationRound, TimeDelta, Utc};
 use pseudostream::audit::AuditLog;
 use pseudostream::audit::postgres::PostgresAuditLog;
 use pseudostream::audit::sqlite::SqliteAuditLog;
 use pseudostream::model::{JobId, JobUpdate};
 use sqlx::{Connection, Row};
 
+use crate::contract_audit::rejections::rejection;
 use crate::contract_audit::{entry, record};
 use crate::support::{drop_schema, fresh_schema_name, pg_url};
 
@@ -27,9 +28,44 @@ fn documented_queries() -> Vec<String> {
 }
 
 /// A finished job of `user` that started, with its first chunk after 0.4 s,
-/// and a second submission that joined it.
+/// and a second submission that joined it; and submissions of `carl`
+/// turned away yesterday, in two minutes, for two reasons.
 async fn fill(log: &dyn AuditLog) {
     let now = Utc::now();
+    // Noon: both minutes are on yesterday's date whenever this runs.
+    let yesterday = (now - TimeDelta::days(1))
+        .duration_trunc(TimeDelta::days(1))
+        .unwrap()
+        + TimeDelta::hours(12);
+    let next_minute = yesterday + TimeDelta::minutes(1);
+    log.record_rejections(&[
+        rejection(
+            yesterday,
+            "acme",
+            "carl",
+            "rate_limited",
+            40,
+            "status = 500",
+        ),
+        rejection(
+            next_minute,
+            "acme",
+            "carl",
+            "rate_limited",
+            2,
+            "status = 501",
+        ),
+        rejection(
+            yesterday,
+            "acme",
+            "carl",
+            "pool_exhausted",
+            1,
+            "status = 502",
+        ),
+    ])
+    .await
+    .unwrap();
     let job = JobId::new();
     let mut record = record(job, now);
     let mut entry = entry(job, "acme", "ann", now);
@@ -66,7 +102,7 @@ async fn every_documented_query_runs_on_postgres() {
         .await
         .unwrap();
     let queries = documented_queries();
-    assert!(queries.len() >= 7, "{queries:?}");
+    assert!(queries.len() >= 8, "{queries:?}");
     for query in &queries {
         let rows = sqlx::query(query)
             .fetch_all(&mut conn)
@@ -84,6 +120,24 @@ async fn every_documented_query_runs_on_postgres() {
             .unwrap();
     let seconds: f64 = slowest.get("s");
     assert!((seconds - 0.4).abs() < 0.01, "{seconds}");
+    let turned_away = sqlx::query(
+        "SELECT reason, count, minutes FROM audit_rejections_by_day
+         WHERE tenant = 'acme' AND user_id = 'carl' ORDER BY count DESC",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let by_reason: Vec<(String, i64, i64)> = turned_away
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        by_reason,
+        [
+            ("rate_limited".to_owned(), 42, 2),
+            ("pool_exhausted".to_owned(), 1, 1)
+        ]
+    );
     conn.close().await.unwrap();
     log.close().await;
     drop_schema(&schema).await;
@@ -122,5 +176,24 @@ async fn the_sqlite_log_has_the_same_views() {
         .unwrap();
     let seconds: f64 = latency.get(0);
     assert!((seconds - 0.4).abs() < 0.01, "{seconds}");
+    let turned_away = sqlx::query(
+        "SELECT reason, count, minutes, sample_filter FROM audit_rejections_by_day
+         WHERE tenant = 'acme' AND user_id = 'carl' AND day = date('now', '-1 day')
+         ORDER BY count DESC",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let by_reason: Vec<(String, i64, i64, String)> = turned_away
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        by_reason,
+        [
+            ("rate_limited".to_owned(), 42, 2, "status = 500".to_owned()),
+            ("pool_exhausted".to_owned(), 1, 1, "status = 502".to_owned())
+        ]
+    );
     conn.close().await.unwrap();
 }

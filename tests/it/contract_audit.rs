@@ -12,7 +12,12 @@ use pseudostream::model::{JobId, JobRecord, JobSpec, JobStatus, Offset};
 
 use crate::support::{drop_schema, fresh_schema_name, pg_url};
 
+pub(crate) mod rejections;
 mod search;
+use rejections::{
+    case_prune_deletes_rejections_past_the_cutoff,
+    case_rejection_counts_add_up_per_minute_user_and_reason,
+};
 use search::{case_search_by_fingerprint_status_and_cursor, case_search_by_user_time_and_tenant};
 
 /// A store under test and what has to be cleaned up after it.
@@ -415,7 +420,9 @@ macro_rules! audit_suite {
                 case_record_expired_marks_only_that_job,
                 case_record_interrupted_fails_jobs_in_flight,
                 case_concurrent_writes_land_and_a_bad_one_fails_alone,
-                case_prune_deletes_only_rows_past_the_cutoff);
+                case_prune_deletes_only_rows_past_the_cutoff,
+                case_rejection_counts_add_up_per_minute_user_and_reason,
+                case_prune_deletes_rejections_past_the_cutoff);
         }
     };
     (@cases $make:expr; $attrs:tt; $($case:ident),*) => {

@@ -18,12 +18,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, SqlitePool};
+use sqlx::{ConnectOptions, QueryBuilder, Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use super::{AuditEntry, AuditError, AuditLog, AuditQuery, rfc3339};
+use super::{AuditEntry, AuditError, AuditLog, AuditQuery, RejectionCount, rfc3339, room_left};
 use crate::model::{JobId, JobRecord, JobStatus};
+
+/// Rejection counts one statement upserts at most (6 bound parameters each,
+/// well under SQLite's 32,766 per statement).
+const REJECTION_BATCH: usize = 1000;
 
 /// Writes queued at most; a full queue makes callers wait (nothing is dropped).
 const WRITE_QUEUE: usize = 8192;
@@ -119,6 +123,27 @@ impl SqliteAuditLog {
             .clone()
             .ok_or_else(closed)?;
         tx.send(write).await.map_err(|_| closed())
+    }
+
+    /// Deletes up to `limit` rows of `table` whose `time` is before
+    /// `before`, oldest first. Times are RFC 3339 UTC with microseconds:
+    /// as text they sort as times.
+    async fn delete_oldest(
+        &self,
+        table: &str,
+        time: &str,
+        before: &str,
+        limit: u32,
+    ) -> Result<u64, AuditError> {
+        let done = sqlx::query(&format!(
+            "DELETE FROM {table} WHERE rowid IN (
+                 SELECT rowid FROM {table} WHERE {time} < ?1 ORDER BY {time} LIMIT ?2)"
+        ))
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Waits until every write queued so far is committed (or has failed).
@@ -223,20 +248,68 @@ impl AuditLog for SqliteAuditLog {
         Ok(rows)
     }
 
+    /// Not through the writer task: a few statements every flush interval,
+    /// in one transaction of their own, waiting for the write lock like any
+    /// other connection (the busy timeout bounds the wait).
+    async fn record_rejections(&self, counts: &[RejectionCount]) -> Result<(), AuditError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for part in counts.chunks(REJECTION_BATCH) {
+            let mut sql = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO audit_rejections (minute, tenant, user_id, reason, count, sample_filter) ",
+            );
+            sql.push_values(part, |mut row, c| {
+                row.push_bind(rfc3339(c.minute))
+                    .push_bind(c.tenant.as_str())
+                    .push_bind(c.user_id.as_str())
+                    .push_bind(c.reason.as_str())
+                    .push_bind(c.count)
+                    .push_bind(c.sample_filter.as_str());
+            });
+            sql.push(
+                " ON CONFLICT (minute, tenant, user_id, reason)
+                  DO UPDATE SET count = audit_rejections.count + excluded.count",
+            );
+            sql.build().persistent(false).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rejections(
+        &self,
+        tenant: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<RejectionCount>, AuditError> {
+        // Minutes are RFC 3339 text, which sqlx reads back as times.
+        let rows = sqlx::query_as::<_, RejectionCount>(
+            "SELECT minute, tenant, user_id, reason, count, sample_filter FROM audit_rejections
+             WHERE tenant = ?1 AND minute >= ?2 ORDER BY minute, user_id, reason",
+        )
+        .bind(tenant)
+        .bind(rfc3339(since))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
     async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, AuditError> {
         // Behind every queued write, so a row is never pruned before it lands.
         self.flush().await?;
-        // Times are RFC 3339 UTC with microseconds: as text they sort as times.
-        let done = sqlx::query(
-            "DELETE FROM audit_submissions WHERE rowid IN (
-                 SELECT rowid FROM audit_submissions WHERE submitted_at < ?1
-                 ORDER BY submitted_at LIMIT ?2)",
-        )
-        .bind(rfc3339(before))
-        .bind(i64::from(batch))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        let before = rfc3339(before);
+        let submissions = self
+            .delete_oldest("audit_submissions", "submitted_at", &before, batch)
+            .await?;
+        let room = room_left(batch, submissions);
+        if room == 0 {
+            return Ok(submissions);
+        }
+        let rejections = self
+            .delete_oldest("audit_rejections", "minute", &before, room)
+            .await?;
+        Ok(submissions + rejections)
     }
 }
 

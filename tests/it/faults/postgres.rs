@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DurationRound, TimeDelta, Utc};
 use pseudostream::jobs::Hooks;
 use tokio::sync::Semaphore;
 
@@ -20,7 +21,10 @@ async fn postgres_down_refuses_fast_and_running_jobs_are_audited_after() {
         chunk_gate: Some(gate.clone()),
         ..Hooks::default()
     };
-    let server = Server::start_with(distributed_config(&redis, &postgres), hooks).await;
+    let mut config = distributed_config(&redis, &postgres);
+    config.rejection_flush = Duration::from_millis(200);
+    let server = Server::start_with(config, hooks).await;
+    let started = Utc::now().duration_trunc(TimeDelta::minutes(1)).unwrap();
     let running = timed_submit(&server, "").await.job_id();
     wait_until("the job is streaming", Duration::from_secs(30), || async {
         let (_, job) = server.get(ALICE, &format!("/v1/jobs/{running}")).await;
@@ -64,6 +68,19 @@ async fn postgres_down_refuses_fast_and_running_jobs_are_audited_after() {
     // The outbox lands the running job's progress and end.
     check_job(&server, &postgres, &running).await;
     check_job(&server, &postgres, &fresh).await;
+    // The refusals were counted while the audit was down, and land now
+    // (with any refused while it came back).
+    let audit = server.app.jobs.backends.audit.clone();
+    wait_until(
+        "the refusals are audited",
+        Duration::from_secs(10),
+        || async {
+            let rows = audit.rejections("acme", started).await.unwrap_or_default();
+            rows.iter().all(|r| r.reason == "audit_unavailable")
+                && rows.iter().map(|r| r.count).sum::<i64>() >= took.len() as i64
+        },
+    )
+    .await;
     server.stop().await;
 }
 
