@@ -384,3 +384,68 @@ mod redis_across_instances {
         assert_eq!(record.spec, job.spec);
     }
 }
+
+/// The offset's public view (docs/REDIS.md), read as a connector would:
+/// `HGETALL {prefix}:offset:{n}`. It follows its job in the same step as
+/// each change, and goes when the offset is freed.
+mod redis_offset_view {
+    use std::collections::HashMap;
+
+    use pseudostream::coord::policy::Policy;
+
+    use super::*;
+    use crate::contract_coord::{redis_backends, redis_prefix, redis_url};
+
+    #[tokio::test]
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
+    async fn the_offset_view_follows_its_job() {
+        let prefix = redis_prefix();
+        let c = redis_backends(&prefix, 3)
+            .await
+            .into_coordination(Policy::default());
+        let mut redis = ::redis::Client::open(redis_url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let job = admit(&c, 21, "ann").await;
+        let key = format!("{prefix}:offset:{}", job.spec.offset.0);
+        let mut view = async || -> HashMap<String, String> {
+            ::redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut redis)
+                .await
+                .unwrap()
+        };
+        let queued = view().await;
+        assert_eq!(queued["jobId"], job.id().to_string());
+        assert_eq!(
+            (queued["status"].as_str(), queued["chunks"].as_str()),
+            ("queued", "0")
+        );
+        let id = job.id();
+        c.job_store
+            .update_job(id, JobUpdate::Started { at: Utc::now() })
+            .await
+            .unwrap();
+        c.job_store.update_job(id, progress(10, 1)).await.unwrap();
+        let running = view().await;
+        assert_eq!(
+            (
+                running["status"].as_str(),
+                running["rows"].as_str(),
+                running["chunks"].as_str()
+            ),
+            ("running", "10", "1")
+        );
+        let at = |v: &HashMap<String, String>| v["updatedAt"].parse::<u64>().unwrap();
+        assert!(at(&running) >= at(&queued));
+        c.job_store.update_job(id, finished(-1)).await.unwrap();
+        assert_eq!(view().await["status"], "completed");
+        let due = c.job_store.begin_expiry(Utc::now()).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(view().await["status"], "expired");
+        c.job_store.finish_expiry(&due[0]).await.unwrap();
+        assert!(view().await.is_empty(), "a free offset has no view");
+    }
+}

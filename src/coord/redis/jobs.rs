@@ -93,10 +93,12 @@ impl JobStore for RedisJobStore {
             .key(self.keys.fingerprint(record.spec.fingerprint))
             .key(self.keys.user(&record.spec.tenant, &record.spec.user))
             .key(&self.keys.expiry)
+            .key(self.keys.offset(record.spec.offset))
             .arg(&json)
             .arg(id.to_string())
             .arg(expiry)
-            .arg(&self.keys.changes);
+            .arg(&self.keys.changes)
+            .arg(record.status.as_str());
         call(invocation.invoke_async::<()>(&mut conn)).await?;
         self.written.remember(id, json);
         Ok(())
@@ -173,11 +175,15 @@ impl JobStore for RedisJobStore {
             invocation
                 .key(self.keys.job(id))
                 .key(&self.keys.expiry)
+                .key(self.keys.offset(record.spec.offset))
                 .arg(sha1_smol::Sha1::from(&read).digest().to_string())
                 .arg(&written)
                 .arg(id.to_string())
                 .arg(expiry)
-                .arg(&self.keys.changes);
+                .arg(&self.keys.changes)
+                .arg(record.status.as_str())
+                .arg(record.rows)
+                .arg(record.chunks);
             let (outcome, current): (i64, String) =
                 call(invocation.invoke_async(&mut conn)).await?;
             match outcome {
@@ -283,10 +289,16 @@ impl JobStore for RedisJobStore {
                     }
                     None => String::new(),
                 };
+                // The view of the job's offset; without a record the script
+                // returns before it touches this key, so any key will do.
+                let view = record
+                    .as_ref()
+                    .map_or_else(|| self.keys.job(id), |r| self.keys.offset(r.spec.offset));
                 let mut invocation = self.scripts.expire.prepare_invoke();
                 invocation
                     .key(self.keys.job(id))
                     .key(&self.keys.expiry)
+                    .key(view)
                     .arg(&read)
                     .arg(marked)
                     .arg(id.to_string())
@@ -315,6 +327,7 @@ impl JobStore for RedisJobStore {
             .key(&self.keys.leases)
             .key(self.keys.user(&record.spec.tenant, &record.spec.user))
             .key(&self.keys.expiry)
+            .key(self.keys.offset(record.spec.offset))
             .arg(id.to_string())
             .arg(record.spec.offset.0)
             .arg(&self.keys.changes);

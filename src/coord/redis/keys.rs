@@ -9,6 +9,7 @@
 //! | `{prefix}:offsets:cursor`        | string | `OffsetPool`     | where the round-robin search starts            |
 //! | `{prefix}:offsets:epoch`         | string | `OffsetPool`     | `0`, written at connect; when missing, Redis lost its data and leasing pauses (the time it went missing, ms) |
 //! | `{prefix}:job:{jobId}`           | string | `JobStore`       | the `JobRecord` as JSON                        |
+//! | `{prefix}:offset:{n}`            | hash   | `JobStore`       | the offset's public view: `jobId`, `status`, `rows`, `chunks`, `updatedAt` (ms); written by the scripts that change its job; the one stable key (docs/REDIS.md) |
 //! | `{prefix}:user:{len}:{tenant}:{user}` | zset | `JobStore`   | the user's job ids (score 0: ids sort by time) |
 //! | `{prefix}:expiry`                | zset   | `JobStore`       | finished job ids scored by `expires_at` (µs)    |
 //! | `{prefix}:changes`               | pubsub | `JobStore`       | a job id, published on every change to it       |
@@ -37,7 +38,7 @@
 
 use crate::coord::IdempotencyKey;
 use crate::filter::Fingerprint;
-use crate::model::JobId;
+use crate::model::{JobId, Offset};
 
 /// The keys of one deployment (one prefix).
 #[derive(Debug, Clone)]
@@ -89,6 +90,12 @@ impl Keys {
 
     pub fn rate(&self, user: &str) -> String {
         format!("{}:rate:{user}", self.prefix)
+    }
+
+    /// The offset's public view for connectors that read Redis
+    /// (docs/REDIS.md): a stable interface, unlike every other key here.
+    pub fn offset(&self, offset: Offset) -> String {
+        format!("{}:offset:{}", self.prefix, offset.0)
     }
 
     pub fn chunks(&self, job: JobId) -> String {
