@@ -164,9 +164,9 @@ struct Raw {
 
 /// A consumer assigned `partition` of `topic` from its beginning, told of
 /// the partition's end: no consumer group joins, nothing is committed.
-pub fn plain_consumer(topic: &str, partition: i32) -> BaseConsumer {
+pub fn plain_consumer(brokers: &str, topic: &str, partition: i32) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         // librdkafka wants a group id for assign; nothing joins or commits.
         .set("group.id", "pseudostream-plain-consumer")
         .set("enable.auto.commit", "false")
@@ -184,7 +184,7 @@ pub fn plain_consumer(topic: &str, partition: i32) -> BaseConsumer {
 /// Reads a whole partition the way a dashboard connector would: plain
 /// rdkafka, assign from the beginning, no consumer group, no pseudostream code.
 fn read_partition(topic: &str, partition: i32) -> Vec<Raw> {
-    let consumer = plain_consumer(topic, partition);
+    let consumer = plain_consumer(&brokers(), topic, partition);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut out = Vec::new();
     loop {

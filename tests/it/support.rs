@@ -75,7 +75,12 @@ impl Server {
         Server {
             app,
             base,
-            http: reqwest::Client::new(),
+            // Idle connections are dropped before the server's own idle
+            // limit (its 10 s header timeout) closes them under a request.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
         }
     }
 

@@ -11,7 +11,7 @@ use crate::support::*;
 
 /// Every record on the topic's one partition so far, as JSON.
 fn records(topic: &str) -> Vec<Value> {
-    let consumer = plain_consumer(topic, 0);
+    let consumer = plain_consumer(&crate::kafka_results::brokers(), topic, 0);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut out = Vec::new();
     while Instant::now() < deadline {

@@ -22,14 +22,16 @@ use futures::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 
 mod admin;
+mod producer;
 mod reader;
 
 pub use self::admin::ensure_topic;
 pub(crate) use self::admin::ensure_topic_with_policy;
 use self::admin::partition_count;
+use self::producer::ReplaceableProducer;
 use self::reader::{Fetch, ReaderPool};
 use super::{ChunkJson, ResultError, ResultTopic};
 use crate::coord::{ChunkIndex, ChunkPlace, CoordError};
@@ -47,6 +49,8 @@ const WARM_UP_KEY: &str = "warm-up";
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a publish may wait for the broker's acknowledgement.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one produce request may go unanswered before it is sent again.
+const REQUEST_TIMEOUT_MS: &str = "5000";
 /// librdkafka gives up on a message a little before `PUBLISH_TIMEOUT`, so a
 /// timed-out publish has usually been failed (not left in flight) by then.
 const MESSAGE_TIMEOUT_MS: &str = "25000";
@@ -62,6 +66,10 @@ pub fn producer_config(brokers: &str, compression: Compression) -> ClientConfig 
         .set("acks", "all")
         // Publishes wait for their acknowledgement; batching only adds latency.
         .set("linger.ms", "0")
+        // A broker that holds a request this long is taken for gone: the
+        // request is sent again (idempotence keeps it from being written
+        // twice) instead of waiting librdkafka's default 30 s.
+        .set("request.timeout.ms", REQUEST_TIMEOUT_MS)
         .set("compression.type", compression.as_str());
     config
 }
@@ -70,7 +78,7 @@ pub fn producer_config(brokers: &str, compression: Compression) -> ClientConfig 
 pub use crate::config::Compression;
 
 pub struct KafkaResultTopic {
-    producer: FutureProducer,
+    producer: ReplaceableProducer,
     topic: String,
     partitions: i32,
     index: Arc<dyn ChunkIndex>,
@@ -96,10 +104,12 @@ impl KafkaResultTopic {
         ensure_topic(brokers, topic, partitions).await?;
         let partitions = partition_count(brokers, topic).await?;
 
-        let producer: FutureProducer = producer_config(brokers, compression)
-            .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
-            .create()
-            .map_err(unavailable)?;
+        let producer = ReplaceableProducer::new(
+            producer_config(brokers, compression)
+                .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
+                .clone(),
+        )
+        .map_err(unavailable)?;
 
         let readers = Arc::new(ReaderPool::new(brokers)?);
         let topic = KafkaResultTopic {
@@ -129,7 +139,7 @@ impl KafkaResultTopic {
     /// on graceful shutdown; publishes and deletes already wait for their
     /// own messages, so this only matters for ones cancelled mid-flight.
     pub async fn flush(&self, timeout: Duration) -> Result<(), ResultError> {
-        let producer = self.producer.clone();
+        let (producer, _) = self.producer.current();
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .map_err(unavailable)?
@@ -157,10 +167,15 @@ impl KafkaResultTopic {
             record = record.payload(payload);
         }
         // A full local queue is waited out within the same overall budget.
-        let send = self.producer.send(record, PUBLISH_TIMEOUT);
+        let (producer, generation) = self.producer.current();
+        let send = producer.send(record, PUBLISH_TIMEOUT);
         match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
             Err(_) => Err(ResultError::Timeout),
-            Ok(Err((e, _))) => Err(kafka_error(e)),
+            Ok(Err((e, _))) => {
+                // Retried by the caller, on a new producer if this one is done.
+                self.producer.replace_after(&e, generation);
+                Err(kafka_error(e))
+            }
             Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
         }
     }
@@ -205,7 +220,7 @@ impl KafkaResultTopic {
 impl ResultTopic for KafkaResultTopic {
     /// The broker answers a metadata request for the topic in time.
     async fn ready(&self) -> Result<(), ResultError> {
-        let producer = self.producer.clone();
+        let (producer, _) = self.producer.current();
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || {
             producer

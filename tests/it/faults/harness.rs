@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pseudostream::config::Config;
@@ -248,6 +250,157 @@ async fn as_postgres(tool: &str, args: &[&str]) {
         "{tool} {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A TCP proxy in front of a server, which a test can make misbehave.
+/// It forwards both ways until told to hold replies: then it forwards
+/// requests but drops the server's replies, so the server acts on requests
+/// whose answers the client never gets (a client that retries them sends
+/// them twice).
+pub struct FaultProxy {
+    pub port: u16,
+    holding: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    pub async fn start(target: u16) -> FaultProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let holding = Arc::new(AtomicBool::new(false));
+        let hold = holding.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let hold = hold.clone();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match server_read.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if !hold.load(Ordering::SeqCst)
+                            && client_write.write_all(&buffer[..n]).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        FaultProxy { port, holding }
+    }
+
+    /// Drops the server's replies from now on, or forwards them again.
+    pub fn hold_replies(&self, hold: bool) {
+        self.holding.store(hold, Ordering::SeqCst);
+    }
+}
+
+/// A tansu broker of the test's own, in memory, on a free port: one the
+/// test may freeze without touching the shared broker. It may advertise
+/// another port (a proxy's), so that clients go through that.
+pub struct PrivateBroker {
+    advertised: u16,
+    child: Child,
+}
+
+impl PrivateBroker {
+    pub async fn start() -> PrivateBroker {
+        let port = free_port();
+        PrivateBroker::start_advertising(port, port).await
+    }
+
+    /// A broker on `port` that tells clients to connect to `advertised`.
+    pub async fn start_advertising(port: u16, advertised: u16) -> PrivateBroker {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
+        let tansu = std::env::var("HOME")
+            .map(|home| format!("{home}/.cargo/bin/tansu"))
+            .ok()
+            .filter(|path| std::path::Path::new(path).exists())
+            .unwrap_or_else(|| "tansu".into());
+        let child = Command::new(tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised_url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tansu runs (.ci/kafka.sh installs it)");
+        wait_for(
+            "the private broker",
+            Duration::from_secs(10),
+            || async move { TcpStream::connect(("127.0.0.1", port)).await.is_ok() },
+        )
+        .await;
+        PrivateBroker { advertised, child }
+    }
+
+    /// Where clients connect: the advertised port.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.advertised)
+    }
+
+    pub async fn freeze(&self) {
+        signal(self.child.id().expect("running"), "-STOP").await;
+    }
+
+    pub async fn thaw(&self) {
+        signal(self.child.id().expect("running"), "-CONT").await;
+    }
+
+    /// Every record's key in `topic`, read from each partition's beginning
+    /// with a plain consumer, as a connector reading Kafka would.
+    pub fn keys(&self, topic: &str, partitions: i32) -> Vec<String> {
+        use rdkafka::consumer::Consumer;
+        use rdkafka::error::KafkaError;
+        use rdkafka::message::Message;
+        let mut keys = Vec::new();
+        for partition in 0..partitions {
+            let consumer = crate::kafka_results::plain_consumer(&self.address(), topic, partition);
+            let end = Instant::now() + Duration::from_secs(20);
+            loop {
+                assert!(
+                    Instant::now() < end,
+                    "no end of partition {partition} in time"
+                );
+                match consumer.poll(Duration::from_millis(500)) {
+                    None => continue,
+                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    Some(Err(e)) => panic!("consumer error: {e}"),
+                    Some(Ok(m)) => {
+                        keys.push(String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned())
+                    }
+                }
+            }
+            drop(consumer.unassign());
+        }
+        keys
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
+    }
 }
 
 /// The broker every distributed test shares; no scenario here faults it.

@@ -6,6 +6,7 @@
 //! Their time bounds are the service's promises (a 503 within 2 s, recovery
 //! within 5 s), not speed measurements.
 
+mod broker;
 mod harness;
 mod postgres;
 mod redis;
