@@ -277,16 +277,32 @@ impl ResultTopic for KafkaResultTopic {
         });
         let landed = join_all(sends).await;
         let mut places = Vec::with_capacity(fresh.len());
+        let mut failed = None;
         for ((chunk, _), outcome) in fresh.iter().zip(landed) {
-            let (partition, position) = outcome?;
-            let place = ChunkPlace {
-                partition,
-                position,
-            };
-            places.push((chunk.chunk_seq, place));
+            match outcome {
+                Ok((partition, position)) if failed.is_none() => {
+                    let place = ChunkPlace {
+                        partition,
+                        position,
+                    };
+                    places.push((chunk.chunk_seq, place));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
         }
-        self.index.record(first.job_id, &places).await?;
-        Ok(encoded)
+        // What landed before the first failure is indexed even when the
+        // batch fails, so the retry sends only the rest again (the index
+        // takes no gaps, so what landed after it is sent again too).
+        if !places.is_empty() {
+            self.index.record(first.job_id, &places).await?;
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(encoded),
+        }
     }
 
     async fn read(
