@@ -172,3 +172,90 @@ fn parse_chunk(text: &[u8]) -> Result<Chunk, ClientError> {
         ClientError::Unreachable(format!("a chunk is not what this client reads: {e}"))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::extract::Query;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+
+    use super::*;
+    use crate::client::ServerArgs;
+
+    fn chunk(seq: u64, last: bool) -> String {
+        let tail = if last {
+            r#","status":"completed","totalRows":2"#
+        } else {
+            ""
+        };
+        format!(
+            r#"{{"jobId":"j","offset":0,"chunkSeq":{seq},"isLast":{last},"rows":[{{"n":{seq}}}]{tail}}}"#
+        )
+    }
+
+    /// A server whose event stream sends chunk 0 (after a heartbeat and
+    /// again, as a resumed stream would), then breaks off; polling from 1
+    /// has chunk 1, the last.
+    async fn fake_server(push: bool) -> String {
+        let events = move || async move {
+            let body = format!(
+                ": heartbeat\n\nid: 0\ndata: {}\n\nid: 0\ndata: {}\n\n",
+                chunk(0, false),
+                chunk(0, false)
+            );
+            if push {
+                ([("content-type", "text/event-stream")], body).into_response()
+            } else {
+                axum::http::StatusCode::NOT_FOUND.into_response()
+            }
+        };
+        let chunks = |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+            let from: u64 = q["from"].parse().unwrap();
+            let chunks: Vec<String> = (from..2).map(|s| chunk(s, s == 1)).collect();
+            format!(r#"{{"chunks":[{}],"next":2}}"#, chunks.join(","))
+        };
+        let app = Router::new()
+            .route("/v1/jobs/j/events", get(events))
+            .route("/v1/jobs/j/chunks", get(chunks));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    async fn followed(push: bool) -> Vec<(u64, Transport)> {
+        let server = fake_server(push).await;
+        let api = Api::new(&ServerArgs {
+            server,
+            key: "k".into(),
+        })
+        .unwrap();
+        let mut seen = Vec::new();
+        let last = follow(&api, "j", |c, t| {
+            seen.push((c.chunk_seq, t));
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert!(last.is_last);
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_breaks_off_is_resumed_without_repeats_or_gaps() {
+        // The stream is tried again (up to its bound) before polling.
+        assert_eq!(
+            followed(true).await,
+            [(0, Transport::Push), (1, Transport::Polling)]
+        );
+    }
+
+    #[tokio::test]
+    async fn without_the_events_route_chunks_are_polled() {
+        assert_eq!(
+            followed(false).await,
+            [(0, Transport::Polling), (1, Transport::Polling)]
+        );
+    }
+}
