@@ -42,6 +42,15 @@ pub enum OrderArg {
     Desc,
 }
 
+impl From<OrderArg> for Order {
+    fn from(order: OrderArg) -> Order {
+        match order {
+            OrderArg::Asc => Order::Asc,
+            OrderArg::Desc => Order::Desc,
+        }
+    }
+}
+
 pub async fn run(config: &Config, args: &ExplainArgs) -> anyhow::Result<()> {
     let location = match &config.source {
         Some(s) => s.clone(),
@@ -80,10 +89,7 @@ pub async fn run(config: &Config, args: &ExplainArgs) -> anyhow::Result<()> {
             fields.push(field.clone());
         }
     }
-    let order = match args.order {
-        OrderArg::Asc => Order::Asc,
-        OrderArg::Desc => Order::Desc,
-    };
+    let order = Order::from(args.order);
     let fingerprint = FingerprintInput {
         tenant: &args.tenant,
         source: source.id(),

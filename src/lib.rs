@@ -7,6 +7,7 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod client;
 pub mod config;
 pub mod coord;
 pub mod demo;

@@ -1,15 +1,17 @@
 //! The `pseudostream` command: `serve` (the default), `worker`, `explain`,
-//! `gen-data`, `migrate`. The load generator is its own binary,
-//! `pseudostream-bench` (bench/).
+//! `gen-data`, `migrate`, and the client of a running service, `query` and
+//! `jobs`. The load generator is its own binary, `pseudostream-bench`
+//! (bench/).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pseudostream::app::Roles;
 use pseudostream::audit::postgres::PostgresAuditLog;
 use pseudostream::config::Config;
-use pseudostream::{app, explain};
+use pseudostream::{app, client, explain};
 
 #[derive(Parser)]
 #[command(
@@ -51,13 +53,22 @@ enum Command {
     /// Connecting the Postgres audit log applies them too; this rolls them
     /// out ahead of a deploy, with a role allowed to change the schema.
     Migrate,
+    /// Submit a query to a running service and print its rows as they
+    /// arrive (a client: talks HTTP to `--server`).
+    Query(client::QueryArgs),
+    /// List your jobs on a running service: those you started and the live
+    /// ones you joined by dedup.
+    Jobs(client::JobsArgs),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    app::init_logging("info,tower_http=warn");
-    match cli.command.unwrap_or(Command::Serve { no_workers: false }) {
+    // The client's commands speak for themselves on stderr; no server logs.
+    if !matches!(cli.command, Some(Command::Query(_) | Command::Jobs(_))) {
+        app::init_logging("info,tower_http=warn");
+    }
+    let done = match cli.command.unwrap_or(Command::Serve { no_workers: false }) {
         Command::Serve { no_workers } => {
             let roles = Roles {
                 api: true,
@@ -93,7 +104,10 @@ async fn main() -> anyhow::Result<()> {
             println!("audit migrations applied");
             Ok(())
         }
-    }
+        Command::Query(args) => return Ok(client::run(client::query::run(args)).await),
+        Command::Jobs(args) => return Ok(client::run(client::jobs::run(args)).await),
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@ mod csv;
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -17,6 +17,7 @@ use serde_json::json;
 use super::AppState;
 use super::auth::Caller;
 use super::extract::{Query, limit_param};
+use super::paging::{link_next, parsed};
 use super::problem::{ApiError, ErrorCode};
 use crate::audit::{AuditCursor, AuditQuery};
 use crate::filter::Fingerprint;
@@ -56,15 +57,12 @@ pub async fn search(
     } else {
         axum::Json(json!({ "entries": page.entries, "next": next })).into_response()
     };
-    if let Some(next) = next {
-        let link = format!(
-            "</v1/audit?{}>; rel=\"next\"",
-            with_cursor(raw_query.as_deref(), &next)
-        );
-        if let Ok(value) = HeaderValue::from_str(&link) {
-            response.headers_mut().insert(header::LINK, value);
-        }
-    }
+    link_next(
+        &mut response,
+        "/v1/audit",
+        raw_query.as_deref(),
+        next.as_deref(),
+    );
     Ok(response)
 }
 
@@ -100,23 +98,6 @@ fn audit_query(tenant: String, params: AuditParams) -> Result<AuditQuery, ApiErr
         })?,
         limit: limit_param(params.limit)? as u32,
     })
-}
-
-/// A non-empty parameter `name` through `parse`, whose error becomes a 400
-/// naming the field.
-fn parsed<T>(
-    name: &'static str,
-    value: Option<String>,
-    parse: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<Option<T>, ApiError> {
-    value
-        .filter(|v| !v.is_empty())
-        .map(|v| {
-            parse(&v).map_err(|detail| {
-                ApiError::new(ErrorCode::InvalidParameter, detail).with("field", name)
-            })
-        })
-        .transpose()
 }
 
 /// CSV when `format=csv`, or without `format` when `Accept` prefers
@@ -158,15 +139,6 @@ fn wants_csv(format: Option<&str>, headers: &HeaderMap) -> Result<bool, ApiError
     Ok(csv > json)
 }
 
-/// The request's own query with `cursor` set to `next`, for the `Link`.
-fn with_cursor(raw_query: Option<&str>, next: &str) -> String {
-    let mut pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(raw_query.unwrap_or("")).unwrap_or_default();
-    pairs.retain(|(k, _)| k != "cursor");
-    pairs.push(("cursor".into(), next.into()));
-    serde_urlencoded::to_string(pairs).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,14 +161,5 @@ mod tests {
         assert!(!wants_csv(None, &accept("text/csv, application/json")).unwrap());
         assert!(!wants_csv(None, &accept("text/html")).unwrap());
         assert!(wants_csv(Some("xml"), &none).is_err());
-    }
-
-    #[test]
-    fn the_next_link_keeps_the_query_and_replaces_the_cursor() {
-        assert_eq!(
-            with_cursor(Some("user=ann&cursor=old&limit=2"), "1.a"),
-            "user=ann&limit=2&cursor=1.a"
-        );
-        assert_eq!(with_cursor(None, "1.a"), "cursor=1.a");
     }
 }

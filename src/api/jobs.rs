@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::Caller;
 use super::extract::{JobIdPath, Json, Query, limit_param};
+use super::paging::{link_next, parsed};
 use super::problem::{ApiError, ErrorCode};
 use crate::audit::rfc3339;
 use crate::coord::RequestHash;
@@ -183,28 +184,49 @@ impl From<SubmitRequest> for Submission {
 pub struct ListParams {
     status: Option<String>,
     limit: Option<usize>,
+    cursor: Option<String>,
 }
 
+/// The caller's jobs, started or joined by dedup, newest first, a page at a
+/// time: `next` (and a `Link: rel="next"`) goes back as `cursor`.
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Caller(who): Caller,
+    RawQuery(raw_query): RawQuery,
     Query(params): Query<ListParams>,
 ) -> Result<Response, ApiError> {
-    let status = match params.status.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(s.parse::<JobStatus>().map_err(|()| {
-            ApiError::new(
-                ErrorCode::InvalidParameter,
-                format!(
-                    "`status` = {s:?}; use queued, running, completed, failed, cancelled or expired"
-                ),
+    let status = parsed("status", params.status, |s| {
+        s.parse::<JobStatus>().map_err(|()| {
+            format!(
+                "`status` = {s:?}; use queued, running, completed, failed, cancelled or expired"
             )
-        })?),
-    };
+        })
+    })?;
+    // The cursor is the last listed job's id; clients treat it as opaque.
+    let before = parsed("cursor", params.cursor, |c| {
+        c.parse::<JobId>()
+            .map_err(|_| "`cursor` is not a `next` this API gave; start again without it".into())
+    })?;
     let limit = limit_param(params.limit)?;
-    let jobs = state.jobs.jobs_of(&who, status, limit).await?;
-    let jobs: Vec<Value> = jobs.iter().map(job_view).collect();
-    Ok(axum::Json(json!({ "jobs": jobs })).into_response())
+    let page = state.jobs.jobs_of(&who, status, before, limit).await?;
+    let jobs: Vec<Value> = page
+        .jobs
+        .iter()
+        .map(|listed| {
+            let mut view = job_view(&listed.record);
+            view["joined"] = Value::Bool(listed.joined);
+            view
+        })
+        .collect();
+    let next = page.next.map(|id| id.to_string());
+    let mut response = axum::Json(json!({ "jobs": jobs, "next": next })).into_response();
+    link_next(
+        &mut response,
+        "/v1/jobs",
+        raw_query.as_deref(),
+        next.as_deref(),
+    );
+    Ok(response)
 }
 
 pub async fn get(

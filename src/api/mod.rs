@@ -11,6 +11,7 @@ pub mod offsets;
 pub mod openapi;
 pub mod ops;
 pub mod ops_page;
+pub mod paging;
 pub mod problem;
 pub mod server;
 pub mod traffic;

@@ -185,6 +185,36 @@ pub trait OffsetPool: Send + Sync + 'static {
     async fn leases(&self) -> Result<Vec<(Offset, Option<JobRecord>)>, CoordError>;
 }
 
+/// One job of a user's list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedJob {
+    pub record: JobRecord,
+    /// The user joined this job by dedup; someone else started it.
+    pub joined: bool,
+}
+
+/// A page of a user's jobs, and the job id to page on from (`before`) when
+/// there are more.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobsPage {
+    pub jobs: Vec<ListedJob>,
+    pub next: Option<JobId>,
+}
+
+impl JobsPage {
+    /// Cuts the matching jobs, newest first, to a page: `jobs` holds at most
+    /// `limit + 1`, the extra one only saying that there is a next page.
+    pub fn cut(mut jobs: Vec<ListedJob>, limit: usize) -> JobsPage {
+        let next = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|j| j.record.id())
+        } else {
+            None
+        };
+        JobsPage { jobs, next }
+    }
+}
+
 /// Job records: their states, change notification and expiry.
 ///
 /// Owns the two operations that also touch dedup and the pool, because they
@@ -197,14 +227,23 @@ pub trait JobStore: Send + Sync + 'static {
     /// points at it.
     async fn insert_job(&self, record: JobRecord) -> Result<(), CoordError>;
     async fn job(&self, id: JobId) -> Result<Option<JobRecord>, CoordError>;
-    /// A user's own jobs, newest first.
+    /// A page of a user's jobs: those they started and the live ones they
+    /// joined by dedup (see [`JobStore::record_joiner`]), each once, newest
+    /// first (by job id: UUIDv7s sort by creation), with `status` if given,
+    /// older than `before` if given. Paging by id keeps pages stable while
+    /// new jobs arrive: they are newer than any cursor.
     async fn jobs_of(
         &self,
         tenant: &str,
         user: &str,
         status: Option<JobStatus>,
+        before: Option<JobId>,
         limit: usize,
-    ) -> Result<Vec<JobRecord>, CoordError>;
+    ) -> Result<JobsPage, CoordError>;
+    /// Records that `user` of `tenant` joined job `id` by dedup, so it is
+    /// listed among their jobs until it expires. Idempotent; nothing happens
+    /// when the job is gone (it expired meanwhile) or is their own.
+    async fn record_joiner(&self, id: JobId, tenant: &str, user: &str) -> Result<(), CoordError>;
     /// Applies an update; `None` when the job is gone.
     async fn update_job(
         &self,

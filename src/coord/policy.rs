@@ -33,8 +33,8 @@ use tracing::{debug, warn};
 
 use super::{
     ChunkIndex, ChunkPlace, Claim, CoordError, Dedup, IdempotencyKey, IdempotencyKeys,
-    IndexedChunks, JobQueue, JobStore, KeyClaim, OffsetPool, PoolUsage, QueuedJob, RateLimiter,
-    RequestHash,
+    IndexedChunks, JobQueue, JobStore, JobsPage, KeyClaim, OffsetPool, PoolUsage, QueuedJob,
+    RateLimiter, RequestHash,
 };
 use crate::filter::Fingerprint;
 use crate::model::{JobId, JobRecord, JobSpec, JobStatus, JobUpdate, Offset};
@@ -238,11 +238,21 @@ impl<T: JobStore> JobStore for TimeoutAndRetry<T> {
         tenant: &str,
         user: &str,
         status: Option<JobStatus>,
+        before: Option<JobId>,
         limit: usize,
-    ) -> Result<Vec<JobRecord>, CoordError> {
+    ) -> Result<JobsPage, CoordError> {
         let deadline = self.policy.multi_call_timeout;
         self.retried("jobs_of", deadline, || {
-            self.inner.jobs_of(tenant, user, status, limit)
+            self.inner.jobs_of(tenant, user, status, before, limit)
+        })
+        .await
+    }
+
+    /// Retried: recording the same joiner again changes nothing.
+    async fn record_joiner(&self, id: JobId, tenant: &str, user: &str) -> Result<(), CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("record_joiner", limit, || {
+            self.inner.record_joiner(id, tenant, user)
         })
         .await
     }

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::{JobError, Jobs};
+use crate::coord::JobsPage;
 use crate::model::{JobId, JobRecord, JobStatus, JobUpdate, Offset, Principal};
 use crate::results::ChunkJson;
 
@@ -55,16 +56,18 @@ impl Jobs {
         Ok(job)
     }
 
+    /// A page of the caller's jobs: started, or joined by dedup while live.
     pub async fn jobs_of(
         &self,
         who: &Principal,
         status: Option<JobStatus>,
+        before: Option<JobId>,
         limit: usize,
-    ) -> Result<Vec<JobRecord>, JobError> {
+    ) -> Result<JobsPage, JobError> {
         Ok(self
             .backends
             .job_store
-            .jobs_of(&who.tenant, &who.user, status, limit)
+            .jobs_of(&who.tenant, &who.user, status, before, limit)
             .await?)
     }
 

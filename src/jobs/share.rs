@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::submit::{CLAIM_PATIENCE, Submitted, audit_entry};
 use super::{JobError, Jobs};
@@ -98,7 +98,8 @@ impl Jobs {
     }
 
     /// Shares a live job with a submission of the same query: no work, no
-    /// rate limit, but an audit row of its own, whose time range is the
+    /// rate limit, but an audit row of its own and a place in the joiner's
+    /// list of jobs, whose time range is the
     /// shared job's resolved range (the rows the submitter gets).
     pub(super) async fn join(
         &self,
@@ -110,6 +111,19 @@ impl Jobs {
         entry.user_id = who.user.clone();
         entry.submitted_at = rfc3339(self.now());
         self.backends.audit.record_submission(&entry).await?;
+        if job.spec.user != who.user {
+            // Only the joiner's list of jobs depends on this, not the
+            // submission (audited above): a failure is logged, not refused.
+            if let Err(e) = self
+                .backends
+                .job_store
+                .record_joiner(job.id(), &who.tenant, &who.user)
+                .await
+            {
+                warn!(job_id = %job.id(), user = %who.user, error = %e,
+                    "could not list a joined job among the user's jobs");
+            }
+        }
         info!(job_id = %job.id(), offset = %job.spec.offset, fingerprint = %job.spec.fingerprint,
             user = %who.user, "submission deduplicated");
         Ok(Submitted {

@@ -231,6 +231,12 @@ pub fn cases() -> Vec<Case> {
             "invalid-parameter",
         ),
         get("limit zero", "/v1/jobs?limit=0", 400, "invalid-parameter"),
+        get(
+            "a cursor the API did not give",
+            "/v1/jobs?cursor=page-2",
+            400,
+            "invalid-parameter",
+        ),
         get("unknown route", "/v2/everything", 404, "not-found"),
         Case {
             name: "wrong method",

@@ -10,15 +10,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn cancel_mid_stream_ends_with_a_cancelled_last_chunk() {
-    let gate = Arc::new(Semaphore::new(2));
-    let server = Server::start_with(
-        config(),
-        Hooks {
-            chunk_gate: Some(gate.clone()),
-            ..Hooks::default()
-        },
-    )
-    .await;
+    let (server, gate) = Server::start_gated(2).await;
     let job = server.submit(ALICE, "").await;
     let job_id = job["jobId"].as_str().unwrap().to_owned();
     let path = format!("/v1/jobs/{job_id}");

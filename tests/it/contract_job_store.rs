@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pseudostream::coord::policy::TimeoutAndRetry;
 use pseudostream::coord::redis::RedisCoordination;
-use pseudostream::coord::{Claim, CoordError, Coordination, JobStore, memory};
+use pseudostream::coord::{Claim, CoordError, Coordination, JobStore, JobsPage, memory};
 use pseudostream::filter::Fingerprint;
 use pseudostream::model::{JobId, JobRecord, JobStatus, JobUpdate};
 
@@ -133,41 +133,130 @@ pub async fn case_expiry_happens_once_and_frees_everything(c: Coordination) {
     assert_eq!(c.offsets.pool_usage().await.unwrap().leased, 2);
 }
 
+/// The ids of a user's first page of jobs, with whether each was joined.
+async fn listed(c: &Coordination, tenant: &str, user: &str) -> Vec<(JobId, bool)> {
+    let page = c.job_store.jobs_of(tenant, user, None, None, 100);
+    let page = page.await.unwrap();
+    assert_eq!(page.next, None);
+    page.jobs
+        .iter()
+        .map(|j| (j.record.id(), j.joined))
+        .collect()
+}
+
 pub async fn case_jobs_of_a_user_newest_first(c: Coordination) {
     let first = admit(&c, 8, "ann").await;
     let _other = admit(&c, 9, "bob").await;
     let second = admit(&c, 10, "ann").await;
-    let ids: Vec<JobId> = c
-        .job_store
-        .jobs_of("acme", "ann", None, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|j| j.id())
-        .collect();
-    assert_eq!(ids, [second.id(), first.id()]);
-    assert!(
-        c.job_store
-            .jobs_of("globex", "ann", None, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        c.job_store
-            .jobs_of("acme", "ann", Some(JobStatus::Running), 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
     assert_eq!(
-        c.job_store
-            .jobs_of("acme", "ann", None, 1)
-            .await
-            .unwrap()
-            .len(),
-        1
+        listed(&c, "acme", "ann").await,
+        [(second.id(), false), (first.id(), false)]
     );
+    assert!(listed(&c, "globex", "ann").await.is_empty());
+    let running = c
+        .job_store
+        .jobs_of("acme", "ann", Some(JobStatus::Running), None, 10);
+    assert!(running.await.unwrap().jobs.is_empty());
+    let one = c.job_store.jobs_of("acme", "ann", None, None, 1);
+    let one = one.await.unwrap();
+    assert_eq!(one.jobs.len(), 1);
+    assert_eq!(one.next, Some(second.id()), "a next page");
+}
+
+/// Finishes `job` with its result already due, and expires it.
+async fn expire_now(c: &Coordination, job: JobId) {
+    c.job_store.update_job(job, finished(-1)).await.unwrap();
+    let due = c.job_store.begin_expiry(Utc::now()).await.unwrap();
+    assert_eq!(due.iter().map(|j| j.id()).collect::<Vec<_>>(), [job]);
+    c.job_store.finish_expiry(&due[0]).await.unwrap();
+}
+
+/// A job joined by dedup is listed for the joiner, once, marked joined,
+/// until it expires; nobody else's list changes.
+pub async fn case_joined_jobs_are_listed_once_until_expiry(c: Coordination) {
+    let mine = admit(&c, 40, "ann").await;
+    let theirs = admit(&c, 41, "bob").await;
+    for _ in 0..2 {
+        c.job_store
+            .record_joiner(theirs.id(), "acme", "ann")
+            .await
+            .unwrap();
+    }
+    // Joining one's own job, or as another tenant, lists nothing more.
+    c.job_store
+        .record_joiner(mine.id(), "acme", "ann")
+        .await
+        .unwrap();
+    c.job_store
+        .record_joiner(theirs.id(), "globex", "ann")
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(&c, "acme", "ann").await,
+        [(theirs.id(), true), (mine.id(), false)]
+    );
+    assert_eq!(listed(&c, "acme", "bob").await, [(theirs.id(), false)]);
+    assert!(listed(&c, "globex", "ann").await.is_empty());
+    let queued = c
+        .job_store
+        .jobs_of("acme", "ann", Some(JobStatus::Queued), None, 10);
+    assert_eq!(
+        queued.await.unwrap().jobs.len(),
+        2,
+        "the filter sees joined jobs"
+    );
+
+    expire_now(&c, theirs.id()).await;
+    // A join that lost the race with the expiry lists nothing.
+    c.job_store
+        .record_joiner(theirs.id(), "acme", "cy")
+        .await
+        .unwrap();
+    assert_eq!(listed(&c, "acme", "ann").await, [(mine.id(), false)]);
+    assert!(listed(&c, "acme", "cy").await.is_empty());
+}
+
+/// Following `next` from page to page lists every job once, in order, while
+/// new jobs (started or joined) arrive between the pages.
+pub async fn case_paging_is_stable_while_new_jobs_arrive(c: Coordination) {
+    let mut expected = Vec::new();
+    for fp in 50..55 {
+        expected.push(admit(&c, fp, "ann").await.id());
+    }
+    let joined = admit(&c, 55, "bob").await.id();
+    c.job_store
+        .record_joiner(joined, "acme", "ann")
+        .await
+        .unwrap();
+    expected.push(joined);
+    expected.reverse();
+
+    let mut seen = Vec::new();
+    let mut before = None;
+    for page_number in 0.. {
+        let page = c.job_store.jobs_of("acme", "ann", None, before, 2);
+        let page = page.await.unwrap();
+        assert!(page.jobs.len() <= 2);
+        seen.extend(page.jobs.iter().map(|j| j.record.id()));
+        if page_number == 0 {
+            // Newer than any cursor: they never shift a page.
+            admit(&c, 60, "ann").await;
+            let late = admit(&c, 61, "bob").await.id();
+            c.job_store
+                .record_joiner(late, "acme", "ann")
+                .await
+                .unwrap();
+        }
+        match page.next {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+    // A page ending exactly at the last job says there is no next one.
+    let all = c.job_store.jobs_of("acme", "ann", None, None, 8);
+    let all = all.await.unwrap();
+    assert_eq!((all.jobs.len(), all.next), (8, None));
 }
 
 #[async_trait]
@@ -187,10 +276,18 @@ impl JobStore for Flaky<Arc<dyn JobStore>> {
         tenant: &str,
         user: &str,
         status: Option<JobStatus>,
+        before: Option<JobId>,
         limit: usize,
-    ) -> Result<Vec<JobRecord>, CoordError> {
+    ) -> Result<JobsPage, CoordError> {
         self.script.gate().await?;
-        self.inner.jobs_of(tenant, user, status, limit).await
+        self.inner
+            .jobs_of(tenant, user, status, before, limit)
+            .await
+    }
+
+    async fn record_joiner(&self, id: JobId, tenant: &str, user: &str) -> Result<(), CoordError> {
+        self.script.gate().await?;
+        self.inner.record_joiner(id, tenant, user).await
     }
 
     async fn update_job(
@@ -233,7 +330,14 @@ pub async fn case_policy_retries_within_its_budget(c: Coordination) {
     let record = job.clone();
     assert_retried(&make, async |s| s.insert_job(record.clone()).await).await;
     assert_retried(&make, async |s| s.job(job.id()).await).await;
-    assert_retried(&make, async |s| s.jobs_of("acme", "ann", None, 10).await).await;
+    assert_retried(&make, async |s| {
+        s.jobs_of("acme", "ann", None, None, 10).await
+    })
+    .await;
+    assert_retried(&make, async |s| {
+        s.record_joiner(job.id(), "acme", "bob").await
+    })
+    .await;
     assert_not_retried(&make, async |s| {
         s.update_job(job.id(), JobUpdate::CancelRequested).await
     })
@@ -263,6 +367,18 @@ coord_suite!(
     case_expiry_happens_once_and_frees_everything,
     case_jobs_of_a_user_newest_first,
     case_policy_retries_within_its_budget
+);
+
+// Listing needs more offsets than the other cases.
+coord_suite!(embedded_listing, memory::coordination(12);
+    case_joined_jobs_are_listed_once_until_expiry,
+    case_paging_is_stable_while_new_jobs_arrive);
+coord_suite!(
+    redis_listing,
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"],
+    redis_coordination(12).await;
+    case_joined_jobs_are_listed_once_until_expiry,
+    case_paging_is_stable_while_new_jobs_arrive
 );
 
 /// Two instances sharing one Redis prefix behave as one: the Lua scripts
@@ -362,6 +478,38 @@ mod redis_across_instances {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The joiner's index loses the job with its expiry (not merely skipped
+    /// when listed), or it would grow with every job ever joined.
+    #[tokio::test]
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
+    async fn expiry_removes_a_joined_job_from_the_joiners_index() {
+        let prefix = redis_prefix();
+        let c = redis_backends(&prefix, 3)
+            .await
+            .into_coordination(Default::default());
+        let job = admit(&c, 13, "bob").await;
+        c.job_store
+            .record_joiner(job.id(), "acme", "ann")
+            .await
+            .unwrap();
+        expire_now(&c, job.id()).await;
+        let client = ::redis::Client::open(redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let index = format!("{prefix}:user:4:acme:ann");
+        let left: u64 = ::redis::cmd("ZCARD")
+            .arg(&index)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+        let joiners: u64 = ::redis::cmd("EXISTS")
+            .arg(format!("{prefix}:joiners:{}", job.id()))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(joiners, 0);
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::*;
 
@@ -33,6 +33,48 @@ async fn the_same_filter_again_is_deduplicated() {
         .submit(ALICE, r#"service = "checkout" and status = 201"#)
         .await;
     assert_eq!(different["deduplicated"], false);
+    server.stop().await;
+}
+
+/// "My jobs" lists the jobs a user started and the live ones they joined,
+/// marked, a page at a time.
+#[tokio::test]
+async fn my_jobs_list_joined_jobs_and_page_by_cursor() {
+    let server = Server::start().await;
+    let older = server.submit(ALICE, r#"service = "search""#).await;
+    let shared = server.submit(ALICE, r#"service = "checkout""#).await;
+    let joined = server.submit(BOB, r#"service = "checkout""#).await;
+    assert_eq!(joined["deduplicated"], true);
+    assert_eq!(joined["jobId"], shared["jobId"]);
+
+    let (status, bobs) = server.get(BOB, "/v1/jobs").await;
+    assert_eq!(status, 200, "{bobs}");
+    assert_eq!(bobs["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(bobs["jobs"][0]["jobId"], shared["jobId"]);
+    assert_eq!(bobs["jobs"][0]["joined"], true);
+    assert_eq!(bobs["next"], Value::Null);
+
+    let response = server
+        .http
+        .get(server.url("/v1/jobs?limit=1"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    let link = response.headers()["link"].to_str().unwrap().to_owned();
+    let first: Value = response.json().await.unwrap();
+    assert_eq!(first["jobs"][0]["jobId"], shared["jobId"]);
+    assert_eq!(first["jobs"][0]["joined"], false);
+    let next = first["next"].as_str().expect("a next page");
+    assert_eq!(
+        link,
+        format!("</v1/jobs?limit=1&cursor={next}>; rel=\"next\"")
+    );
+    let (_, second) = server
+        .get(ALICE, &format!("/v1/jobs?limit=1&cursor={next}"))
+        .await;
+    assert_eq!(second["jobs"][0]["jobId"], older["jobId"]);
+    assert_eq!(second["next"], Value::Null);
     server.stop().await;
 }
 

@@ -7,6 +7,7 @@ mod audit_views;
 mod auth;
 mod bad_input;
 mod cancel;
+mod cli;
 mod conformance;
 mod contract_audit;
 mod contract_chunk_index;

@@ -84,6 +84,18 @@ impl Server {
         }
     }
 
+    /// A server whose workers take a permit of the returned gate before
+    /// publishing each chunk: `permits` chunks pass, then every job is held
+    /// until the test adds more.
+    pub async fn start_gated(permits: usize) -> (Server, std::sync::Arc<tokio::sync::Semaphore>) {
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(permits));
+        let hooks = Hooks {
+            chunk_gate: Some(gate.clone()),
+            ..Hooks::default()
+        };
+        (Server::start_with(config(), hooks).await, gate)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

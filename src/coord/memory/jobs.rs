@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use super::{Entry, Holder, Shared};
-use crate::coord::{CoordError, JobStore};
+use crate::coord::{CoordError, JobStore, JobsPage, ListedJob};
 use crate::model::{JobId, JobRecord, JobStatus, JobUpdate};
 
 pub struct MemoryJobStore(pub(super) Arc<Shared>);
@@ -24,7 +24,15 @@ impl JobStore for MemoryJobStore {
             .fingerprints
             .insert(record.spec.fingerprint, Holder::Live(id));
         let (changed, _) = watch::channel(record.version);
-        state.jobs.insert(id, Entry { record, changed });
+        let joiners = Default::default();
+        state.jobs.insert(
+            id,
+            Entry {
+                record,
+                changed,
+                joiners,
+            },
+        );
         Ok(())
     }
 
@@ -37,21 +45,39 @@ impl JobStore for MemoryJobStore {
         tenant: &str,
         user: &str,
         status: Option<JobStatus>,
+        before: Option<JobId>,
         limit: usize,
-    ) -> Result<Vec<JobRecord>, CoordError> {
+    ) -> Result<JobsPage, CoordError> {
         let state = self.0.lock();
-        let mut jobs: Vec<JobRecord> = state
+        let mut jobs: Vec<ListedJob> = state
             .jobs
             .values()
-            .map(|e| &e.record)
-            .filter(|r| r.spec.tenant == tenant && r.spec.user == user)
-            .filter(|r| status.is_none_or(|s| r.status == s))
-            .cloned()
+            .filter(|e| e.record.spec.tenant == tenant)
+            .filter_map(|e| {
+                let joined = e.record.spec.user != user;
+                (!joined || e.joiners.contains(user)).then_some((e, joined))
+            })
+            .filter(|(e, _)| status.is_none_or(|s| e.record.status == s))
+            .filter(|(e, _)| before.is_none_or(|b| e.record.id() < b))
+            .map(|(e, joined)| ListedJob {
+                record: e.record.clone(),
+                joined,
+            })
             .collect();
         // UUIDv7 ids sort by creation time.
-        jobs.sort_by_key(|j| std::cmp::Reverse(j.id()));
-        jobs.truncate(limit);
-        Ok(jobs)
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.record.id()));
+        jobs.truncate(limit.saturating_add(1));
+        Ok(JobsPage::cut(jobs, limit))
+    }
+
+    async fn record_joiner(&self, id: JobId, tenant: &str, user: &str) -> Result<(), CoordError> {
+        if let Some(entry) = self.0.lock().jobs.get_mut(&id)
+            && entry.record.spec.tenant == tenant
+            && entry.record.spec.user != user
+        {
+            entry.joiners.insert(user.to_owned());
+        }
+        Ok(())
     }
 
     async fn update_job(

@@ -12,7 +12,7 @@ mod idempotency;
 mod jobs;
 mod offsets;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -86,6 +86,8 @@ struct Entry {
     record: JobRecord,
     /// Carries the record's version so long-polls wake on any change.
     changed: watch::Sender<u64>,
+    /// Users of the job's tenant who joined it by dedup; forgotten with the job.
+    joiners: HashSet<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -19,7 +19,7 @@ use super::conn::{call, decode_record, encode_record, read_record, record_json};
 use super::keys::Keys;
 use super::listener::{POLL_WITHOUT_SUBSCRIBER, Waiters};
 use super::written::WrittenRecords;
-use crate::coord::{CoordError, JobStore};
+use crate::coord::{CoordError, JobStore, JobsPage, ListedJob};
 use crate::model::{JobId, JobRecord, JobStatus, JobUpdate};
 
 /// Compare-and-set attempts before an update gives up under contention.
@@ -34,6 +34,7 @@ struct Scripts {
     update: Script,
     expire: Script,
     finish_expiry: Script,
+    record_joiner: Script,
 }
 
 pub struct RedisJobStore {
@@ -63,6 +64,7 @@ impl RedisJobStore {
                 update: Script::new(include_str!("scripts/update_job.lua")),
                 expire: Script::new(include_str!("scripts/expire_job.lua")),
                 finish_expiry: Script::new(include_str!("scripts/finish_expiry.lua")),
+                record_joiner: Script::new(include_str!("scripts/record_joiner.lua")),
             },
             waiters,
             written: WrittenRecords::new(REMEMBERED_RECORDS.min(2 * pool_size as usize)),
@@ -113,39 +115,63 @@ impl JobStore for RedisJobStore {
         tenant: &str,
         user: &str,
         status: Option<JobStatus>,
+        before: Option<JobId>,
         limit: usize,
-    ) -> Result<Vec<JobRecord>, CoordError> {
-        const PAGE: usize = 100;
+    ) -> Result<JobsPage, CoordError> {
+        const BATCH: usize = 100;
         let mut conn = self.conn.clone();
+        let index = self.keys.user(tenant, user);
         // Equal scores order members by their text, and hyphenated UUIDv7s
-        // sort by creation time: reversed, that is newest first.
-        let ids: Vec<String> = call(
-            ::redis::cmd("ZREVRANGE")
-                .arg(self.keys.user(tenant, user))
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut conn),
-        )
-        .await?;
+        // sort by creation time: reversed, that is newest first, and a
+        // cursor is an exclusive upper bound.
+        let mut upper = before.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
         let mut jobs = Vec::new();
-        for page in ids.chunks(PAGE) {
-            if jobs.len() >= limit {
-                break;
-            }
-            let keys: Vec<String> = page.iter().map(|id| self.keys.job(id)).collect();
+        while jobs.len() <= limit {
+            let ids: Vec<String> = call(
+                ::redis::cmd("ZREVRANGEBYLEX")
+                    .arg(&index)
+                    .arg(&upper)
+                    .arg("-")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(BATCH)
+                    .query_async(&mut conn),
+            )
+            .await?;
+            let Some(last) = ids.last() else { break };
+            upper = format!("({last}");
+            let keys: Vec<String> = ids.iter().map(|id| self.keys.job(id)).collect();
             let records: Vec<Option<String>> =
                 call(::redis::cmd("MGET").arg(&keys).query_async(&mut conn)).await?;
-            for (id, json) in page.iter().zip(records) {
+            for (id, json) in ids.iter().zip(records) {
                 // A job expiring right now may have lost its record already.
                 let Some(json) = json else { continue };
                 let record = decode_record(id, &json)?;
-                if status.is_none_or(|s| record.status == s) {
-                    jobs.push(record);
+                // A join named by another tenant (never made by `jobs`,
+                // which only shares within a tenant) is not listed.
+                if record.spec.tenant == tenant && status.is_none_or(|s| record.status == s) {
+                    let joined = record.spec.user != user;
+                    jobs.push(ListedJob { record, joined });
                 }
             }
+            if ids.len() < BATCH {
+                break;
+            }
         }
-        jobs.truncate(limit);
-        Ok(jobs)
+        jobs.truncate(limit.saturating_add(1));
+        Ok(JobsPage::cut(jobs, limit))
+    }
+
+    async fn record_joiner(&self, id: JobId, tenant: &str, user: &str) -> Result<(), CoordError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.record_joiner.prepare_invoke();
+        invocation
+            .key(self.keys.job(id))
+            .key(self.keys.joiners(id))
+            .key(self.keys.user(tenant, user))
+            .arg(id.to_string());
+        call(invocation.invoke_async::<i64>(&mut conn)).await?;
+        Ok(())
     }
 
     async fn update_job(
@@ -328,6 +354,7 @@ impl JobStore for RedisJobStore {
             .key(self.keys.user(&record.spec.tenant, &record.spec.user))
             .key(&self.keys.expiry)
             .key(self.keys.offset(record.spec.offset))
+            .key(self.keys.joiners(id))
             .arg(id.to_string())
             .arg(record.spec.offset.0)
             .arg(&self.keys.changes);

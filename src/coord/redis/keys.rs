@@ -10,7 +10,8 @@
 //! | `{prefix}:offsets:epoch`         | string | `OffsetPool`     | `0`, written at connect; when missing, Redis lost its data and leasing pauses (the time it went missing, ms) |
 //! | `{prefix}:job:{jobId}`           | string | `JobStore`       | the `JobRecord` as JSON                        |
 //! | `{prefix}:offset:{n}`            | hash   | `JobStore`       | the offset's public view: `jobId`, `status`, `rows`, `chunks`, `updatedAt` (ms); written by the scripts that change its job; the one stable key (docs/REDIS.md) |
-//! | `{prefix}:user:{len}:{tenant}:{user}` | zset | `JobStore`   | the user's job ids (score 0: ids sort by time) |
+//! | `{prefix}:user:{len}:{tenant}:{user}` | zset | `JobStore`   | the user's job ids, started or joined by dedup (score 0: ids sort by time) |
+//! | `{prefix}:joiners:{jobId}`       | set    | `JobStore`       | the user index keys of those who joined the job, for its expiry to clean |
 //! | `{prefix}:expiry`                | zset   | `JobStore`       | finished job ids scored by `expires_at` (µs)    |
 //! | `{prefix}:changes`               | pubsub | `JobStore`       | a job id, published on every change to it       |
 //! | `{prefix}:idem:{key hash hex}`   | string | `IdempotencyKeys`| `reserved:{request hash}` (with a TTL) or `done:{request hash}:{0\|1 deduplicated}:{jobId}` (with the key TTL) |
@@ -34,7 +35,9 @@
 //! trait's doc: the fingerprint claim reads a job record (it builds the job
 //! key from its arguments, so this needs a single Redis server or one hash
 //! slot, not a cluster), inserting a job makes its fingerprint live, and
-//! finishing an expiry drops the fingerprint and the offset lease.
+//! finishing an expiry drops the fingerprint and the offset lease, and the
+//! job from the user indexes its joiners set names (key names read from
+//! data, another reason for one server).
 
 use crate::coord::IdempotencyKey;
 use crate::filter::Fingerprint;
@@ -86,6 +89,10 @@ impl Keys {
     /// The tenant's length keeps `a:b`/`c` apart from `a`/`b:c`.
     pub fn user(&self, tenant: &str, user: &str) -> String {
         format!("{}:user:{}:{tenant}:{user}", self.prefix, tenant.len())
+    }
+
+    pub fn joiners(&self, job: JobId) -> String {
+        format!("{}:joiners:{job}", self.prefix)
     }
 
     pub fn rate(&self, user: &str) -> String {
