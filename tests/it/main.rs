@@ -32,6 +32,7 @@ mod kafka_results;
 mod limits;
 mod openapi;
 mod ops_page;
+mod push;
 mod scale_out;
 mod tenancy;
 mod traffic;
