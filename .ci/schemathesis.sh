@@ -77,7 +77,8 @@ status=0
 # before the stream starts (400, 401, 404, 503) are the chunk routes' and
 # are checked there, and tests/it/push.rs and tests/it/openapi.rs check the
 # streams themselves. The WebSocket routes stay in: without an upgrade they
-# answer 426 at once.
+# answer 426 at once (schemathesis then warns that they "mostly rejected
+# generated data": it cannot open a WebSocket).
 # One worker: CPython 3.11.7's ast.parse keeps its recursion depth per
 # interpreter, not per thread, so two workers parsing at once (hypothesis
 # reads lambda sources) can fail with "AST constructor recursion depth

@@ -147,6 +147,11 @@ async fn run_feed(jobs: Arc<Jobs>, feed: Arc<Feed>, mut job: JobRecord) {
     debug!(job_id = %id, "feed started");
     let last = loop {
         let head = crate::lock(&feed.state).head;
+        // Shutdown ends every stream by itself, and a long-poll returns at
+        // once from then on: stop rather than spin.
+        if jobs.admission_closed.is_cancelled() {
+            return;
+        }
         let page = tokio::select! {
             page = jobs.chunks(job.clone(), head, MAX_CHUNKS_PER_READ, jobs.settings.max_wait) => page,
             () = feed.stop.cancelled() => return,
@@ -160,8 +165,7 @@ async fn run_feed(jobs: Arc<Jobs>, feed: Arc<Feed>, mut job: JobRecord) {
                 } else if job.status.is_finished() {
                     break FeedEvent::End(Arc::new(job));
                 }
-                // Else the wait ended (or shutdown began, which each stream
-                // sees for itself): wait again.
+                // Else the wait ended: wait again.
             }
             Err(JobError::JobNotFound(_)) => break FeedEvent::Gone,
             Err(e) => {
