@@ -141,9 +141,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         "{} streams open in {open_time:.1?}",
         arrivals.opened.load(Ordering::Relaxed)
     );
+    // Pollers keep their connections alive between polls, as a polling
+    // dashboard does (a new connection per poll would also measure SYN
+    // retries when hundreds reconnect at once).
+    let polling = reqwest::Client::builder()
+        .pool_max_idle_per_host(cli.pollers)
+        .build()?;
     for n in 0..cli.pollers {
         let job = jobs[n % jobs.len()].clone();
-        let (http, arrivals, base) = (http.clone(), arrivals.clone(), base.clone());
+        let (http, arrivals, base) = (polling.clone(), arrivals.clone(), base.clone());
         tasks.spawn(async move { clients::poll(http, base, job, KEY, &arrivals).await });
     }
     // The pollers' first long-polls are in before the first chunk.
