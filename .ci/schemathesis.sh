@@ -71,6 +71,14 @@ if ! curl -fsS "$base/openapi.yaml" | cmp -s - openapi/openapi.yaml; then
 fi
 
 status=0
+# The Server-Sent Events routes are left out: an offset's stream stays open
+# for the offset's next job by design, and schemathesis reads every body to
+# its end, so each call would run into the request timeout; their answers
+# before the stream starts (400, 401, 404, 503) are the chunk routes' and
+# are checked there, and tests/it/push.rs and tests/it/openapi.rs check the
+# streams themselves. The WebSocket routes stay in: without an upgrade they
+# answer 426 at once (schemathesis then warns that they "mostly rejected
+# generated data": it cannot open a WebSocket).
 # One worker: CPython 3.11.7's ast.parse keeps its recursion depth per
 # interpreter, not per thread, so two workers parsing at once (hypothesis
 # reads lambda sources) can fail with "AST constructor recursion depth
@@ -80,6 +88,7 @@ status=0
 (cd "$work" && schemathesis run "$base/openapi.json" \
   --url "$base" \
   --header "Authorization: Bearer $key" \
+  --exclude-path-regex '/events$' \
   --checks "${SCHEMATHESIS_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance}" \
   --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-300}" \
   ${SCHEMATHESIS_SEED:+--seed "$SCHEMATHESIS_SEED"} \

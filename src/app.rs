@@ -133,6 +133,7 @@ pub async fn start_with_hooks(
         max_staleness: config.max_staleness,
         filter_limits: Limits::default(),
         full_retry_after: Duration::from_secs(5),
+        stream_buffer: config.stream_buffer.max(1),
     };
     // Submissions turned away are counted in memory and written in bulk.
     let rejections = Arc::new(RejectionTally::new(audit.clone(), config.backend_timeout));
@@ -162,6 +163,7 @@ pub async fn start_with_hooks(
         jobs: jobs.clone(),
         keys,
         traffic,
+        streams: api::stream::Streams::new(config.max_streams, config.stream_heartbeat),
     });
     let router = if roles.api {
         let body = api::guard::BodyLimits {

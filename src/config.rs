@@ -115,6 +115,23 @@ pub struct Config {
     #[arg(long, env = "PSEUDOSTREAM_MAX_WAIT", default_value = "25s", value_parser = humantime::parse_duration)]
     pub max_wait: Duration,
 
+    /// Push streams (Server-Sent Events and WebSocket) this instance serves
+    /// at once; one more is answered 503 with `Retry-After`. Each is also a
+    /// connection, counted against `MAX_CONNECTIONS`.
+    #[arg(long, env = "PSEUDOSTREAM_MAX_STREAMS", default_value_t = 10_000)]
+    pub max_streams: usize,
+
+    /// Chunks a push stream may have waiting for its client; a client that
+    /// falls this far behind the job gets an error event and is dropped
+    /// (it may resume with `Last-Event-ID`).
+    #[arg(long, env = "PSEUDOSTREAM_STREAM_BUFFER", default_value_t = 1024)]
+    pub stream_buffer: usize,
+
+    /// How often an idle push stream sends a heartbeat (an SSE comment, a
+    /// WebSocket ping), well under the dashboard gateway's 60 s idle timeout.
+    #[arg(long, env = "PSEUDOSTREAM_STREAM_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub stream_heartbeat: Duration,
+
     /// How long shutdown waits for workers to flush before aborting them.
     #[arg(long, env = "PSEUDOSTREAM_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,

@@ -12,7 +12,9 @@ use crate::lock;
 use crate::results::HeldBytes;
 
 mod last_hour;
+mod streams;
 pub use last_hour::{LastHour, LastHourView, MinuteView};
+pub use streams::{StreamMetrics, Transport};
 
 /// Upper bounds of the latency buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -160,6 +162,8 @@ pub struct Metrics {
     http: Mutex<BTreeMap<(String, &'static str, u16), Histogram>>,
     /// First chunks and rejections by minute, for the ops page.
     pub last_hour: LastHour,
+    /// Push streams (Server-Sent Events, WebSocket).
+    pub streams: StreamMetrics,
 }
 
 impl Metrics {
@@ -319,6 +323,7 @@ impl Metrics {
             "# HELP pseudostream_result_bytes Result chunks held by this process: bytes in memory, and disk space their spill files take (freed a 64 MiB segment at a time).\n# TYPE pseudostream_result_bytes gauge\npseudostream_result_bytes{{where=\"memory\"}} {}\npseudostream_result_bytes{{where=\"disk\"}} {}",
             results.memory, results.disk
         );
+        self.streams.render(&mut out);
         histogram_head(
             &mut out,
             "pseudostream_http_request_seconds",

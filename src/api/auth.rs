@@ -20,28 +20,46 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Caller, ApiError> {
-        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
-        let first = values.next();
-        if values.next().is_some() {
-            // Proxies and servers disagree on which of several counts.
-            return Err(ApiError::new(
-                ErrorCode::InvalidParameter,
-                "send one `Authorization` header, not several",
-            )
-            .with("field", "Authorization"));
-        }
-        let presented = first.and_then(bearer_key).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unauthorized,
-                "send your API key as `Authorization: Bearer <key>`",
-            )
-        })?;
-        state
-            .keys
-            .principal(presented)
-            .map(Caller)
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the API key is not valid"))
+        presented_caller(&parts.headers, state)?.ok_or_else(no_key)
     }
+}
+
+fn no_key() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unauthorized,
+        "send your API key as `Authorization: Bearer <key>`",
+    )
+}
+
+/// The caller an `Authorization` header names, `None` without one (a
+/// WebSocket may authenticate in its first message instead).
+pub fn presented_caller(
+    headers: &header::HeaderMap,
+    state: &AppState,
+) -> Result<Option<Caller>, ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        // Proxies and servers disagree on which of several counts.
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            "send one `Authorization` header, not several",
+        )
+        .with("field", "Authorization"));
+    }
+    let presented = bearer_key(first).ok_or_else(no_key)?;
+    caller_of_key(presented, state).map(Some)
+}
+
+/// The caller `key` belongs to.
+pub fn caller_of_key(key: &str, state: &AppState) -> Result<Caller, ApiError> {
+    state
+        .keys
+        .principal(key)
+        .map(Caller)
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the API key is not valid"))
 }
 
 /// The key of an `Authorization: Bearer <key>` value.

@@ -272,7 +272,7 @@ pub async fn chunks(
 
 /// The largest chunk cursor: 2^53 - 1, the largest integer every JSON
 /// reader (JavaScript's numbers) holds exactly, so `next` never exceeds it.
-const MAX_CURSOR: u64 = (1 << 53) - 1;
+pub const MAX_CURSOR: u64 = (1 << 53) - 1;
 
 /// Shared by the job and offset chunk routes.
 pub async fn read_chunks(
@@ -282,16 +282,21 @@ pub async fn read_chunks(
 ) -> Result<Response, ApiError> {
     let wait = wait_param(params.wait, state.jobs.settings.max_wait.as_secs_f64())?;
     let limit = limit_param(params.limit)?;
-    let from = params.from.unwrap_or(0);
-    if from > MAX_CURSOR {
-        return Err(ApiError::new(
+    let from = cursor_param(params.from)?;
+    let page = state.jobs.chunks(job, from, limit, wait).await?;
+    Ok(chunk_page_response(&page))
+}
+
+/// The `from` parameter: a chunk cursor, 0 when absent.
+pub fn cursor_param(from: Option<u64>) -> Result<u64, ApiError> {
+    match from.unwrap_or(0) {
+        from @ 0..=MAX_CURSOR => Ok(from),
+        _ => Err(ApiError::new(
             ErrorCode::InvalidParameter,
             format!("`from` must be between 0 and {MAX_CURSOR}"),
         )
-        .with("field", "from"));
+        .with("field", "from")),
     }
-    let page = state.jobs.chunks(job, from, limit, wait).await?;
-    Ok(chunk_page_response(&page))
 }
 
 /// Chunks are stored as JSON text; the page is assembled around them

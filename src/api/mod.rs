@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod events;
 pub mod extract;
 pub mod guard;
 pub mod jobs;
@@ -14,7 +15,9 @@ pub mod ops_page;
 pub mod paging;
 pub mod problem;
 pub mod server;
+pub mod stream;
 pub mod traffic;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -37,6 +40,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// Where exchanges are recorded, when a traffic topic is configured.
     pub traffic: Option<traffic::TrafficRecorder>,
+    /// Push streams: their cap and heartbeat.
+    pub streams: stream::Streams,
 }
 
 pub fn router(state: Arc<AppState>, body: BodyLimits) -> Router {
@@ -48,8 +53,12 @@ pub fn router(state: Arc<AppState>, body: BodyLimits) -> Router {
         .route("/v1/jobs", get(jobs::list).post(jobs::submit))
         .route("/v1/jobs/{job_id}", get(jobs::get).delete(jobs::cancel))
         .route("/v1/jobs/{job_id}/chunks", get(jobs::chunks))
+        .route("/v1/jobs/{job_id}/events", get(events::stream))
+        .route("/v1/jobs/{job_id}/ws", get(ws::stream))
         .route("/v1/offsets/{offset}", get(offsets::get))
         .route("/v1/offsets/{offset}/chunks", get(offsets::chunks))
+        .route("/v1/offsets/{offset}/events", get(events::stream))
+        .route("/v1/offsets/{offset}/ws", get(ws::stream))
         .route("/v1/audit", get(audit::search))
         .route("/v1/ops/overview", get(ops::overview))
         .route("/ops", get(ops_page::index))
@@ -148,6 +157,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .ok()
         .map(|p| (p.leased, p.size));
     let results = state.jobs.held_bytes();
+    let feeds = state.jobs.watches.feeds() as u64;
+    (state.jobs.metrics.streams.feeds).store(feeds, std::sync::atomic::Ordering::Relaxed);
     let body = state.jobs.metrics.render(pool, results);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -1,5 +1,6 @@
 //! The job's life: submission (validate, fingerprint, dedup, rate limit,
-//! offset lease, audit, enqueue), reading its chunks, cancel and expiry. The
+//! offset lease, audit, enqueue), reading its chunks (polled, or pushed
+//! through one feed per watched job), cancel and expiry. The
 //! domain code sees only the traits of `coord`, `results`, `audit` and `source`.
 
 pub mod clock;
@@ -7,10 +8,12 @@ pub mod error;
 pub mod expiry;
 mod overview;
 pub use overview::{AuditPage, OpsOverview, Readiness};
+pub mod push;
 pub mod read;
 pub mod share;
 pub mod submit;
 mod undo;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +45,9 @@ pub struct JobSettings {
     pub filter_limits: Limits,
     /// The `Retry-After` given when the pool or the result store is full.
     pub full_retry_after: Duration,
+    /// Chunks a push stream may have waiting for its client before it is
+    /// dropped as too slow.
+    pub stream_buffer: usize,
 }
 
 impl JobSettings {
@@ -99,6 +105,8 @@ pub struct Jobs {
     pub rejections: Arc<RejectionTally>,
     /// Cancelled when shutdown begins: from then on submissions get 503.
     pub admission_closed: CancellationToken,
+    /// The push feeds of this process, one per watched job.
+    pub watches: watch::Watches,
 }
 
 impl Jobs {
@@ -117,6 +125,7 @@ impl Jobs {
             metrics: Arc::default(),
             rejections,
             admission_closed: CancellationToken::new(),
+            watches: watch::Watches::default(),
         })
     }
 

@@ -85,14 +85,7 @@ impl Jobs {
         let deadline = Instant::now() + wait.min(self.settings.max_wait);
         loop {
             if job.chunks > from {
-                // Only what the progress says is published: a cached topic
-                // then answers from memory without asking for more.
-                let published = usize::try_from(job.chunks - from).unwrap_or(usize::MAX);
-                let chunks = self
-                    .backends
-                    .results
-                    .read(job.id(), job.spec.offset, from, limit.min(published))
-                    .await?;
+                let chunks = self.read_published(&job, job.chunks, from, limit).await?;
                 let next = from + chunks.len() as u64;
                 return Ok(ChunkPage { job, chunks, next });
             }
@@ -119,6 +112,29 @@ impl Jobs {
                 });
             }
         }
+    }
+
+    /// Chunks `from..published` of `job` (at most `limit`), where
+    /// `published` is a count its progress has reached. Only what progress
+    /// says is published is asked for: a cached topic then answers from
+    /// memory without asking for more.
+    pub async fn read_published(
+        &self,
+        job: &JobRecord,
+        published: u64,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<ChunkJson>, JobError> {
+        let ready = usize::try_from(published.saturating_sub(from)).unwrap_or(usize::MAX);
+        let limit = limit.clamp(1, MAX_CHUNKS_PER_READ).min(ready);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .backends
+            .results
+            .read(job.id(), job.spec.offset, from, limit)
+            .await?)
     }
 
     /// Asks the job to stop. A queued or running job ends with a last chunk

@@ -33,6 +33,7 @@ mod kafka_results;
 mod limits;
 mod openapi;
 mod ops_page;
+mod push;
 mod rejections;
 mod scale_out;
 mod tenancy;

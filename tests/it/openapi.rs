@@ -107,8 +107,20 @@ async fn every_documented_operation_reaches_its_handler() {
             }
             let response = request.send().await.unwrap();
             let status = response.status().as_u16();
+            let documented = documented_statuses(&spec, template, method);
+            if response.headers()["content-type"] == "text/event-stream" {
+                // A push stream: an offset's stays open for its next job,
+                // so its body is not read to the end here (tests/it/push.rs).
+                assert!(documented.contains(&status), "{method} {template}");
+                continue;
+            }
             let body: Value = response.json().await.unwrap_or(Value::Null);
             let what = format!("{method} {template}: {status} {body}");
+            if documented.contains(&101) {
+                // A WebSocket route reached without an upgrade.
+                assert_eq!(status, 426, "{what}");
+                continue;
+            }
             for fallback in ["not-found", "method-not-allowed"] {
                 assert_ne!(
                     body["type"],
@@ -118,7 +130,7 @@ async fn every_documented_operation_reaches_its_handler() {
             }
             assert!(status < 300, "{what}");
             assert!(
-                documented_statuses(&spec, template, method).contains(&status),
+                documented.contains(&status),
                 "{what}: status not documented"
             );
         }

@@ -53,7 +53,7 @@ impl ApiError {
 
 impl ApiError {
     /// The problem document.
-    fn body(&self) -> String {
+    pub(crate) fn body(&self) -> String {
         let Described {
             slug,
             title,
@@ -75,7 +75,7 @@ impl ApiError {
     /// `Retry-After` in whole seconds, rounded up (a client retrying early
     /// only gets another 429/503): sent for exactly the codes the table
     /// says, with the error's own delay when it has one.
-    fn retry_after_header(&self) -> Option<u64> {
+    pub(crate) fn retry_after_header(&self) -> Option<u64> {
         let default = self.code.describe().retry_after?;
         let after = self.retry_after.unwrap_or(default);
         Some((after.as_secs() + u64::from(after.subsec_nanos() > 0)).max(1))

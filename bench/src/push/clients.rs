@@ -1,0 +1,158 @@
+//! The push bench's clients: a Server-Sent Events stream reader and a
+//! long-poller, each noting when every measured chunk reached it.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use serde::Deserialize;
+
+/// What every client reports into.
+pub struct Arrivals {
+    /// By round (the `chunkSeq` measured): how many clients have it.
+    pub seen: Vec<AtomicUsize>,
+    /// When each client got each measured chunk: (is_stream, seq, when).
+    pub samples: Mutex<Vec<(bool, u32, Instant)>>,
+    pub opened: AtomicUsize,
+    pub ended: AtomicUsize,
+    pub errors: AtomicUsize,
+    pub first_errors: Mutex<Vec<String>>,
+}
+
+impl Arrivals {
+    pub fn new(rounds: usize) -> Arrivals {
+        Arrivals {
+            seen: (0..rounds).map(|_| AtomicUsize::new(0)).collect(),
+            samples: Mutex::new(Vec::new()),
+            opened: AtomicUsize::new(0),
+            ended: AtomicUsize::new(0),
+            errors: AtomicUsize::new(0),
+            first_errors: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn error(&self, what: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_errors.lock().unwrap();
+        if first.len() < 5 {
+            first.push(what);
+        }
+    }
+
+    fn arrived(&self, local: &mut Vec<(bool, u32, Instant)>, stream: bool, seq: u64, at: Instant) {
+        if let Some(seen) = self.seen.get(seq as usize) {
+            seen.fetch_add(1, Ordering::Relaxed);
+            local.push((stream, seq as u32, at));
+        }
+    }
+
+    fn keep(&self, local: Vec<(bool, u32, Instant)>) {
+        self.samples.lock().unwrap().extend(local);
+    }
+}
+
+/// Reads one SSE stream until its `end` event.
+pub async fn stream(
+    http: reqwest::Client,
+    url: String,
+    key: &'static str,
+    arrivals: &Arrivals,
+    opening: &tokio::sync::Semaphore,
+) {
+    let permit = opening.acquire().await;
+    let response = match http.get(&url).bearer_auth(key).send().await {
+        Ok(r) if r.status() == 200 => r,
+        Ok(r) => return arrivals.error(format!("stream answered {}", r.status())),
+        Err(e) => return arrivals.error(format!("stream: {e}")),
+    };
+    drop(permit);
+    arrivals.opened.fetch_add(1, Ordering::Relaxed);
+    let mut response = response;
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut local = Vec::new();
+    loop {
+        let bytes = match response.chunk().await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => break arrivals.error("the stream closed before `end`".into()),
+            Err(e) => break arrivals.error(format!("stream read: {e}")),
+        };
+        let now = Instant::now();
+        buffer.extend_from_slice(&bytes);
+        let mut ended = false;
+        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = buffer.drain(..end + 2).collect();
+            let block = String::from_utf8_lossy(&block);
+            if block.starts_with(':') {
+                continue;
+            } else if block.starts_with("event: end") {
+                ended = true;
+            } else if block.starts_with("event: error") {
+                arrivals.error(format!("error event: {block}"));
+                ended = true;
+            } else if let Some(seq) = chunk_seq(&block) {
+                arrivals.arrived(&mut local, true, seq, now);
+            }
+        }
+        if ended {
+            arrivals.ended.fetch_add(1, Ordering::Relaxed);
+            break;
+        }
+    }
+    arrivals.keep(local);
+}
+
+fn chunk_seq(event: &str) -> Option<u64> {
+    let at = event.find("\"chunkSeq\":")? + "\"chunkSeq\":".len();
+    let digits: String = event[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head {
+    chunk_seq: u64,
+    is_last: bool,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    chunks: Vec<Head>,
+    next: u64,
+}
+
+/// Long-polls one job's chunks until its last, as a polling client would.
+pub async fn poll(
+    http: reqwest::Client,
+    base: String,
+    job: String,
+    key: &'static str,
+    arrivals: &Arrivals,
+) {
+    let mut next = 0;
+    let mut local = Vec::new();
+    'polls: loop {
+        let url = format!("{base}/v1/jobs/{job}/chunks?from={next}&wait=20");
+        let page = match http.get(&url).bearer_auth(key).send().await {
+            Ok(r) if r.status() == 200 => r.json::<Page>().await,
+            Ok(r) => break arrivals.error(format!("poll answered {}", r.status())),
+            Err(e) => break arrivals.error(format!("poll: {e}")),
+        };
+        let now = Instant::now();
+        let page = match page {
+            Ok(page) => page,
+            Err(e) => break arrivals.error(format!("poll body: {e}")),
+        };
+        for chunk in &page.chunks {
+            arrivals.arrived(&mut local, false, chunk.chunk_seq, now);
+            if chunk.is_last {
+                arrivals.ended.fetch_add(1, Ordering::Relaxed);
+                break 'polls;
+            }
+        }
+        next = page.next;
+    }
+    arrivals.keep(local);
+}
