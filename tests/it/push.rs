@@ -318,13 +318,13 @@ async fn streams_past_the_cap_get_503_with_retry_after() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_is_dropped_with_an_error_event() {
-    // A job whose output (about 15 MB) is far more than the socket buffers
-    // and hyper's write buffer hold.
-    let dir = tempfile::tempdir().unwrap();
+/// A server holding a job whose output (about 15 MB) is far more than the
+/// socket buffers and hyper's write buffer hold, with a stream buffer of 2
+/// chunks; the job waits at the gate until the client is connected.
+async fn a_job_too_big_for_a_slow_reader() -> (Server, Arc<tokio::sync::Semaphore>, String) {
+    let dir = tempfile::tempdir().unwrap().keep();
     pseudostream::demo::generate(
-        dir.path(),
+        &dir,
         chrono::Utc::now().date_naive(),
         2,
         30_000,
@@ -333,29 +333,30 @@ async fn a_client_that_stops_reading_is_dropped_with_an_error_event() {
     )
     .unwrap();
     let mut config = config();
-    config.source = Some(dir.path().to_string_lossy().into_owned());
+    config.source = Some(dir.to_string_lossy().into_owned());
     config.chunk_rows = 100;
     config.stream_buffer = 2;
     let (server, gate) = gated(config).await;
     let id = job_id(&server.submit(ALICE, "").await);
+    (server, gate, id)
+}
 
-    // A client with a small receive window that reads nothing yet.
+/// A client socket with a small receive window.
+async fn slow_socket(server: &Server) -> tokio::net::TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let addr = server.app.addr.unwrap();
-    let mut client = socket.connect(addr).await.unwrap();
-    let request = format!(
-        "GET /v1/jobs/{id}/events HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {ALICE}\r\nconnection: close\r\n\r\n"
-    );
-    client.write_all(request.as_bytes()).await.unwrap();
+    socket.connect(server.app.addr.unwrap()).await.unwrap()
+}
+
+async fn wait_for_open_stream(server: &Server, transport: &str) {
+    let open = format!("pseudostream_streams_open{{transport=\"{transport}\"}} 1");
     wait_until("the stream is open", Duration::from_secs(10), || async {
-        server
-            .metrics()
-            .await
-            .contains("pseudostream_streams_open{transport=\"sse\"} 1")
+        server.metrics().await.contains(&open)
     })
     .await;
-    gate.add_permits(100_000);
+}
+
+async fn wait_for_slow_drop(server: &Server) {
     wait_until("the client is dropped", Duration::from_secs(30), || async {
         server
             .metrics()
@@ -363,6 +364,21 @@ async fn a_client_that_stops_reading_is_dropped_with_an_error_event() {
             .contains("pseudostream_streams_slow_dropped_total 1")
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_with_an_error_event() {
+    let (server, gate, id) = a_job_too_big_for_a_slow_reader().await;
+    // A client that reads nothing yet.
+    let mut client = slow_socket(&server).await;
+    let addr = server.app.addr.unwrap();
+    let request = format!(
+        "GET /v1/jobs/{id}/events HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {ALICE}\r\nconnection: close\r\n\r\n"
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    wait_for_open_stream(&server, "sse").await;
+    gate.add_permits(100_000);
+    wait_for_slow_drop(&server).await;
 
     let mut received = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut received))
@@ -379,6 +395,43 @@ async fn a_client_that_stops_reading_is_dropped_with_an_error_event() {
         !received.contains("event: end\n"),
         "it did not get to the end"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_websocket_that_stops_reading_is_dropped_before_the_end() {
+    let (server, gate, id) = a_job_too_big_for_a_slow_reader().await;
+    let socket = slow_socket(&server).await;
+    let path = format!("/v1/jobs/{id}/ws");
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(ws_request(&server, &path, Some(ALICE)), socket)
+            .await
+            .unwrap();
+    wait_for_open_stream(&server, "websocket").await;
+    gate.add_permits(100_000);
+    wait_for_slow_drop(&server).await;
+
+    // What was sent before the drop still arrives; the socket then ends
+    // without the job's end.
+    let mut kinds = Vec::new();
+    let mut code = None;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(30), ws.next()).await
+    {
+        match message {
+            Message::Text(text) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                kinds.push(value["type"].as_str().unwrap_or_default().to_owned());
+            }
+            Message::Close(frame) => code = frame.map(|f| u16::from(f.code)),
+            _ => {}
+        }
+    }
+    assert!(kinds.iter().any(|k| k == "chunk"), "some chunks arrived");
+    assert!(
+        !kinds.iter().any(|k| k == "end"),
+        "it did not get to the end"
+    );
+    assert!(matches!(code, None | Some(1013)), "closed with {code:?}");
     server.stop().await;
 }
 
@@ -508,6 +561,15 @@ async fn websocket_auth_that_fails_closes_with_a_reason() {
     let hello = json!({ "type": "auth", "key": ZED_OTHER_TENANT }).to_string();
     ws.send(Message::Text(hello.into())).await.unwrap();
     assert_eq!(ws_messages(&mut ws).await.1, 4404);
+
+    // A socket that never says who it is is closed once the wait for its
+    // first message (5 s) is over, so silent sockets cannot pile up.
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(&server, &path, None))
+        .await
+        .unwrap();
+    let (messages, code) = ws_messages(&mut ws).await;
+    assert_eq!(code, 4408);
+    assert_eq!(messages[0]["type"], "error");
     server.stop().await;
 }
 
