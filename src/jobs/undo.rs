@@ -81,8 +81,8 @@ async fn undo(
     if reached >= Reached::Auditing {
         // The outbox lands this once the audit store answers; a row that
         // was never written is simply not found.
-        let mut record = JobRecord::new(spec.clone(), now);
-        record.apply(&JobUpdate::failed(error, now, expires_at));
+        let update = JobUpdate::failed(error, now, expires_at);
+        let record = JobRecord::rebuilt(spec.clone(), now, &update);
         let _ = b.audit.record_progress(&record).await;
     }
     if reached >= Reached::Leasing {

@@ -232,6 +232,14 @@ impl JobUpdate {
 }
 
 impl JobRecord {
+    /// A job's record rebuilt from its spec with `update` applied: what its
+    /// audit row is told when the stored record is gone or never was.
+    pub fn rebuilt(spec: JobSpec, submitted_at: DateTime<Utc>, update: &JobUpdate) -> JobRecord {
+        let mut record = JobRecord::new(spec, submitted_at);
+        record.apply(update);
+        record
+    }
+
     /// Applies an update; the one place that knows how each changes the record.
     pub fn apply(&mut self, update: &JobUpdate) {
         match update {

@@ -127,8 +127,7 @@ impl<'a> ChunkCutter<'a> {
         let Some(job) = stored else {
             // The record is gone (the coordination store lost its data):
             // the audit row still says how the job ended.
-            let mut job = JobRecord::new(self.spec.clone(), self.submitted_at);
-            job.apply(&update);
+            let job = JobRecord::rebuilt(self.spec.clone(), self.submitted_at, &update);
             warn!(
                 status = status.as_str(),
                 "the job's record is gone from the coordination store; its end is only audited"

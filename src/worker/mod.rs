@@ -154,9 +154,12 @@ async fn mark_failed(jobs: &Jobs, spec: &JobSpec, error: String) -> bool {
     let job = match job_store.job(job_id).await {
         Ok(Some(job)) => job,
         Ok(None) => {
-            let mut lost = JobRecord::new(spec.clone(), now);
             let error = format!("{error} (and the job's record was lost)");
-            lost.apply(&JobUpdate::failed(error, now, expires_at));
+            let lost = JobRecord::rebuilt(
+                spec.clone(),
+                now,
+                &JobUpdate::failed(error, now, expires_at),
+            );
             audit_progress(jobs, &lost).await;
             return true;
         }
