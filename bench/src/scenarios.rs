@@ -159,7 +159,10 @@ async fn drive(
 /// the same body and answers 202 with a small JSON body, served by this
 /// process beside the API, behind the API's own middleware and listener
 /// code (`api::with_layers`, `api::server::serve`).
-async fn trivial_route(running: &RunningApp, config: &Config) -> anyhow::Result<(String, CancellationToken)> {
+async fn trivial_route(
+    running: &RunningApp,
+    config: &Config,
+) -> anyhow::Result<(String, CancellationToken)> {
     use axum::Json;
     use axum::http::StatusCode;
     use pseudostream::api::{self, auth::Caller, guard::BodyLimits, server::ListenerLimits};
@@ -177,7 +180,12 @@ async fn trivial_route(running: &RunningApp, config: &Config) -> anyhow::Result<
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
-    tokio::spawn(api::server::serve(listener, router, ListenerLimits::of(config), stop.clone()));
+    tokio::spawn(api::server::serve(
+        listener,
+        router,
+        ListenerLimits::of(config),
+        stop.clone(),
+    ));
     Ok((format!("http://{addr}/trivial"), stop))
 }
 

@@ -83,7 +83,11 @@ pub fn router(state: Arc<AppState>, body: BodyLimits) -> Router {
 /// `routes` behind the API's middleware, in its order: body limits and
 /// guard, latency by route, traffic recording, tracing. Every API route
 /// pays for these; so does the bench's baseline route.
-pub fn with_layers(routes: Router<Arc<AppState>>, state: Arc<AppState>, body: BodyLimits) -> Router {
+pub fn with_layers(
+    routes: Router<Arc<AppState>>,
+    state: Arc<AppState>,
+    body: BodyLimits,
+) -> Router {
     routes
         .layer(DefaultBodyLimit::max(body.max_bytes))
         .layer(middleware::from_fn_with_state(Arc::new(body), guard::guard))
