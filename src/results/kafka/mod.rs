@@ -12,6 +12,12 @@
 //! stored seq a no-op. Reads seek to the recorded positions with a small
 //! pool of assign-only consumers: no consumer groups, so no rebalancing and
 //! no committed offsets to look after.
+//!
+//! A chunk whose send failed may still have landed; the job's next publish
+//! looks for it at the partition's tail before sending it again
+//! (`doubt.rs`), so the topic holds each chunk once. A broker that lost
+//! its data is noticed, the topic made again, and the jobs whose chunks
+//! went with it told so (`loss.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,12 +31,16 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureRecord, Producer};
 
 mod admin;
+mod doubt;
+mod loss;
 mod producer;
 mod reader;
 
 pub use self::admin::ensure_topic;
 pub(crate) use self::admin::ensure_topic_with_policy;
-use self::admin::partition_count;
+use self::admin::{partition_count, partition_ends};
+use self::doubt::{Doubt, Doubts, Tails};
+use self::loss::{Continuity, Incarnations, Loss};
 use self::producer::ReplaceableProducer;
 use self::reader::{Fetch, ReaderPool};
 use super::{ChunkJson, ResultError, ResultTopic};
@@ -49,6 +59,9 @@ const WARM_UP_KEY: &str = "warm-up";
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a publish may wait for the broker's acknowledgement.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+/// A publish unacknowledged this long has the topic looked at: the broker
+/// may have lost it (`loss.rs`).
+const STALLED_AFTER: Duration = Duration::from_secs(3);
 /// How long one produce request may go unanswered before it is sent again.
 const REQUEST_TIMEOUT_MS: &str = "5000";
 /// librdkafka gives up on a message a little before `PUBLISH_TIMEOUT`, so a
@@ -70,6 +83,10 @@ pub fn producer_config(brokers: &str, compression: Compression) -> ClientConfig 
         // request is sent again (idempotence keeps it from being written
         // twice) instead of waiting librdkafka's default 30 s.
         .set("request.timeout.ms", REQUEST_TIMEOUT_MS)
+        // The topic is made by `ensure_topic` (compacted, its partitions);
+        // one the broker made on a producer's metadata request after
+        // losing it would have neither.
+        .set("allow.auto.create.topics", "false")
         .set("compression.type", compression.as_str());
     config
 }
@@ -79,10 +96,20 @@ pub use crate::config::Compression;
 
 pub struct KafkaResultTopic {
     producer: ReplaceableProducer,
+    brokers: String,
     topic: String,
     partitions: i32,
     index: Arc<dyn ChunkIndex>,
     readers: Arc<ReaderPool>,
+    /// Where a send starting now will land after, per partition.
+    tails: Tails,
+    /// Jobs whose last send failed: their chunks may be in the topic.
+    doubts: Doubts,
+    /// The topic's incarnation (one per loss of its data), and each
+    /// running job's.
+    incarnations: Incarnations,
+    /// When the topic was last looked at for a loss; held while looking.
+    last_look: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl KafkaResultTopic {
@@ -103,6 +130,7 @@ impl KafkaResultTopic {
         }
         ensure_topic(brokers, topic, partitions).await?;
         let partitions = partition_count(brokers, topic).await?;
+        let ends = partition_ends(brokers, topic, partitions).await?;
 
         let producer = ReplaceableProducer::new(
             producer_config(brokers, compression)
@@ -114,10 +142,15 @@ impl KafkaResultTopic {
         let readers = Arc::new(ReaderPool::new(brokers)?);
         let topic = KafkaResultTopic {
             producer,
+            brokers: brokers.to_owned(),
             topic: topic.to_owned(),
             partitions,
             index,
             readers,
+            tails: Tails::new(&ends),
+            doubts: Doubts::default(),
+            incarnations: Incarnations::default(),
+            last_look: tokio::sync::Mutex::new(None),
         };
         // An idempotent producer holds its first messages until it has a
         // producer id and the topic's partition leaders: up to half a second
@@ -133,6 +166,12 @@ impl KafkaResultTopic {
     /// The partition count in use (the topic's real one).
     pub fn partitions(&self) -> i32 {
         self.partitions
+    }
+
+    /// How many times the producer was replaced because it could no longer
+    /// produce (fenced, or a fatal error).
+    pub fn producer_replacements(&self) -> u64 {
+        self.producer.current().1
     }
 
     /// Waits until every message handed to the producer is delivered. Call
@@ -168,20 +207,58 @@ impl KafkaResultTopic {
         }
         // A full local queue is waited out within the same overall budget.
         let (producer, generation) = self.producer.current();
-        let send = producer.send(record, PUBLISH_TIMEOUT);
+        let (floor, incarnation) = (self.tails.floor(partition), self.incarnations.current());
+        let send = async {
+            let send = producer.send(record, PUBLISH_TIMEOUT);
+            tokio::pin!(send);
+            loop {
+                if let Ok(outcome) = tokio::time::timeout(STALLED_AFTER, &mut send).await {
+                    break outcome;
+                }
+                // A broker that lost the topic lets messages wait: look at
+                // it, while still waiting.
+                let loss = tokio::select! {
+                    outcome = &mut send => break outcome,
+                    loss = self.look_for_loss() => loss,
+                };
+                if let Some(loss) = loss {
+                    self.recover_from_loss(loss).await;
+                }
+            }
+        };
         match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
             Err(_) => Err(ResultError::Timeout),
             Ok(Err((e, _))) => {
                 // Retried by the caller, on a new producer if this one is done.
-                self.producer.replace_after(&e, generation);
+                if !self.producer.replace_after(&e, generation)
+                    && let Some(loss) = self.look_for_loss().await
+                {
+                    self.recover_from_loss(loss).await;
+                }
                 Err(kafka_error(e))
             }
-            Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
+            Ok(Ok(delivery)) => {
+                // A position is unknown (-1) when the broker did not say.
+                if (0..=floor).contains(&delivery.offset) {
+                    // Before a position acknowledged before it was sent.
+                    let why = format!(
+                        "a message landed at position {} of partition {partition}, at or before {floor}, acknowledged earlier",
+                        delivery.offset
+                    );
+                    self.recover_from_loss(Loss {
+                        seen: incarnation,
+                        why,
+                    })
+                    .await;
+                }
+                self.tails.acknowledged(delivery.partition, delivery.offset);
+                Ok((delivery.partition, delivery.offset))
+            }
         }
     }
 
     /// Publishes one chunk, already encoded as `json`.
-    async fn publish_one(&self, chunk: &Chunk, json: &str) -> Result<(), ResultError> {
+    async fn publish_one(&self, chunk: &Chunk, json: &ChunkJson) -> Result<(), ResultError> {
         let seq = chunk.chunk_seq;
         // Chunks are indexed without gaps, so the count is the next seq.
         let probe = self.index.probe(chunk.job_id, seq).await?;
@@ -198,20 +275,103 @@ impl KafkaResultTopic {
             });
         }
 
-        let headers = chunk_headers(chunk.job_id, seq, Some(chunk.is_last));
-        let key = chunk_key(chunk.offset, seq);
-        let (partition, position) = self
-            .produce(self.partition_of(chunk.offset), &key, Some(json), headers)
-            .await?;
+        self.publish_fresh(chunk.job_id, chunk.offset, &[(chunk, json)])
+            .await
+    }
+
+    /// Publishes chunks of one job that the index does not have yet, in
+    /// flight together, and indexes them once they are acknowledged, up to
+    /// the first that failed (the index takes no gaps; the retry sends the
+    /// rest again).
+    async fn publish_fresh(
+        &self,
+        job: JobId,
+        offset: Offset,
+        fresh: &[(&Chunk, &ChunkJson)],
+    ) -> Result<(), ResultError> {
+        let partition = self.partition_of(offset);
+        let Some(first) = fresh.first().map(|(chunk, _)| chunk.chunk_seq) else {
+            return Ok(());
+        };
+        let incarnation = self.incarnations.current();
+        match self.incarnations.continuity(job, first) {
+            Continuity::Whole => {}
+            Continuity::Lost => return Err(ResultError::Lost { job, chunks: first }),
+            Continuity::Unknown => {
+                self.confirm_chunk(job, first - 1).await?;
+                self.incarnations.whole_in(job, incarnation);
+            }
+        }
+        let earlier = self.doubts.take(job);
+        let landed = match earlier {
+            Some(doubt) => self.look_at_tail(job, doubt, fresh).await?,
+            None => BTreeMap::new(),
+        };
+        // A failed send below keeps the earlier floor too: what the look
+        // found but could not index (after a gap) is looked for again.
+        let floor = earlier.map_or(self.tails.floor(partition), |doubt| {
+            doubt.floor.min(self.tails.floor(partition))
+        });
+        let sends = fresh
+            .iter()
+            .filter(|(chunk, _)| !landed.contains_key(&chunk.chunk_seq))
+            .map(|(chunk, json)| {
+                let headers = chunk_headers(job, chunk.chunk_seq, Some(chunk.is_last));
+                let key = chunk_key(offset, chunk.chunk_seq);
+                async move {
+                    let sent = self
+                        .produce(partition, &key, Some(json.as_ref()), headers)
+                        .await;
+                    (chunk.chunk_seq, sent)
+                }
+            });
+        let sent = join_all(sends).await;
+        let mut outcomes: BTreeMap<u64, Result<(i32, KafkaPosition), ResultError>> = landed
+            .into_iter()
+            .map(|(seq, position)| (seq, Ok((partition, position))))
+            .collect();
+        outcomes.extend(sent);
 
         // Two publishers racing for one seq both land in Kafka with the same
         // key and content; the first index entry wins and reads accept either
         // copy (see `fetch`), so compaction dropping one is harmless.
-        let place = ChunkPlace {
-            partition,
-            position,
-        };
-        self.index.record(chunk.job_id, &[(seq, place)]).await?;
+        let mut places = Vec::with_capacity(outcomes.len());
+        let mut failed = None;
+        for (seq, outcome) in outcomes {
+            match outcome {
+                Ok((partition, position)) if failed.is_none() => {
+                    let place = ChunkPlace {
+                        partition,
+                        position,
+                    };
+                    places.push((seq, place));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if failed.is_some() {
+            // What failed may have landed all the same, after `floor`.
+            self.doubts.failed(job, Doubt { partition, floor });
+        }
+        if first > 0 && self.incarnations.current() != incarnation {
+            // The topic lost the chunks before these while they were sent.
+            return Err(ResultError::Lost { job, chunks: first });
+        }
+        if !places.is_empty() {
+            self.index.record(job, &places).await?;
+        }
+        if first == 0 {
+            self.incarnations.whole_in(job, incarnation);
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if fresh.iter().any(|(chunk, _)| chunk.is_last) {
+            self.incarnations.forget(job);
+        }
         Ok(())
     }
 }
@@ -264,45 +424,11 @@ impl ResultTopic for KafkaResultTopic {
             .zip(&encoded)
             .filter(|(c, _)| c.chunk_seq >= expected)
             .collect();
-        if fresh.is_empty() {
-            return Ok(encoded);
+        if !fresh.is_empty() {
+            self.publish_fresh(first.job_id, first.offset, &fresh)
+                .await?;
         }
-        let sends = fresh.iter().map(|(chunk, json)| {
-            let headers = chunk_headers(chunk.job_id, chunk.chunk_seq, Some(chunk.is_last));
-            let key = chunk_key(chunk.offset, chunk.chunk_seq);
-            async move {
-                self.produce(self.partition_of(chunk.offset), &key, Some(json), headers)
-                    .await
-            }
-        });
-        let landed = join_all(sends).await;
-        let mut places = Vec::with_capacity(fresh.len());
-        let mut failed = None;
-        for ((chunk, _), outcome) in fresh.iter().zip(landed) {
-            match outcome {
-                Ok((partition, position)) if failed.is_none() => {
-                    let place = ChunkPlace {
-                        partition,
-                        position,
-                    };
-                    places.push((chunk.chunk_seq, place));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    failed.get_or_insert(e);
-                }
-            }
-        }
-        // What landed before the first failure is indexed even when the
-        // batch fails, so the retry sends only the rest again (the index
-        // takes no gaps, so what landed after it is sent again too).
-        if !places.is_empty() {
-            self.index.record(first.job_id, &places).await?;
-        }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(encoded),
-        }
+        Ok(encoded)
     }
 
     async fn read(
@@ -369,6 +495,7 @@ impl ResultTopic for KafkaResultTopic {
             outcome?;
         }
         self.index.forget(job).await?;
+        self.incarnations.forget(job);
         Ok(())
     }
 }

@@ -26,6 +26,8 @@ const READERS: usize = 4;
 /// librdkafka insists on a group id for `assign`, though nothing joins or
 /// commits to it: consumer groups are never used.
 const READER_GROUP: &str = "pseudostream-result-readers";
+/// How long a reader's request may go unanswered.
+const READER_SOCKET_TIMEOUT_MS: &str = "5000";
 
 /// What one read needs from a partition: the indexed position of each seq.
 pub(super) struct Fetch {
@@ -64,15 +66,24 @@ impl ReaderPool {
         self: &Arc<Self>,
         request: Fetch,
     ) -> Result<BTreeMap<u64, String>, ResultError> {
+        self.with_reader(move |consumer| fetch(consumer, &request))
+            .await
+    }
+
+    /// Runs a blocking `read` on an idle reader, which it may assign.
+    pub(super) async fn with_reader<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&BaseConsumer) -> Result<T, ResultError> + Send + 'static,
+    ) -> Result<T, ResultError> {
         let _permit = self.permits.acquire().await.map_err(unavailable)?;
-        // A consumer lost to a panicked fetch is replaced here.
+        // A consumer lost to a panicked read is replaced here.
         let consumer = match self.idle().pop() {
             Some(consumer) => consumer,
             None => reader(&self.brokers)?,
         };
         let pool = self.clone();
         tokio::task::spawn_blocking(move || {
-            let found = fetch(&consumer, &request);
+            let found = read(&consumer);
             // Leave nothing assigned, so an idle reader fetches nothing.
             if let Err(e) = consumer.unassign() {
                 warn!(error = %e, "could not unassign a result reader");
@@ -97,6 +108,11 @@ fn reader(brokers: &str) -> Result<BaseConsumer, ResultError> {
         // broker-side wait showed up as ~100 ms per single-chunk read.
         .set("fetch.wait.max.ms", "10")
         .set("auto.offset.reset", "earliest")
+        // A fetch whose reply was lost is given up (and its connection
+        // made again) after this, not librdkafka's default 60 s: reads
+        // and the look for chunks in doubt (`doubt.rs`) must not stall
+        // that long after a network fault.
+        .set("socket.timeout.ms", READER_SOCKET_TIMEOUT_MS)
         .create()
         .map_err(unavailable)
 }
@@ -226,7 +242,7 @@ fn scan(
     Ok(read_up_to)
 }
 
-fn job_and_seq(headers: &BorrowedHeaders) -> Option<(&str, u64)> {
+pub(super) fn job_and_seq(headers: &BorrowedHeaders) -> Option<(&str, u64)> {
     let (mut job, mut seq) = (None, None);
     for header in headers.iter() {
         match header.key {
