@@ -118,7 +118,7 @@ async fn an_unreachable_broker_loses_no_chunk_and_writes_none_twice() {
         broker.address(),
         |_| {},
         async || {
-            proxy.cut();
+            // Refusing cuts the connections open first.
             let steps = [
                 (Fault::Refuse, FAULT),
                 (Fault::Hang, FAULT),
@@ -162,11 +162,11 @@ async fn without_idempotence_lost_replies_write_records_twice() {
     };
     assert!(send("warm-up".into()).await);
 
-    proxy.hold_replies(true);
+    proxy.hold_replies(true).await;
     let sends = futures::future::join_all((0..20).map(|n| send(format!("0/{n}"))));
     let release = async {
         tokio::time::sleep(FAULT).await;
-        proxy.hold_replies(false);
+        proxy.hold_replies(false).await;
     };
     let (delivered, ()) = tokio::join!(sends, release);
     assert!(delivered.iter().all(|ok| *ok), "delivered in the end");

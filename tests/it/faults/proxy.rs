@@ -32,6 +32,8 @@ pub struct FaultProxy {
     fault: watch::Sender<Fault>,
     /// Bumped to close every open connection.
     cuts: watch::Sender<u64>,
+    /// Whether the proxy listens now (it does not while refusing).
+    listening: watch::Receiver<bool>,
 }
 
 impl FaultProxy {
@@ -40,14 +42,20 @@ impl FaultProxy {
         let port = listener.local_addr().unwrap().port();
         let (fault, _) = watch::channel(Fault::None);
         let (cuts, _) = watch::channel(0);
-        let proxy = FaultProxy { port, fault, cuts };
+        let (listens, listening) = watch::channel(true);
         tokio::spawn(listen(
             listener,
             target,
-            proxy.fault.subscribe(),
-            proxy.cuts.clone(),
+            fault.subscribe(),
+            cuts.clone(),
+            listens,
         ));
-        proxy
+        FaultProxy {
+            port,
+            fault,
+            cuts,
+            listening,
+        }
     }
 
     /// Closes every open connection, both ways.
@@ -55,8 +63,8 @@ impl FaultProxy {
         self.cuts.send_modify(|n| *n += 1);
     }
 
-    /// Starts `fault` (ending the one before).
-    pub fn set(&self, fault: Fault) {
+    /// Starts `fault` (ending the one before); returns once it holds.
+    pub async fn set(&self, fault: Fault) {
         let before = *self.fault.borrow();
         // The cut goes first, so a connection never forwards what a hang
         // held once the hang is over.
@@ -64,15 +72,21 @@ impl FaultProxy {
             self.cut();
         }
         self.fault.send_replace(fault);
+        let mut listening = self.listening.clone();
+        listening
+            .wait_for(|listens| *listens == (fault != Fault::Refuse))
+            .await
+            .expect("the proxy listens on");
     }
 
     /// Drops the server's replies from now on, or forwards them again.
-    pub fn hold_replies(&self, hold: bool) {
-        self.set(if hold {
+    pub async fn hold_replies(&self, hold: bool) {
+        let fault = if hold {
             Fault::HoldReplies
         } else {
             Fault::None
-        });
+        };
+        self.set(fault).await;
     }
 }
 
@@ -84,6 +98,7 @@ async fn listen(
     target: u16,
     mut fault: watch::Receiver<Fault>,
     cuts: watch::Sender<u64>,
+    listens: watch::Sender<bool>,
 ) {
     let port = listener.local_addr().unwrap().port();
     loop {
@@ -103,10 +118,12 @@ async fn listen(
             Some(Err(_)) => {}
             None => {
                 drop(listener);
+                listens.send_replace(false);
                 if fault.wait_for(|f| *f != Fault::Refuse).await.is_err() {
                     return;
                 }
                 listener = rebind(port).await;
+                listens.send_replace(true);
             }
         }
     }
@@ -190,8 +207,81 @@ impl Drop for FaultProxy {
 /// Runs `steps` one after another, each for its time, then forwards again.
 pub async fn run_faults(proxy: &FaultProxy, steps: &[(Fault, Duration)]) {
     for (fault, lasting) in steps {
-        proxy.set(*fault);
+        proxy.set(*fault).await;
         tokio::time::sleep(*lasting).await;
     }
-    proxy.set(Fault::None);
+    proxy.set(Fault::None).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that echoes what it reads.
+    async fn echo_server() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut read, mut write) = stream.into_split();
+                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                });
+            }
+        });
+        port
+    }
+
+    /// What comes back for `sent`: `None` when nothing does for a while,
+    /// `Some(empty)` when the connection was closed.
+    async fn exchange(stream: &mut TcpStream, sent: &[u8]) -> Option<Vec<u8>> {
+        if stream.write_all(sent).await.is_err() {
+            return Some(Vec::new());
+        }
+        let mut reply = vec![0u8; 16];
+        match tokio::time::timeout(Duration::from_millis(300), stream.read(&mut reply)).await {
+            Err(_) => None,
+            Ok(Ok(n)) => Some(reply[..n].to_vec()),
+            Ok(Err(_)) => Some(Vec::new()),
+        }
+    }
+
+    async fn connect(proxy: &FaultProxy) -> std::io::Result<TcpStream> {
+        TcpStream::connect(("127.0.0.1", proxy.port)).await
+    }
+
+    #[tokio::test]
+    async fn the_proxy_holds_replies_cuts_refuses_and_hangs() {
+        let proxy = FaultProxy::start(echo_server().await).await;
+        let mut stream = connect(&proxy).await.unwrap();
+        assert_eq!(exchange(&mut stream, b"a").await.unwrap(), b"a");
+
+        proxy.set(Fault::HoldReplies).await;
+        assert_eq!(
+            exchange(&mut stream, b"b").await,
+            None,
+            "the reply is dropped"
+        );
+        proxy.set(Fault::None).await;
+        assert_eq!(exchange(&mut stream, b"c").await.unwrap(), b"c");
+
+        proxy.cut();
+        assert_eq!(exchange(&mut stream, b"d").await.unwrap(), b"", "cut");
+
+        proxy.set(Fault::Refuse).await;
+        assert!(connect(&proxy).await.is_err(), "connecting is refused");
+
+        proxy.set(Fault::Hang).await;
+        let mut hung = connect(&proxy).await.expect("a hang accepts");
+        assert_eq!(exchange(&mut hung, b"e").await, None, "nothing comes back");
+        proxy.set(Fault::None).await;
+        assert_eq!(
+            exchange(&mut hung, b"f").await.unwrap(),
+            b"",
+            "cut when the hang ends"
+        );
+
+        let mut stream = connect(&proxy).await.unwrap();
+        assert_eq!(exchange(&mut stream, b"g").await.unwrap(), b"g");
+    }
 }
