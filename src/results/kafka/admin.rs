@@ -13,6 +13,9 @@ use rdkafka::types::RDKafkaRespErr;
 use super::{kafka_error, unavailable};
 use crate::results::ResultError;
 
+/// The result topic's `cleanup.policy`.
+pub(super) const RESULT_TOPIC_POLICY: &str = "compact";
+
 /// Bound on admin and metadata calls at connect.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -21,7 +24,7 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), ResultError> {
     // Compaction keeps the latest message per key, so tombstones eventually
     // remove an expired job's chunks from the log.
-    ensure_topic_with_policy(brokers, topic, partitions, "compact").await
+    ensure_topic_with_policy(brokers, topic, partitions, RESULT_TOPIC_POLICY).await
 }
 
 /// Creates `topic` unless it exists, with the given `cleanup.policy`.
@@ -37,6 +40,16 @@ pub(crate) async fn ensure_topic_with_policy(
     if partitions_in_metadata(brokers, topic).await? > 0 {
         return Ok(());
     }
+    create_topic(brokers, topic, partitions, cleanup_policy).await
+}
+
+/// Creates `topic`; one that exists already is left as it is.
+pub(super) async fn create_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    cleanup_policy: &str,
+) -> Result<(), ResultError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()

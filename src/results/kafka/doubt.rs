@@ -26,7 +26,7 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 
 use tracing::info;
 
-use super::reader::job_and_seq;
+use super::reader::{is_transient, job_and_seq};
 use super::{KafkaPosition, KafkaResultTopic, kafka_error};
 use crate::model::{Chunk, JobId};
 use crate::results::{ChunkJson, ResultError};
@@ -194,6 +194,7 @@ fn find_at_tail(
             None => return Err(ResultError::Timeout),
             Some(Err(KafkaError::PartitionEOF(p))) if p == partition => return Ok(found),
             Some(Err(KafkaError::PartitionEOF(_))) => continue,
+            Some(Err(e)) if is_transient(&e) => continue,
             Some(Err(e)) => return Err(kafka_error(e)),
             Some(Ok(message)) => message,
         };

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error};
 
-use super::admin::{ensure_topic, partition_ends, topic_exists};
+use super::admin::{RESULT_TOPIC_POLICY, create_topic, partition_ends, topic_exists};
 use super::reader::Fetch;
 use super::{KafkaResultTopic, unavailable};
 use crate::model::JobId;
@@ -159,7 +159,17 @@ impl KafkaResultTopic {
             "the Kafka broker lost the result topic's data; jobs that published into it will fail"
         );
         self.tails.restart();
-        if let Err(e) = ensure_topic(&self.brokers, &self.topic, self.partitions).await {
+        self.readers.renew();
+        // Made straight away: it is known to be gone, and asking a client
+        // about a topic being made again has crashed librdkafka 2.12.1 here
+        // (a use-after-free in its metadata cache).
+        let made = create_topic(
+            &self.brokers,
+            &self.topic,
+            self.partitions,
+            RESULT_TOPIC_POLICY,
+        );
+        if let Err(e) = made.await {
             error!(error = %e, "could not make the result topic again; the next stalled publish looks again");
         }
         self.producer.replace("the broker lost the result topic");

@@ -62,6 +62,8 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 /// A publish unacknowledged this long has the topic looked at: the broker
 /// may have lost it (`loss.rs`).
 const STALLED_AFTER: Duration = Duration::from_secs(3);
+/// The longest wait between two attempts to reach a broker.
+pub(super) const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
 /// How long one produce request may go unanswered before it is sent again.
 const REQUEST_TIMEOUT_MS: &str = "5000";
 /// librdkafka gives up on a message a little before `PUBLISH_TIMEOUT`, so a
@@ -87,6 +89,9 @@ pub fn producer_config(brokers: &str, compression: Compression) -> ClientConfig 
         // one the broker made on a producer's metadata request after
         // losing it would have neither.
         .set("allow.auto.create.topics", "false")
+        // A broker back after an outage is reached within a second, not
+        // after librdkafka's backoff of up to 10 s.
+        .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
         .set("compression.type", compression.as_str());
     config
 }

@@ -11,7 +11,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::harness::*;
 use super::proxy::{Fault, FaultProxy, run_faults};
-use crate::support::ALICE;
+use tokio::sync::Semaphore;
+
+use crate::support::{ALICE, Server, wait_until};
 
 /// How long each fault lasts: longer than a produce request waits for its
 /// answer (5 s), so requests time out and are sent again, and shorter than
@@ -26,13 +28,44 @@ pub(super) struct Streamed {
     partitions: i32,
 }
 
+/// A job under way, held by the gate after its first two chunks.
+pub(super) struct Streaming<'a> {
+    server: &'a Server,
+    job: &'a str,
+    /// Each permit lets one more chunk out.
+    pub gate: &'a Semaphore,
+}
+
+impl Streaming<'_> {
+    /// Lets every chunk out.
+    pub fn open(&self) {
+        self.gate.add_permits(1_000_000);
+    }
+
+    /// Waits until the job has published `chunks`.
+    async fn published(&self, chunks: u64) {
+        wait_until(
+            "the chunks are published",
+            Duration::from_secs(60),
+            || async {
+                let (_, view) = self
+                    .server
+                    .get(ALICE, &format!("/v1/jobs/{}", self.job))
+                    .await;
+                view["chunks"].as_u64() >= Some(chunks)
+            },
+        )
+        .await;
+    }
+}
+
 /// Streams a job through the broker at `brokers` (on a topic `prepare`
-/// may make first), runs `fault` once the job is under way, then checks the
-/// job, which must have completed.
+/// may make first), runs `fault` once the job is under way (the fault lets
+/// its chunks out), then checks the job, which must have completed.
 pub(super) async fn stream_through(
     brokers: String,
     prepare: impl FnOnce(&Config),
-    fault: impl AsyncFnOnce(),
+    fault: impl AsyncFnOnce(&Streaming<'_>),
 ) -> Streamed {
     let redis = PrivateRedis::start().await;
     let postgres = PrivatePostgres::start().await;
@@ -42,8 +75,13 @@ pub(super) async fn stream_through(
     let (topic, partitions) = (config.kafka_topic.clone(), config.kafka_partitions);
     let (server, gate) = gated_server(config).await;
     let job = submit_streaming(&server, "").await;
-    gate.add_permits(1_000_000);
-    fault().await;
+    let streaming = Streaming {
+        server: &server,
+        job: &job,
+        gate: &gate,
+    };
+    fault(&streaming).await;
+    streaming.open();
 
     check_job(&server, &postgres, &job).await;
     let (_, view) = server.get(ALICE, &format!("/v1/jobs/{job}")).await;
@@ -88,7 +126,8 @@ async fn a_frozen_broker_loses_no_chunk_and_writes_none_twice() {
     let job = stream_through(
         broker.address(),
         |_| {},
-        async || {
+        async |job| {
+            job.open();
             broker.freeze().await;
             tokio::time::sleep(FAULT).await;
             broker.thaw().await;
@@ -104,10 +143,14 @@ async fn a_frozen_broker_loses_no_chunk_and_writes_none_twice() {
 }
 
 /// Scenario 4: the broker unreachable in each way a network fails, one
-/// after another, while a job streams through it. Its chunk in flight
-/// times out (25 s) with its request on the broker but the reply lost, and
-/// the producer is fenced for it and replaced: the retry finds the chunk at
-/// the partition's tail instead of sending it again.
+/// after another, while a job streams through it:
+/// - a chunk goes out as the proxy cuts every connection and refuses new
+///   ones, then hangs the ones it accepts (nothing is forwarded);
+/// - the proxy forwards again until that chunk is acknowledged (the
+///   producer connects anew), then drops the broker's replies while the next
+///   chunk goes out: the broker writes it, the producer never hears so. The
+///   producer is then fenced (tansu) and replaced, and the retry finds the
+///   chunk at the partition's tail instead of sending it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault suite: needs redis-server, initdb and pg_ctl, runuser, and tansu"]
 async fn an_unreachable_broker_loses_no_chunk_and_writes_none_twice() {
@@ -117,14 +160,13 @@ async fn an_unreachable_broker_loses_no_chunk_and_writes_none_twice() {
     let job = stream_through(
         broker.address(),
         |_| {},
-        async || {
+        async |job| {
+            job.gate.add_permits(1);
             // Refusing cuts the connections open first.
-            let steps = [
-                (Fault::Refuse, FAULT),
-                (Fault::Hang, FAULT),
-                (Fault::HoldReplies, FAULT),
-            ];
-            run_faults(&proxy, &steps).await;
+            run_faults(&proxy, &[(Fault::Refuse, FAULT), (Fault::Hang, FAULT)]).await;
+            job.published(3).await;
+            job.gate.add_permits(1);
+            run_faults(&proxy, &[(Fault::HoldReplies, FAULT)]).await;
         },
     )
     .await;

@@ -83,8 +83,9 @@ async fn after_a_fatal_producer_error_the_job_resumes_without_a_gap() {
             mock.create_topic(&config.kafka_topic, config.kafka_partitions, 1)
                 .unwrap();
         },
-        async || {
+        async |job| {
             mock.request_errors(RDKafkaApiKey::Produce, &[OUT_OF_ORDER]);
+            job.open();
         },
     )
     .await;
