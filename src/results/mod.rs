@@ -21,6 +21,12 @@ pub enum ResultError {
     Timeout,
     #[error("chunk {seq} of job {job} is out of sequence (expected {expected})")]
     OutOfSequence { job: JobId, seq: u64, expected: u64 },
+    /// The store lost chunks already published (a Kafka broker that kept
+    /// them in memory, restarted): the job cannot be completed whole.
+    #[error(
+        "the result topic lost the job's first {chunks} chunks (the Kafka broker lost its data); submit the query again"
+    )]
+    Lost { job: JobId, chunks: u64 },
 }
 
 impl ResultError {
