@@ -15,6 +15,7 @@ mod stream;
 pub use crate::model::Row;
 pub use parquet::{DEFAULT_PAGE_CACHE_BYTES, ParquetSource};
 pub use postgres::PostgresSource;
+pub(crate) use runtime::Lane;
 pub use runtime::{AwaitingFirstRows, QueryRuntime};
 
 /// The rows of one query, in order. Dropping the stream stops the query.

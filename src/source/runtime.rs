@@ -1,16 +1,27 @@
 //! Where queries run. Scanning Parquet is CPU work measured in seconds, while
 //! the API answers polls in microseconds; on one runtime a poll would queue
-//! behind query batches. So queries get a tokio runtime of their own whose
-//! threads run at a lower OS priority (nice 10): when the CPU is short, the
-//! API and the chunk readers go first and queries take what is left.
+//! behind query batches. So queries get runtimes of their own whose threads
+//! run at a lower OS priority: when the CPU is short, the API and the chunk
+//! readers go first and queries take what is left.
 //!
-//! Within the query runtime, a job's first window (what its first chunk
-//! needs) runs at once, while everything after it waits for one of a few
-//! *bulk* permits, and for the jobs still waiting for their first rows to
-//! get them (up to a bound). A job counts as waiting from the moment a
-//! worker takes it until its first window has computed a batch. A hundred
-//! long queries submitted together then each get their first chunk before
-//! any of them streams on through its 90 days.
+//! Queries run in two lanes, each a tokio runtime of its own:
+//! - the *prompt* lane (nice 5) runs what a first chunk waits for: the
+//!   job's task (cutting and publishing chunks), its query's driver, and its
+//!   first window;
+//! - the *bulk* lane (nice 15) runs everything after the first window.
+//!
+//! Tokio schedules tasks cooperatively, so on one runtime a new query's
+//! first window queued behind every ready batch of the long queries (each a
+//! poll of milliseconds): under load its first chunk took seconds. The OS
+//! scheduler preempts: a prompt thread that wakes gets the core from a bulk
+//! thread at once, and about nine tenths of the CPU while both want it.
+//!
+//! Within the bulk lane, work also waits for one of a few *bulk* permits,
+//! and for the jobs still waiting for their first rows to get them (up to a
+//! bound). A job counts as waiting from the moment a worker takes it until
+//! its first window has computed a batch. A hundred long queries submitted
+//! together then each get their first chunk before any of them streams on
+//! through its 90 days.
 //!
 //! The app builds one [`QueryRuntime`] and hands it to the Parquet source
 //! and the workers; it ends with the app, or when its last clone is dropped.
@@ -22,9 +33,13 @@ use std::time::Duration;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
-/// OS priority of query threads (Linux nice value; 0 is the default).
-#[cfg(target_os = "linux")]
-const QUERY_NICE: i32 = 10;
+/// OS priority of the prompt lane's threads (Linux nice value; 0 is the
+/// default, the API's).
+const PROMPT_NICE: i32 = 5;
+
+/// OS priority of the bulk lane's threads: a weight of 36 against the
+/// prompt lane's 335 and the API's 1024.
+const BULK_NICE: i32 = 15;
 
 /// Longest a bulk batch waits for first windows to finish: under a steady
 /// stream of new queries, running ones still move at least this often.
@@ -35,10 +50,20 @@ const BULK_YIELD_MAX: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct QueryRuntime(Arc<Shared>);
 
+/// Which runtime a task runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// What a first chunk waits for.
+    Prompt,
+    /// The rest of a query.
+    Bulk,
+}
+
 struct Shared {
     /// `None` once shut down.
-    runtime: Mutex<Option<Runtime>>,
-    handle: Handle,
+    runtimes: Mutex<Option<[Runtime; 2]>>,
+    prompt: Handle,
+    bulk_lane: Handle,
     bulk: Semaphore,
     /// Jobs waiting for their first rows now; bulk work yields to them.
     awaiting_first_rows: AtomicUsize,
@@ -54,41 +79,49 @@ impl std::fmt::Debug for QueryRuntime {
 }
 
 impl QueryRuntime {
-    /// Starts `threads` worker threads (0: one per CPU) and as many bulk
-    /// permits. Fails only when the OS refuses the threads.
+    /// Starts `threads` worker threads (0: one per CPU) in each lane, and
+    /// as many bulk permits. Fails only when the OS refuses the threads.
     pub fn new(threads: usize) -> std::io::Result<QueryRuntime> {
         let threads = match threads {
             0 => std::thread::available_parallelism().map_or(2, usize::from),
             n => n,
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("query")
-            .on_thread_start(lower_priority)
-            .enable_all()
-            .build()?;
+        let lane = |name: &str, nice: i32| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name(name)
+                .on_thread_start(move || lower_priority(nice))
+                .enable_all()
+                .build()
+        };
+        let prompt = lane("query-prompt", PROMPT_NICE)?;
+        let bulk = lane("query-bulk", BULK_NICE)?;
         Ok(QueryRuntime(Arc::new(Shared {
-            handle: runtime.handle().clone(),
-            runtime: Mutex::new(Some(runtime)),
+            prompt: prompt.handle().clone(),
+            bulk_lane: bulk.handle().clone(),
+            runtimes: Mutex::new(Some([prompt, bulk])),
             bulk: Semaphore::new(threads),
             awaiting_first_rows: AtomicUsize::new(0),
             awaiting_first_rows_done: Notify::new(),
         })))
     }
 
-    /// Runs a job or query task on the query runtime. Once the runtime is
-    /// shut down, the task is dropped unrun and its handle says it was cancelled.
-    pub(crate) fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    /// Runs a job or query task in `lane`. Once the runtime is shut down,
+    /// the task is dropped unrun and its handle says it was cancelled.
+    pub(crate) fn spawn<F>(&self, lane: Lane, task: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.0.handle.spawn(task)
+        self.handle(lane).spawn(task)
     }
 
-    /// The runtime's handle, for tasks spawned through other helpers.
-    pub(crate) fn handle(&self) -> &Handle {
-        &self.0.handle
+    /// A lane's handle, for tasks spawned through other helpers.
+    pub(crate) fn handle(&self, lane: Lane) -> &Handle {
+        match lane {
+            Lane::Prompt => &self.0.prompt,
+            Lane::Bulk => &self.0.bulk_lane,
+        }
     }
 
     /// Stops the threads without waiting for running tasks, which are
@@ -125,12 +158,12 @@ impl QueryRuntime {
 
 impl Shared {
     fn shut_down(&self) {
-        let runtime = self
-            .runtime
+        let runtimes = self
+            .runtimes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(runtime) = runtime {
+        for runtime in runtimes.into_iter().flatten() {
             // Dropping a runtime blocks; in async code (a test's, or the
             // runtime's own thread dropping the last clone) that panics.
             runtime.shutdown_background();
@@ -145,16 +178,16 @@ impl Drop for Shared {
 }
 
 #[cfg(target_os = "linux")]
-fn lower_priority() {
+fn lower_priority(nice: i32) {
     // On Linux, PRIO_PROCESS with id 0 is the calling thread only.
     // SAFETY: setpriority has no memory effects; failure leaves the priority as is.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, QUERY_NICE);
+        libc::setpriority(libc::PRIO_PROCESS, 0, nice);
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
+fn lower_priority(_nice: i32) {}
 
 /// Marks a job as waiting for its first rows until dropped. A worker takes
 /// one when it picks a job up and lets go once the source has taken its
@@ -190,10 +223,22 @@ mod tests {
         let _waiting = AwaitingFirstRows::start(&a);
         assert_eq!(a.0.awaiting_first_rows.load(Ordering::SeqCst), 1);
         assert_eq!(b.0.awaiting_first_rows.load(Ordering::SeqCst), 0);
-        assert_eq!(a.spawn(async { 7 }).await.unwrap(), 7);
+        assert_eq!(a.spawn(Lane::Prompt, async { 7 }).await.unwrap(), 7);
+        assert_eq!(a.spawn(Lane::Bulk, async { 7 }).await.unwrap(), 7);
         a.shutdown();
-        assert!(a.spawn(async { 7 }).await.unwrap_err().is_cancelled());
-        assert_eq!(b.spawn(async { 8 }).await.unwrap(), 8);
+        assert!(
+            a.spawn(Lane::Prompt, async { 7 })
+                .await
+                .unwrap_err()
+                .is_cancelled()
+        );
+        assert!(
+            a.spawn(Lane::Bulk, async { 7 })
+                .await
+                .unwrap_err()
+                .is_cancelled()
+        );
+        assert_eq!(b.spawn(Lane::Bulk, async { 8 }).await.unwrap(), 8);
         drop(b);
     }
 }

@@ -14,7 +14,7 @@ use tracing::{Instrument, error, info_span, warn};
 use crate::coord::QueuedJob;
 use crate::jobs::{JobError, Jobs};
 use crate::model::{JobRecord, JobSpec, JobStatus, JobUpdate};
-use crate::source::{AwaitingFirstRows, SourceError};
+use crate::source::{AwaitingFirstRows, Lane, SourceError};
 
 mod cutter;
 mod run;
@@ -53,10 +53,10 @@ async fn run_on_query_runtime(
 ) -> Result<Outcome, JobError> {
     let runtime = &jobs.backends.query_runtime;
     let (jobs, shutdown) = (jobs.clone(), shutdown.clone());
-    let task = AbortOnDropHandle::new(
-        runtime
-            .spawn(async move { run_job(&jobs, spec, waiting, &shutdown).await }.in_current_span()),
-    );
+    let task = AbortOnDropHandle::new(runtime.spawn(
+        Lane::Prompt,
+        async move { run_job(&jobs, spec, waiting, &shutdown).await }.in_current_span(),
+    ));
     match task.await {
         Ok(outcome) => outcome,
         Err(e) => Err(JobError::Source(SourceError::Internal(format!(

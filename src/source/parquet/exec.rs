@@ -2,6 +2,7 @@
 //! time order on the query runtime, each read directly (see `window`) or
 //! planned and executed by DataFusion, and their rows go out in batches.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::RecordBatch;
@@ -9,7 +10,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::logical_expr::{Expr, SortExpr};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{SemaphorePermit, mpsc};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::page_cache::PageCache;
@@ -18,7 +19,7 @@ use super::window::{self, DirectRead, Part, WindowRead};
 use crate::filter::CompareOp;
 use crate::source::rows::batch_to_rows;
 use crate::source::stream::{Sent, joined, spawn_producer};
-use crate::source::{AwaitingFirstRows, QueryRuntime, Row, SourceError};
+use crate::source::{AwaitingFirstRows, Lane, QueryRuntime, Row, SourceError};
 
 /// Batches buffered between the query task and the consumer: enough to keep
 /// the engine busy, few enough that an abandoned query wastes little work.
@@ -31,6 +32,13 @@ const MAX_ENGINE_ROWS: u64 = 1 << 40;
 /// Rows per batch sent from a directly read window: small, so the first
 /// chunk's rows are encoded and on their way before the rest.
 const SEND_ROWS: usize = 1024;
+
+/// Rows a new query sends before its work counts as bulk: a first chunk's
+/// worth (the default chunk is 10 rows). Until then every part it starts
+/// runs in the prompt lane and takes no bulk permit, so a first chunk that
+/// needs more than the first window (a sparse filter, a range ending just
+/// after midnight) does not queue behind the long queries' bulk work.
+const PROMPT_ROWS: u64 = 10;
 
 /// Everything a running query owns, so its stream can be `'static`.
 pub(super) struct Job {
@@ -54,11 +62,28 @@ pub(super) struct Job {
     /// batch (or with the job): bulk work yields until then.
     pub(super) waiting_for_first_rows: Mutex<Option<AwaitingFirstRows>>,
     pub(super) runtime: QueryRuntime,
+    /// Rows sent to the consumer so far.
+    pub(super) sent: AtomicU64,
 }
 
 type Batch = Sent<Vec<Row>>;
 
 impl Job {
+    /// Whether the query still works towards its first chunk: a new query
+    /// (nothing skipped) that has sent fewer than `PROMPT_ROWS` rows.
+    fn prompt(&self) -> bool {
+        self.skip == 0 && self.sent.load(Ordering::Relaxed) < PROMPT_ROWS
+    }
+
+    /// A bulk permit when the query is past its first chunk, else none.
+    async fn permit_unless_prompt(&self) -> Option<SemaphorePermit<'_>> {
+        if self.prompt() {
+            None
+        } else {
+            Some(self.runtime.bulk_permit().await)
+        }
+    }
+
     /// The part's filter: the job's, narrowed to the part's window.
     fn part_filter(&self, part: &Part) -> Expr {
         match part.window {
@@ -118,6 +143,7 @@ impl Job {
                 let room = usize::try_from(remaining - got).unwrap_or(usize::MAX);
                 rows.truncate(room);
                 got += rows.len() as u64;
+                self.sent.fetch_add(rows.len() as u64, Ordering::Relaxed);
                 if !rows.is_empty() && tx.send(Ok(rows)).await.is_err() {
                     return Ok(()); // consumer gone: stop working
                 }
@@ -138,20 +164,30 @@ impl Job {
                 // matches (a scan, but no sort) to know how much skip is left.
                 let sorted = self.segment_frame(&self.parts[n]).await?;
                 let _permit = self.runtime.bulk_permit().await;
-                let matched = sorted.count().await? as u64;
+                // A whole segment's scan is bulk work, whoever drives it.
+                let count = self.runtime.spawn(Lane::Bulk, sorted.count());
+                let matched = joined_count(count).await? as u64;
                 skip_left = skip_left.saturating_sub(matched);
             }
         }
         Ok(())
     }
 
-    /// Starts part `n` on its own task: its rows after `skip`, at most `fetch`.
+    /// Starts part `n` on its own task: its rows after `skip`, at most
+    /// `fetch`; in the prompt lane while the query works towards its first
+    /// chunk, else in bulk.
     fn start_part(self: &Arc<Self>, n: usize, skip: u64, fetch: u64) -> PartRun {
         let job = Arc::clone(self);
-        let (rows, task) =
-            spawn_producer(self.runtime.handle(), CHANNEL_BATCHES, |tx| async move {
-                job.produce_part(n, skip, fetch, &tx).await
-            });
+        let lane = if self.prompt() {
+            Lane::Prompt
+        } else {
+            Lane::Bulk
+        };
+        let (rows, task) = spawn_producer(
+            self.runtime.handle(lane),
+            CHANNEL_BATCHES,
+            |tx| async move { job.produce_part(n, skip, fetch, &tx).await },
+        );
         PartRun { rows, task }
     }
 
@@ -162,30 +198,26 @@ impl Job {
         fetch: u64,
         tx: &mpsc::Sender<Batch>,
     ) -> Result<(), SourceError> {
-        // The first window is what the first chunk waits for; the rest is
-        // bulk work and takes turns (see `QueryRuntime`).
-        let bulk = n > 0;
+        // What the first chunk waits for runs at once; the rest is bulk
+        // work and takes turns (see `QueryRuntime`). Asked again before
+        // every batch: a part started for the first chunk goes on as bulk.
         // Released once its first batch is computed (the sort is done by
         // then), not while the batch waits for the consumer.
-        let mut first = if bulk {
-            None
-        } else {
+        let mut first = if n == 0 {
             self.waiting_for_first_rows
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take()
+        } else {
+            None
         };
-        if let Some(sorted) = self.read_window(n, skip, fetch, bulk).await? {
-            return self.send_sorted(&sorted, bulk, first, tx).await;
+        if let Some(sorted) = self.read_window(n, skip, fetch).await? {
+            return self.send_sorted(&sorted, first, tx).await;
         }
         // Planning is CPU work too (DataFusion's optimiser passes cost about
         // as much as reading a first window), so bulk parts plan under a
         // permit as well, after the running first windows.
-        let planning = if bulk {
-            Some(self.runtime.bulk_permit().await)
-        } else {
-            None
-        };
+        let planning = self.permit_unless_prompt().await;
         let sorted = self.segment_frame(&self.parts[n]).await?;
         let engine_skip = usize::try_from(skip.min(MAX_ENGINE_ROWS)).unwrap_or(usize::MAX);
         let engine_fetch = usize::try_from(fetch.min(MAX_ENGINE_ROWS)).unwrap_or(usize::MAX);
@@ -200,11 +232,7 @@ impl Job {
             // Held while the engine computes a batch, not while the batch
             // waits for its consumer: a slow reader of one job must not
             // hold up the others.
-            let permit = if bulk {
-                Some(self.runtime.bulk_permit().await)
-            } else {
-                None
-            };
+            let permit = self.permit_unless_prompt().await;
             let Some(batch) = stream.next().await else {
                 return Ok(());
             };
@@ -226,17 +254,12 @@ impl Job {
         n: usize,
         skip: u64,
         fetch: u64,
-        bulk: bool,
     ) -> Result<Option<RecordBatch>, SourceError> {
         let part = &self.parts[n];
         let (Some(direct), Some(window)) = (&self.direct, part.window) else {
             return Ok(None);
         };
-        let _permit = if bulk {
-            Some(self.runtime.bulk_permit().await)
-        } else {
-            None
-        };
+        let _permit = self.permit_unless_prompt().await;
         let filter = self
             .ctx
             .create_physical_expr(self.part_filter(part), &direct.df_schema)?;
@@ -257,22 +280,18 @@ impl Job {
 }
 
 impl Job {
-    /// Sends a sorted window's rows in batches; bulk parts encode under a permit.
+    /// Sends a sorted window's rows in batches; past the first chunk they
+    /// are encoded under a bulk permit.
     async fn send_sorted(
         &self,
         sorted: &RecordBatch,
-        bulk: bool,
         mut first: Option<AwaitingFirstRows>,
         tx: &mpsc::Sender<Batch>,
     ) -> Result<(), SourceError> {
         let mut at = 0;
         while at < sorted.num_rows() {
             let len = SEND_ROWS.min(sorted.num_rows() - at);
-            let permit = if bulk {
-                Some(self.runtime.bulk_permit().await)
-            } else {
-                None
-            };
+            let permit = self.permit_unless_prompt().await;
             let rows = batch_to_rows(&sorted.slice(at, len))?;
             drop(permit);
             drop(first.take());
@@ -295,5 +314,16 @@ impl PartRun {
     /// Joins the finished task, so a panic is an error, not a short result.
     async fn finished(self) -> Result<(), SourceError> {
         joined(self.task).await
+    }
+}
+
+/// A count run on another task, its panic or cancellation an error.
+async fn joined_count(
+    task: tokio::task::JoinHandle<datafusion::error::Result<usize>>,
+) -> Result<usize, SourceError> {
+    let task = AbortOnDropHandle::new(task);
+    match task.await {
+        Ok(count) => Ok(count?),
+        Err(e) => Err(SourceError::Internal(format!("a count task failed: {e}"))),
     }
 }

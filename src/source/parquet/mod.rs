@@ -15,6 +15,7 @@ mod tests;
 mod translate;
 mod window;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -28,7 +29,7 @@ use self::translate::{column, time_compare, translate};
 use self::window::{DirectRead, FIRST_WINDOWS, Part, first_windows};
 use super::stream::spawn_row_stream;
 use super::{
-    AwaitingFirstRows, QueryRuntime, QuerySource, RowStream, SourceError, SourceQuery,
+    AwaitingFirstRows, Lane, QueryRuntime, QuerySource, RowStream, SourceError, SourceQuery,
     schema_version,
 };
 use crate::filter::{CompareOp, Order, RegexCache, Schema};
@@ -205,6 +206,7 @@ impl QuerySource for ParquetSource {
         let job = Job {
             waiting_for_first_rows: Mutex::new(Some(AwaitingFirstRows::start(&self.runtime))),
             runtime: self.runtime.clone(),
+            sent: AtomicU64::new(0),
             direct,
             pages: Arc::clone(&self.pages),
             ctx: self.ctx.clone(),
@@ -220,8 +222,10 @@ impl QuerySource for ParquetSource {
             limit: q.limit,
         };
         let job = Arc::new(job);
+        // The driver only passes batches on: it runs in the prompt lane, so
+        // a first window's rows are not queued behind bulk work.
         Ok(spawn_row_stream(
-            self.runtime.handle(),
+            self.runtime.handle(Lane::Prompt),
             CHANNEL_BATCHES,
             |tx| job.run(tx),
         ))
