@@ -377,7 +377,7 @@ impl<T: ChunkIndex> ChunkIndex for TimeoutAndRetry<T> {
             .await
     }
 
-    async fn record(&self, job: JobId, landed: &[(u64, ChunkPlace)]) -> Result<(), CoordError> {
+    async fn record(&self, job: JobId, landed: &[(u64, ChunkPlace)]) -> Result<bool, CoordError> {
         let limit = self.policy.call_timeout;
         self.retried("chunk_record", limit, || self.inner.record(job, landed))
             .await

@@ -36,18 +36,23 @@ impl ChunkIndex for MemoryChunkIndex {
         let by_job = self.lock();
         let chunks = by_job.get(&job);
         Ok(IndexedChunks {
-            contains: chunks.is_some_and(|c| c.contains_key(&seq)),
+            written_by: chunks.and_then(|c| c.get(&seq)).map(|p| p.attempt),
             count: chunks.map_or(0, |c| c.len() as u64),
         })
     }
 
-    async fn record(&self, job: JobId, landed: &[(u64, ChunkPlace)]) -> Result<(), CoordError> {
+    async fn record(&self, job: JobId, landed: &[(u64, ChunkPlace)]) -> Result<bool, CoordError> {
         let mut by_job = self.lock();
         let chunks = by_job.entry(job).or_default();
+        let mut superseded = false;
         for (seq, place) in landed {
-            chunks.entry(*seq).or_insert(*place);
+            let indexed = chunks.entry(*seq).or_insert(*place);
+            if indexed.attempt < place.attempt {
+                *indexed = *place;
+            }
+            superseded |= indexed.attempt > place.attempt;
         }
-        Ok(())
+        Ok(!superseded)
     }
 
     async fn places(

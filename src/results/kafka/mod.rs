@@ -3,15 +3,17 @@
 //! Chunks live in one compacted topic, so dashboards can also read them
 //! straight from Kafka (see `docs/KAFKA.md`): the partition is the job's
 //! offset (the pool slot) modulo the partition count, the key is
-//! `"{offset}/{chunkSeq}"`, the headers carry `jobId`, `chunkSeq` and
-//! `isLast`, and the value is the chunk JSON the embedded log serves.
+//! `"{offset}/{chunkSeq}"`, the headers carry `jobId`, `chunkSeq`,
+//! `attempt` and `isLast`, and the value is the chunk JSON the embedded log
+//! serves.
 //!
 //! Kafka cannot look a message up by key, so a [`ChunkIndex`] (in Redis)
-//! records where each chunk landed — `(partition, KafkaPosition)` per `(jobId, chunkSeq)` —
-//! and doubles as the "already stored" check that makes re-publishing a
-//! stored seq a no-op. Reads seek to the recorded positions with a small
-//! pool of assign-only consumers: no consumer groups, so no rebalancing and
-//! no committed offsets to look after.
+//! records where each chunk landed — `(partition, KafkaPosition)` per
+//! `(jobId, chunkSeq)`, with the attempt that wrote it — and doubles as the
+//! "already stored" check that makes re-publishing a stored seq a no-op
+//! (or, from a newer attempt, a replacement). Reads seek to the recorded
+//! positions with a small pool of assign-only consumers: no consumer
+//! groups, so no rebalancing and no committed offsets to look after.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,7 +34,7 @@ pub use self::admin::ensure_topic;
 pub(crate) use self::admin::ensure_topic_with_policy;
 use self::admin::partition_count;
 use self::producer::ReplaceableProducer;
-use self::reader::{Fetch, ReaderPool};
+use self::reader::{Fetch, Needed, ReaderPool};
 use super::{ChunkJson, ResultError, ResultTopic};
 use crate::coord::{ChunkIndex, ChunkPlace, CoordError};
 use crate::model::{Chunk, JobId, Offset};
@@ -186,9 +188,12 @@ impl KafkaResultTopic {
         // Chunks are indexed without gaps, so the count is the next seq.
         let probe = self.index.probe(chunk.job_id, seq).await?;
         let expected = probe.count;
-        if probe.contains {
-            // A job resumed after a crash re-publishes its last chunk.
-            return Ok(());
+        if let Some(by) = probe.written_by
+            && by >= chunk.attempt
+        {
+            // Stored by this attempt (a job resumed after a crash
+            // re-publishes its last chunk), or by a newer one: refused.
+            return superseded_if_newer(chunk, by);
         }
         if seq > expected {
             return Err(ResultError::OutOfSequence {
@@ -198,21 +203,42 @@ impl KafkaResultTopic {
             });
         }
 
-        let headers = chunk_headers(chunk.job_id, seq, Some(chunk.is_last));
+        let headers = chunk_headers(chunk.job_id, seq, Some(chunk));
         let key = chunk_key(chunk.offset, seq);
         let (partition, position) = self
             .produce(self.partition_of(chunk.offset), &key, Some(json), headers)
             .await?;
 
         // Two publishers racing for one seq both land in Kafka with the same
-        // key and content; the first index entry wins and reads accept either
-        // copy (see `fetch`), so compaction dropping one is harmless.
+        // key; the newest attempt's index entry wins (of one attempt's, the
+        // first), and reads take the indexed copy or a later one of an
+        // attempt at least as new (see `fetch`).
         let place = ChunkPlace {
             partition,
             position,
+            attempt: chunk.attempt,
         };
-        self.index.record(chunk.job_id, &[(seq, place)]).await?;
-        Ok(())
+        self.record(chunk, &[(seq, place)]).await
+    }
+
+    /// Indexes `landed`, all of `chunk`'s attempt; refused when a newer
+    /// attempt indexed one of those seqs first.
+    async fn record(&self, chunk: &Chunk, landed: &[(u64, ChunkPlace)]) -> Result<(), ResultError> {
+        if self.index.record(chunk.job_id, landed).await? {
+            return Ok(());
+        }
+        let seqs: Vec<u64> = landed.iter().map(|(seq, _)| *seq).collect();
+        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+            return Ok(());
+        };
+        let places = self.index.places(chunk.job_id, first..last + 1).await?;
+        let newer = places
+            .iter()
+            .flatten()
+            .map(|p| p.attempt)
+            .max()
+            .unwrap_or(chunk.attempt);
+        superseded_if_newer(chunk, newer)
     }
 }
 
@@ -258,17 +284,30 @@ impl ResultTopic for KafkaResultTopic {
                 expected,
             });
         }
-        // Chunks already indexed (a resumed job) are skipped, as in `publish_one`.
-        let fresh: Vec<(&Chunk, &ChunkJson)> = chunks
-            .iter()
-            .zip(&encoded)
-            .filter(|(c, _)| c.chunk_seq >= expected)
-            .collect();
+        // Chunks already indexed (a resumed job) are skipped, as in
+        // `publish_one`, unless an older attempt wrote them.
+        let indexed = if first.chunk_seq < expected {
+            let end = expected.min(first.chunk_seq + chunks.len() as u64);
+            self.index
+                .places(first.job_id, first.chunk_seq..end)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let mut fresh: Vec<(&Chunk, &ChunkJson)> = Vec::with_capacity(chunks.len());
+        for (n, (chunk, json)) in chunks.iter().zip(&encoded).enumerate() {
+            match indexed.get(n).copied().flatten() {
+                Some(place) if place.attempt >= chunk.attempt => {
+                    superseded_if_newer(chunk, place.attempt)?;
+                }
+                _ => fresh.push((chunk, json)),
+            }
+        }
         if fresh.is_empty() {
             return Ok(encoded);
         }
         let sends = fresh.iter().map(|(chunk, json)| {
-            let headers = chunk_headers(chunk.job_id, chunk.chunk_seq, Some(chunk.is_last));
+            let headers = chunk_headers(chunk.job_id, chunk.chunk_seq, Some(chunk));
             let key = chunk_key(chunk.offset, chunk.chunk_seq);
             async move {
                 self.produce(self.partition_of(chunk.offset), &key, Some(json), headers)
@@ -284,6 +323,7 @@ impl ResultTopic for KafkaResultTopic {
                     let place = ChunkPlace {
                         partition,
                         position,
+                        attempt: chunk.attempt,
                     };
                     places.push((chunk.chunk_seq, place));
                 }
@@ -297,7 +337,7 @@ impl ResultTopic for KafkaResultTopic {
         // batch fails, so the retry sends only the rest again (the index
         // takes no gaps, so what landed after it is sent again too).
         if !places.is_empty() {
-            self.index.record(first.job_id, &places).await?;
+            self.record(first, &places).await?;
         }
         match failed {
             Some(e) => Err(e),
@@ -327,6 +367,7 @@ impl ResultTopic for KafkaResultTopic {
             let Some(ChunkPlace {
                 partition: p,
                 position,
+                attempt,
             }) = place
             else {
                 break;
@@ -335,7 +376,7 @@ impl ResultTopic for KafkaResultTopic {
             if *partition.get_or_insert(p) != p {
                 break;
             }
-            needed.insert(seq, position);
+            needed.insert(seq, Needed { position, attempt });
         }
         let Some(partition) = partition else {
             return Ok(Vec::new());
@@ -378,8 +419,9 @@ fn chunk_key(offset: Offset, seq: u64) -> String {
     format!("{offset}/{seq}")
 }
 
-/// `isLast` is left off tombstones: they end a chunk, they are not one.
-fn chunk_headers(job: JobId, seq: u64, is_last: Option<bool>) -> OwnedHeaders {
+/// `attempt` and `isLast` are left off tombstones (`chunk` is `None`):
+/// they end a chunk, they are not one.
+fn chunk_headers(job: JobId, seq: u64, chunk: Option<&Chunk>) -> OwnedHeaders {
     let job = job.to_string();
     let seq = seq.to_string();
     let headers = OwnedHeaders::new()
@@ -391,13 +433,32 @@ fn chunk_headers(job: JobId, seq: u64, is_last: Option<bool>) -> OwnedHeaders {
             key: "chunkSeq",
             value: Some(&seq),
         });
-    match is_last {
-        Some(last) => headers.insert(Header {
-            key: "isLast",
-            value: Some(if last { "true" } else { "false" }),
-        }),
+    match chunk {
+        Some(chunk) => headers
+            .insert(Header {
+                key: "attempt",
+                value: Some(&chunk.attempt.to_string()),
+            })
+            .insert(Header {
+                key: "isLast",
+                value: Some(if chunk.is_last { "true" } else { "false" }),
+            }),
         None => headers,
     }
+}
+
+/// A seq stored by `by`, an attempt at least as new as `chunk`'s: nothing
+/// to publish when it is the same attempt, a refusal when it is newer.
+fn superseded_if_newer(chunk: &Chunk, by: u32) -> Result<(), ResultError> {
+    if by > chunk.attempt {
+        return Err(ResultError::Superseded {
+            job: chunk.job_id,
+            seq: chunk.chunk_seq,
+            attempt: chunk.attempt,
+            newer: by,
+        });
+    }
+    Ok(())
 }
 
 /// The index is part of the topic: its failures are the topic's.
