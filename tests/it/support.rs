@@ -68,7 +68,21 @@ impl Server {
     }
 
     pub async fn start_with(config: Config, hooks: Hooks) -> Server {
-        let (app, _) = app::start_with_hooks(config, app::Roles::ALL, hooks)
+        Server::start_roles(config, app::Roles::ALL, hooks).await
+    }
+
+    /// A server with the API only: the jobs it admits run in other
+    /// processes.
+    pub async fn start_api(config: Config) -> Server {
+        let roles = app::Roles {
+            api: true,
+            workers: false,
+        };
+        Server::start_roles(config, roles, Hooks::default()).await
+    }
+
+    async fn start_roles(config: Config, roles: app::Roles, hooks: Hooks) -> Server {
+        let (app, _) = app::start_with_hooks(config, roles, hooks)
             .await
             .expect("server starts");
         let base = format!("http://{}", app.addr.expect("the API role listens"));

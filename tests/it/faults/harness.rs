@@ -3,6 +3,7 @@
 //! them, a server wired to them, and the one checker every scenario ends
 //! with.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -401,6 +402,32 @@ impl Drop for PrivateBroker {
                 .status();
         }
     }
+}
+
+/// Every copy of the job's chunks in the topic, read with a plain consumer
+/// as a connector would: seq -> (attempt, position) of each copy, in the
+/// order they landed.
+pub async fn copies_in_topic(config: &Config, job_id: &str) -> BTreeMap<u64, Vec<(u32, i64)>> {
+    let (topic, partitions) = (config.kafka_topic.clone(), config.kafka_partitions);
+    let raw = tokio::task::spawn_blocking(move || {
+        (0..partitions)
+            .flat_map(|p| crate::kafka_results::read_partition(&topic, p))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let mut copies: BTreeMap<u64, Vec<(u32, i64)>> = BTreeMap::new();
+    for m in raw {
+        if m.job.as_deref() != Some(job_id) || m.value.is_none() {
+            continue;
+        }
+        let seq = m.seq.expect("chunkSeq header");
+        let attempt = m.attempt.expect("attempt header");
+        let value = m.value.as_ref().unwrap();
+        assert_eq!(value["attempt"], attempt, "header and chunk agree");
+        copies.entry(seq).or_default().push((attempt, m.position));
+    }
+    copies
 }
 
 /// The broker every distributed test shares; no scenario here faults it.

@@ -10,3 +10,4 @@ mod broker;
 mod harness;
 mod postgres;
 mod redis;
+mod worker;
