@@ -336,6 +336,19 @@ pub struct IndexedChunks {
     pub count: u64,
 }
 
+/// What recording chunk places came to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Some seq holds a newer attempt's place: the caller's attempt is
+    /// superseded.
+    pub superseded: bool,
+    /// Seqs, with the attempt now indexed for each, whose indexed copy lies
+    /// before an older attempt's copy in the log (a frozen worker's copy
+    /// that landed late). Compaction keeps a key's last message, so each
+    /// wants the indexed attempt's copy written once more, after it.
+    pub rewrite: Vec<(u64, u32)>,
+}
+
 /// Where each chunk of a job landed in a log that cannot look messages up
 /// by key (the Kafka result topic). Seqs are indexed from 0 without gaps.
 /// Of two copies of one seq the newest attempt's wins, and of one
@@ -351,9 +364,13 @@ pub trait ChunkIndex: Send + Sync + 'static {
     async fn probe(&self, job: JobId, seq: u64) -> Result<IndexedChunks, CoordError>;
     /// Records where chunks landed, all at once, in one atomic step: a seq
     /// takes the new place when it has none or one of an older attempt,
-    /// and keeps its place otherwise. Returns `false` when some seq holds a
-    /// newer attempt's place: the caller's attempt is superseded.
-    async fn record(&self, job: JobId, landed: &[(u64, ChunkPlace)]) -> Result<bool, CoordError>;
+    /// and keeps its place otherwise. Says whether some seq holds a newer
+    /// attempt's place, and which seqs want their copy written again.
+    async fn record(
+        &self,
+        job: JobId,
+        landed: &[(u64, ChunkPlace)],
+    ) -> Result<Recorded, CoordError>;
     /// The places of `seqs`, `None` for a seq not indexed.
     async fn places(
         &self,

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use pseudostream::coord::memory::MemoryChunkIndex;
 use pseudostream::coord::policy::TimeoutAndRetry;
 use pseudostream::coord::redis::RedisChunkIndex;
-use pseudostream::coord::{ChunkIndex, ChunkPlace, CoordError, IndexedChunks};
+use pseudostream::coord::{ChunkIndex, ChunkPlace, CoordError, IndexedChunks, Recorded};
 use pseudostream::model::JobId;
 
 use crate::contract_coord::{
@@ -40,12 +40,11 @@ fn by_attempt(attempt: u32, partition: i32, position: i64) -> ChunkPlace {
 
 pub async fn case_records_places_and_counts<I: ChunkIndex>(index: I) {
     let job = JobId::new();
-    assert!(
-        index
-            .record(job, &[(0, place(1, 10)), (1, place(1, 11))])
-            .await
-            .unwrap()
-    );
+    let recorded = index
+        .record(job, &[(0, place(1, 10)), (1, place(1, 11))])
+        .await
+        .unwrap();
+    assert_eq!(recorded, Recorded::default());
     assert_eq!(index.count(job).await.unwrap(), 2);
     assert_eq!(
         index.probe(job, 1).await.unwrap(),
@@ -67,12 +66,14 @@ pub async fn case_first_place_recorded_wins<I: ChunkIndex>(index: I) {
     let job = JobId::new();
     index.record(job, &[(0, place(2, 5))]).await.unwrap();
     // A racing publisher's copy landed elsewhere: the index keeps the first.
-    assert!(
-        index
-            .record(job, &[(0, place(2, 9)), (1, place(2, 10))])
-            .await
-            .unwrap(),
-        "the same attempt's copy is no refusal"
+    let recorded = index
+        .record(job, &[(0, place(2, 9)), (1, place(2, 10))])
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded,
+        Recorded::default(),
+        "the same attempt's copy is no refusal, nor written again"
     );
     assert_eq!(
         index.places(job, 0..2).await.unwrap(),
@@ -83,22 +84,23 @@ pub async fn case_first_place_recorded_wins<I: ChunkIndex>(index: I) {
 
 /// A worker frozen past its lease (attempt 1) may land its copy of a seq
 /// first; the attempt that took the job over (2) still gets its copy
-/// indexed, and the frozen one can never take a seq back.
+/// indexed, and the frozen one can never take a seq back. Where an older
+/// copy lies after the indexed one, the seq is to be written again.
 pub async fn case_the_newest_attempt_wins_a_seq<I: ChunkIndex>(index: I) {
     let job = JobId::new();
     let stale = |position| by_attempt(1, 0, position);
     let current = |position| by_attempt(2, 0, position);
-    assert!(index.record(job, &[(0, current(1))]).await.unwrap());
+    let none = Recorded::default();
+    assert_eq!(index.record(job, &[(0, current(1))]).await.unwrap(), none);
     // The frozen worker's copy of seq 1 lands first.
-    assert!(index.record(job, &[(1, stale(2))]).await.unwrap());
+    assert_eq!(index.record(job, &[(1, stale(2))]).await.unwrap(), none);
     assert_eq!(index.probe(job, 1).await.unwrap().written_by, Some(1));
     // The current attempt publishes seq 1 again: its copy replaces it.
-    assert!(
-        index
-            .record(job, &[(1, current(3)), (2, current(4))])
-            .await
-            .unwrap()
-    );
+    let recorded = index
+        .record(job, &[(1, current(3)), (2, current(4))])
+        .await
+        .unwrap();
+    assert_eq!(recorded, none);
     assert_eq!(
         index.probe(job, 1).await.unwrap(),
         IndexedChunks {
@@ -106,18 +108,39 @@ pub async fn case_the_newest_attempt_wins_a_seq<I: ChunkIndex>(index: I) {
             count: 3
         }
     );
-    // The frozen worker's later copies are refused, and change nothing.
-    assert!(
-        !index
-            .record(job, &[(2, stale(5)), (3, stale(6))])
-            .await
-            .unwrap()
-    );
-    assert!(!index.record(job, &[(1, stale(7))]).await.unwrap());
+    // The frozen worker's later copies are refused, and change nothing;
+    // those that landed after the indexed copy want it written again.
+    let recorded = index
+        .record(job, &[(2, stale(5)), (3, stale(6))])
+        .await
+        .unwrap();
     assert_eq!(
-        index.places(job, 0..4).await.unwrap()[..3],
-        [Some(current(1)), Some(current(3)), Some(current(4))]
+        recorded,
+        Recorded {
+            superseded: true,
+            rewrite: vec![(2, 2)],
+        }
     );
+    assert_eq!(
+        index.places(job, 0..4).await.unwrap(),
+        [
+            Some(current(1)),
+            Some(current(3)),
+            Some(current(4)),
+            Some(stale(6))
+        ]
+    );
+    // A stale copy indexed first, but landed after the current one (which
+    // was in flight): replaced, and to be written again after it.
+    let recorded = index.record(job, &[(3, current(5))]).await.unwrap();
+    assert_eq!(
+        recorded,
+        Recorded {
+            superseded: false,
+            rewrite: vec![(3, 2)],
+        }
+    );
+    assert_eq!(index.probe(job, 3).await.unwrap().written_by, Some(2));
 }
 
 pub async fn case_forget_drops_only_that_job<I: ChunkIndex>(index: I) {
@@ -157,7 +180,11 @@ impl ChunkIndex for Flaky<Arc<dyn ChunkIndex>> {
         self.inner.probe(job, seq).await
     }
 
-    async fn record(&self, job: JobId, landed: &[(u64, ChunkPlace)]) -> Result<bool, CoordError> {
+    async fn record(
+        &self,
+        job: JobId,
+        landed: &[(u64, ChunkPlace)],
+    ) -> Result<Recorded, CoordError> {
         self.script.gate().await?;
         self.inner.record(job, landed).await
     }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::coord::{ChunkIndex, ChunkPlace, CoordError, IndexedChunks};
+use crate::coord::{ChunkIndex, ChunkPlace, CoordError, IndexedChunks, Recorded};
 use crate::model::JobId;
 
 #[derive(Default)]
@@ -41,18 +41,29 @@ impl ChunkIndex for MemoryChunkIndex {
         })
     }
 
-    async fn record(&self, job: JobId, landed: &[(u64, ChunkPlace)]) -> Result<bool, CoordError> {
+    async fn record(
+        &self,
+        job: JobId,
+        landed: &[(u64, ChunkPlace)],
+    ) -> Result<Recorded, CoordError> {
         let mut by_job = self.lock();
         let chunks = by_job.entry(job).or_default();
-        let mut superseded = false;
+        let mut recorded = Recorded::default();
         for (seq, place) in landed {
             let indexed = chunks.entry(*seq).or_insert(*place);
-            if indexed.attempt < place.attempt {
-                *indexed = *place;
+            let (newer, older) = if indexed.attempt < place.attempt {
+                (*place, std::mem::replace(indexed, *place))
+            } else if indexed.attempt > place.attempt {
+                recorded.superseded = true;
+                (*indexed, *place)
+            } else {
+                continue;
+            };
+            if older.partition == newer.partition && older.position > newer.position {
+                recorded.rewrite.push((*seq, newer.attempt));
             }
-            superseded |= indexed.attempt > place.attempt;
         }
-        Ok(!superseded)
+        Ok(recorded)
     }
 
     async fn places(

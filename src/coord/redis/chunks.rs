@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use super::conn::{call, open};
 use super::keys::Keys;
-use crate::coord::{ChunkIndex, ChunkPlace, CoordError, IndexedChunks};
+use crate::coord::{ChunkIndex, ChunkPlace, CoordError, IndexedChunks, Recorded};
 use crate::model::JobId;
 
 /// The index outlives any sensible result TTL; expiry deletes it long before.
@@ -65,7 +65,11 @@ impl ChunkIndex for RedisChunkIndex {
         Ok(IndexedChunks { written_by, count })
     }
 
-    async fn record(&self, job: JobId, landed: &[(u64, ChunkPlace)]) -> Result<bool, CoordError> {
+    async fn record(
+        &self,
+        job: JobId,
+        landed: &[(u64, ChunkPlace)],
+    ) -> Result<Recorded, CoordError> {
         let mut invocation = self.record.prepare_invoke();
         invocation.key(self.keys.chunks(job)).arg(INDEX_TTL_SECS);
         for (seq, place) in landed {
@@ -75,8 +79,15 @@ impl ChunkIndex for RedisChunkIndex {
             ));
         }
         let mut conn = self.conn.clone();
-        let recorded: i64 = call(invocation.invoke_async(&mut conn)).await?;
-        Ok(recorded == 1)
+        let answer: Vec<u64> = call(invocation.invoke_async(&mut conn)).await?;
+        let (superseded, rewrite) = answer.split_first().unwrap_or((&0, &[]));
+        Ok(Recorded {
+            superseded: *superseded == 1,
+            rewrite: rewrite
+                .chunks_exact(2)
+                .map(|pair| (pair[0], u32::try_from(pair[1]).unwrap_or(u32::MAX)))
+                .collect(),
+        })
     }
 
     async fn places(

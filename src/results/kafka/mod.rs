@@ -218,27 +218,62 @@ impl KafkaResultTopic {
             position,
             attempt: chunk.attempt,
         };
-        self.record(chunk, &[(seq, place)]).await
+        self.record(&[chunk], &[(seq, place)]).await
     }
 
-    /// Indexes `landed`, all of `chunk`'s attempt; refused when a newer
-    /// attempt indexed one of those seqs first.
-    async fn record(&self, chunk: &Chunk, landed: &[(u64, ChunkPlace)]) -> Result<(), ResultError> {
-        if self.index.record(chunk.job_id, landed).await? {
-            return Ok(());
-        }
-        let seqs: Vec<u64> = landed.iter().map(|(seq, _)| *seq).collect();
-        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+    /// Indexes where `chunks` (of one attempt) landed; refused when a newer
+    /// attempt indexed one of those seqs first. A seq whose indexed copy
+    /// lies before an older attempt's copy (a frozen worker's, landed late)
+    /// gets the indexed attempt's copy written once more, after it:
+    /// compaction keeps a key's last message, and reads take a later copy
+    /// of an attempt at least as new. Rows are deterministic, so that copy
+    /// is the indexed one's text; a last chunk (whose status could differ)
+    /// is only written again by its own attempt.
+    async fn record(
+        &self,
+        chunks: &[&Chunk],
+        landed: &[(u64, ChunkPlace)],
+    ) -> Result<(), ResultError> {
+        let Some(first) = chunks.first() else {
             return Ok(());
         };
-        let places = self.index.places(chunk.job_id, first..last + 1).await?;
+        let recorded = self.index.record(first.job_id, landed).await?;
+        for (seq, attempt) in recorded.rewrite {
+            let Some(chunk) = chunks.iter().find(|c| c.chunk_seq == seq) else {
+                continue;
+            };
+            if chunk.is_last && chunk.attempt != attempt {
+                continue;
+            }
+            let copy = Chunk {
+                attempt,
+                ..(*chunk).clone()
+            };
+            let headers = chunk_headers(copy.job_id, seq, Some(&copy));
+            let key = chunk_key(copy.offset, seq);
+            let partition = self.partition_of(copy.offset);
+            if let Err(e) = self
+                .produce(partition, &key, Some(&copy.to_json()), headers)
+                .await
+            {
+                tracing::warn!(job_id = %copy.job_id, seq, attempt, error = %e,
+                    "could not write a chunk again after an older attempt's late copy");
+            }
+        }
+        if !recorded.superseded {
+            return Ok(());
+        }
+        let (Some(low), Some(high)) = (landed.first(), landed.last()) else {
+            return Ok(());
+        };
+        let places = self.index.places(first.job_id, low.0..high.0 + 1).await?;
         let newer = places
             .iter()
             .flatten()
             .map(|p| p.attempt)
             .max()
-            .unwrap_or(chunk.attempt);
-        superseded_if_newer(chunk, newer)
+            .unwrap_or(first.attempt);
+        superseded_if_newer(first, newer)
     }
 }
 
@@ -337,7 +372,8 @@ impl ResultTopic for KafkaResultTopic {
         // batch fails, so the retry sends only the rest again (the index
         // takes no gaps, so what landed after it is sent again too).
         if !places.is_empty() {
-            self.record(first, &places).await?;
+            let landed: Vec<&Chunk> = fresh.iter().map(|(chunk, _)| *chunk).collect();
+            self.record(&landed, &places).await?;
         }
         match failed {
             Some(e) => Err(e),

@@ -248,26 +248,33 @@ async fn a_worker_frozen_past_its_lease_is_fenced_off_when_it_resumes() {
     );
 
     // The topic read directly: every seq's served copy is the newest
-    // attempt's, wherever the older copies landed.
+    // attempt's, wherever the older copies landed, and so is its last copy
+    // (what compaction keeps): a late stale copy is followed by the newest
+    // attempt's copy written again.
     let copies = copies_in_topic(&config, &job).await;
     assert_eq!(copies.len(), served.len(), "every seq is in the topic");
-    let (mut both, mut stale_after) = (0, 0);
+    let (mut both, mut stale_after, mut written_again) = (0, 0, 0);
     for (chunk, (seq, copies)) in served.iter().zip(&copies) {
         assert_eq!(chunk["chunkSeq"], *seq);
         let newest = copies.iter().map(|(a, _)| *a).max().unwrap();
         assert_eq!(chunk["attempt"], newest, "seq {seq}: copies {copies:?}");
+        // What compaction keeps, the last copy, is the newest attempt's.
+        let last = copies.iter().max_by_key(|(_, at)| *at).unwrap();
+        assert_eq!(last.0, newest, "seq {seq}: copies {copies:?}");
         if copies.iter().any(|(a, _)| *a < newest) {
             both += 1;
+            // Measured from the newest attempt's first copy.
             let current = copies.iter().find(|(a, _)| *a == newest).unwrap().1;
             stale_after += copies
                 .iter()
                 .filter(|(a, at)| *a < newest && *at > current)
                 .count();
+            written_again += copies.iter().filter(|(a, _)| *a == newest).count() - 1;
         }
     }
     let by = |attempt: u64| served.iter().filter(|c| c["attempt"] == attempt).count();
     eprintln!(
-        "frozen worker: {} chunks served from attempt 1, {} from attempt 2; {both} seqs written by both (the stale copy landed after the current one for {stale_after})",
+        "frozen worker: {} chunks served from attempt 1, {} from attempt 2; {both} seqs written by both (the stale copy landed after the current one for {stale_after}; the current one written again after it: {written_again})",
         by(1),
         by(2)
     );
