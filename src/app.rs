@@ -71,6 +71,9 @@ pub struct RunningApp {
     /// written when workers did not listen.
     pub addr: Option<SocketAddr>,
     pub jobs: Arc<Jobs>,
+    /// What the API's handlers reach, for routes served beside the API
+    /// through the same middleware (the bench's baseline route).
+    pub state: Arc<AppState>,
     /// Cancel to shut down; then await `done`.
     pub shutdown: CancellationToken,
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -166,18 +169,11 @@ pub async fn start_with_hooks(
         streams: api::stream::Streams::new(config.max_streams, config.stream_heartbeat),
     });
     let router = if roles.api {
-        let body = api::guard::BodyLimits {
-            max_bytes: config.max_body_bytes,
-            timeout: config.body_timeout,
-        };
-        api::router(state, body)
+        api::router(state.clone(), api::guard::BodyLimits::of(&config))
     } else {
-        api::ops_router(state)
+        api::ops_router(state.clone())
     };
-    let limits = api::server::ListenerLimits {
-        header_timeout: config.header_timeout,
-        max_connections: config.max_connections,
-    };
+    let limits = api::server::ListenerLimits::of(&config);
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
             "binding {}; set PSEUDOSTREAM_LISTEN to another address",
@@ -252,6 +248,7 @@ pub async fn start_with_hooks(
         RunningApp {
             addr,
             jobs,
+            state,
             shutdown,
             done,
         },

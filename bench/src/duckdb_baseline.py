@@ -6,6 +6,7 @@ glob, frm, to, re1, re2, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 started = time.perf_counter()
 con = duckdb.connect()
 con.execute('SET enable_progress_bar = false')  # it would draw on stdout
+con.execute('SET threads = 2')
 rows = con.execute(
     f"COPY (SELECT * FROM read_parquet('{glob}') WHERE ts >= make_timestamp({frm}) AND ts < make_timestamp({to}) "
     f"AND regexp_matches(endpoint, '{re1}') AND NOT regexp_matches(message, '{re2}') AND latency_ms > 1 "

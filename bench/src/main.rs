@@ -7,14 +7,17 @@
 //!
 //! 1. first-chunk latency under `--concurrency` concurrent long queries
 //!    (90 days, regex filters, each unique);
-//! 2. admission throughput of `POST /v1/jobs` against a trivial axum route
+//! 2. first-chunk latency of new queries (own regex, own end time) arriving
+//!    at a steady rate beside long streaming queries, against the idle
+//!    figure of the same run and DuckDB's `LIMIT 10` for the same filters;
+//! 3. admission throughput of `POST /v1/jobs` against a trivial axum route
 //!    served by the same process;
-//! 3. end-to-end rows per second through the result topic against raw
+//! 4. end-to-end rows per second through the result topic against raw
 //!    producer throughput with the same messages (appends of one chunk to
 //!    the embedded log; or, when `PSEUDOSTREAM_KAFKA_BROKERS` and
 //!    `PSEUDOSTREAM_REDIS_URL` are set, a plain rdkafka producer with the
 //!    result topic's settings re-sending the job's own chunks);
-//! 4. time to the whole result of a 90-day regex query against DuckDB
+//! 5. time to the whole result of a 90-day regex query against DuckDB
 //!    (`python3 -c`, same Parquet files, equivalent filter, `ORDER BY ts DESC`).
 //!
 //! Nothing here asserts: it prints a table, and the figures go to the docs.
@@ -24,6 +27,7 @@ mod duckdb;
 mod raw_delivery;
 mod report;
 mod scenarios;
+mod under_load;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -96,7 +100,23 @@ pub struct BenchArgs {
     /// The Python with `duckdb` installed.
     #[arg(long, default_value = "python3")]
     pub python: String,
-    /// Run only these measurements: first-chunk, admission, delivery, whole.
+    /// New queries per second in the under-load measurement.
+    #[arg(long, default_value_t = 5.0)]
+    pub load_rate: f64,
+    /// How long new queries arrive beside the long ones.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub load_for: Duration,
+    /// How long new queries arrive on the idle service first.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub idle_for: Duration,
+    /// Long queries streaming during the under-load measurement.
+    #[arg(long, default_value_t = 100)]
+    pub long_queries: usize,
+    /// Filters of the under-load measurement DuckDB runs for its baseline.
+    #[arg(long, default_value_t = 20)]
+    pub duckdb_sample: usize,
+    /// Run only these measurements: first-chunk, under-load, admission,
+    /// delivery, whole.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -142,8 +162,13 @@ async fn run(base: Config, args: BenchArgs) -> anyhow::Result<()> {
         scenarios::first_chunk(&client, args.concurrency, &mut table).await?;
         table.push(rss_line("after first-chunk"));
     }
+    if wants("under-load") {
+        under_load::first_chunk_under_load(&client, &demo, &args, &mut table).await?;
+        table.push(rss_line("after under-load"));
+        settle(&running.jobs).await?;
+    }
     if wants("admission") {
-        scenarios::admission(&client, &args, &mut table).await?;
+        scenarios::admission(&client, &running, &config, &args, &mut table).await?;
         table.push(rss_line("after admission"));
         settle(&running.jobs).await?;
     }

@@ -31,6 +31,15 @@ pub struct BodyLimits {
     pub timeout: Duration,
 }
 
+impl BodyLimits {
+    pub fn of(config: &crate::config::Config) -> BodyLimits {
+        BodyLimits {
+            max_bytes: config.max_body_bytes,
+            timeout: config.body_timeout,
+        }
+    }
+}
+
 pub async fn guard(
     State(limits): State<Arc<BodyLimits>>,
     request: Request,

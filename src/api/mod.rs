@@ -49,7 +49,7 @@ pub fn router(state: Arc<AppState>, body: BodyLimits) -> Router {
     // failure here is a broken build, not something a request can cause.
     let openapi_json =
         axum::body::Bytes::from(openapi::to_json().expect("openapi/openapi.yaml is valid YAML"));
-    Router::new()
+    let routes = Router::new()
         .route("/v1/jobs", get(jobs::list).post(jobs::submit))
         .route("/v1/jobs/{job_id}", get(jobs::get).delete(jobs::cancel))
         .route("/v1/jobs/{job_id}/chunks", get(jobs::chunks))
@@ -76,7 +76,19 @@ pub fn router(state: Arc<AppState>, body: BodyLimits) -> Router {
             }),
         )
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    with_layers(routes, state, body)
+}
+
+/// `routes` behind the API's middleware, in its order: body limits and
+/// guard, latency by route, traffic recording, tracing. Every API route
+/// pays for these; so does the bench's baseline route.
+pub fn with_layers(
+    routes: Router<Arc<AppState>>,
+    state: Arc<AppState>,
+    body: BodyLimits,
+) -> Router {
+    routes
         .layer(DefaultBodyLimit::max(body.max_bytes))
         .layer(middleware::from_fn_with_state(Arc::new(body), guard::guard))
         .layer(middleware::from_fn_with_state(

@@ -35,6 +35,15 @@ pub struct ListenerLimits {
     pub max_connections: usize,
 }
 
+impl ListenerLimits {
+    pub fn of(config: &crate::config::Config) -> ListenerLimits {
+        ListenerLimits {
+            header_timeout: config.header_timeout,
+            max_connections: config.max_connections,
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown`, then lets in-flight
 /// requests finish and returns once every connection is closed (the caller
 /// bounds how long it waits for that).

@@ -32,6 +32,12 @@ pub enum ResultError {
         attempt: u32,
         newer: u32,
     },
+    /// The store lost chunks already published (a Kafka broker that kept
+    /// them in memory, restarted): the job cannot be completed whole.
+    #[error(
+        "the result topic lost the job's first {chunks} chunks (the Kafka broker lost its data); submit the query again"
+    )]
+    Lost { job: JobId, chunks: u64 },
 }
 
 impl ResultError {

@@ -269,11 +269,13 @@ impl<'a> ChunkCutter<'a> {
 /// Publishing the same chunk again is harmless (the topic ignores a seq it
 /// already has), so transient failures are retried with backoff.
 async fn publish_with_retry(jobs: &Jobs, chunks: &[Chunk]) -> Result<(), JobError> {
-    // Six attempts, 50 ms after the first failure and doubling.
+    // Eleven attempts, 50 ms after the first failure, doubling up to 2 s:
+    // about 11 s of waiting, in which clients that lost a broker reach it
+    // again (they try at least once a second, see `results/kafka`).
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(50))
-        .without_max_delay()
-        .with_max_times(5);
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(10);
     let chunk_seq = chunks.first().map_or(0, |c| c.chunk_seq);
     let mut attempt = 0;
     (|| jobs.backends.results.publish_batch(chunks))

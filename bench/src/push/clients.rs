@@ -68,8 +68,11 @@ pub async fn stream(
     drop(permit);
     arrivals.opened.fetch_add(1, Ordering::Relaxed);
     let mut response = response;
+    // The client must not be what is measured: events are found and
+    // classified in place, without copying or decoding them.
     let mut buffer: Vec<u8> = Vec::new();
     let mut local = Vec::new();
+    let boundary = memchr::memmem::Finder::new(b"\n\n");
     loop {
         let bytes = match response.chunk().await {
             Ok(Some(bytes)) => bytes,
@@ -79,20 +82,22 @@ pub async fn stream(
         let now = Instant::now();
         buffer.extend_from_slice(&bytes);
         let mut ended = false;
-        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
-            let block: Vec<u8> = buffer.drain(..end + 2).collect();
-            let block = String::from_utf8_lossy(&block);
-            if block.starts_with(':') {
+        let mut start = 0;
+        while let Some(end) = boundary.find(&buffer[start..]) {
+            let block = &buffer[start..start + end];
+            start += end + 2;
+            if block.starts_with(b":") {
                 continue;
-            } else if block.starts_with("event: end") {
+            } else if block.starts_with(b"event: end") {
                 ended = true;
-            } else if block.starts_with("event: error") {
-                arrivals.error(format!("error event: {block}"));
+            } else if block.starts_with(b"event: error") {
+                arrivals.error(format!("error event: {}", String::from_utf8_lossy(block)));
                 ended = true;
-            } else if let Some(seq) = chunk_seq(&block) {
+            } else if let Some(seq) = event_id(block) {
                 arrivals.arrived(&mut local, true, seq, now);
             }
         }
+        buffer.drain(..start);
         if ended {
             arrivals.ended.fetch_add(1, Ordering::Relaxed);
             break;
@@ -101,13 +106,11 @@ pub async fn stream(
     arrivals.keep(local);
 }
 
-fn chunk_seq(event: &str) -> Option<u64> {
-    let at = event.find("\"chunkSeq\":")? + "\"chunkSeq\":".len();
-    let digits: String = event[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
+/// A chunk event's `id:` line, its `chunkSeq`.
+fn event_id(event: &[u8]) -> Option<u64> {
+    let digits = event.strip_prefix(b"id: ")?;
+    let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&digits[..len]).ok()?.parse().ok()
 }
 
 #[derive(Deserialize)]

@@ -14,6 +14,12 @@
 //! (or, from a newer attempt, a replacement). Reads seek to the recorded
 //! positions with a small pool of assign-only consumers: no consumer
 //! groups, so no rebalancing and no committed offsets to look after.
+//!
+//! A chunk whose send failed may still have landed; the job's next publish
+//! looks for it at the partition's tail before sending it again
+//! (`doubt.rs`), so the topic holds each chunk once. A broker that lost
+//! its data is noticed, the topic made again, and the jobs whose chunks
+//! went with it told so (`loss.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,15 +30,20 @@ use futures::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureRecord, Producer};
+use rdkafka::producer::Producer;
 
 mod admin;
+mod doubt;
+mod loss;
 mod producer;
+mod publish;
 mod reader;
 
 pub use self::admin::ensure_topic;
 pub(crate) use self::admin::ensure_topic_with_policy;
-use self::admin::partition_count;
+use self::admin::{partition_count, partition_ends};
+use self::doubt::{Doubts, Tails};
+use self::loss::Incarnations;
 use self::producer::ReplaceableProducer;
 use self::reader::{Fetch, Needed, ReaderPool};
 use super::{ChunkJson, ResultError, ResultTopic};
@@ -51,6 +62,11 @@ const WARM_UP_KEY: &str = "warm-up";
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a publish may wait for the broker's acknowledgement.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+/// A publish unacknowledged this long has the topic looked at: the broker
+/// may have lost it (`loss.rs`).
+const STALLED_AFTER: Duration = Duration::from_secs(3);
+/// The longest wait between two attempts to reach a broker.
+pub(super) const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
 /// How long one produce request may go unanswered before it is sent again.
 const REQUEST_TIMEOUT_MS: &str = "5000";
 /// librdkafka gives up on a message a little before `PUBLISH_TIMEOUT`, so a
@@ -72,6 +88,13 @@ pub fn producer_config(brokers: &str, compression: Compression) -> ClientConfig 
         // request is sent again (idempotence keeps it from being written
         // twice) instead of waiting librdkafka's default 30 s.
         .set("request.timeout.ms", REQUEST_TIMEOUT_MS)
+        // The topic is made by `ensure_topic` (compacted, its partitions);
+        // one the broker made on a producer's metadata request after
+        // losing it would have neither.
+        .set("allow.auto.create.topics", "false")
+        // A broker back after an outage is reached within a second, not
+        // after librdkafka's backoff of up to 10 s.
+        .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
         .set("compression.type", compression.as_str());
     config
 }
@@ -81,10 +104,20 @@ pub use crate::config::Compression;
 
 pub struct KafkaResultTopic {
     producer: ReplaceableProducer,
+    brokers: String,
     topic: String,
     partitions: i32,
     index: Arc<dyn ChunkIndex>,
     readers: Arc<ReaderPool>,
+    /// Where a send starting now will land after, per partition.
+    tails: Tails,
+    /// Jobs whose last send failed: their chunks may be in the topic.
+    doubts: Doubts,
+    /// The topic's incarnation (one per loss of its data), and each
+    /// running job's.
+    incarnations: Incarnations,
+    /// When the topic was last looked at for a loss; held while looking.
+    last_look: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl KafkaResultTopic {
@@ -105,6 +138,7 @@ impl KafkaResultTopic {
         }
         ensure_topic(brokers, topic, partitions).await?;
         let partitions = partition_count(brokers, topic).await?;
+        let ends = partition_ends(brokers, topic, partitions).await?;
 
         let producer = ReplaceableProducer::new(
             producer_config(brokers, compression)
@@ -116,10 +150,15 @@ impl KafkaResultTopic {
         let readers = Arc::new(ReaderPool::new(brokers)?);
         let topic = KafkaResultTopic {
             producer,
+            brokers: brokers.to_owned(),
             topic: topic.to_owned(),
             partitions,
             index,
             readers,
+            tails: Tails::new(&ends),
+            doubts: Doubts::default(),
+            incarnations: Incarnations::default(),
+            last_look: tokio::sync::Mutex::new(None),
         };
         // An idempotent producer holds its first messages until it has a
         // producer id and the topic's partition leaders: up to half a second
@@ -137,6 +176,12 @@ impl KafkaResultTopic {
         self.partitions
     }
 
+    /// How many times the producer was replaced because it could no longer
+    /// produce (fenced, or a fatal error).
+    pub fn producer_replacements(&self) -> u64 {
+        self.producer.current().1
+    }
+
     /// Waits until every message handed to the producer is delivered. Call
     /// on graceful shutdown; publishes and deletes already wait for their
     /// own messages, so this only matters for ones cancelled mid-flight.
@@ -151,129 +196,6 @@ impl KafkaResultTopic {
     fn partition_of(&self, offset: Offset) -> i32 {
         // `partitions` is at least 1 (checked at connect), so the cast is lossless.
         (offset.0 % self.partitions as u32) as i32
-    }
-
-    /// Waits for a message's acknowledgement; returns where it landed.
-    async fn produce(
-        &self,
-        partition: i32,
-        key: &str,
-        payload: Option<&str>,
-        headers: OwnedHeaders,
-    ) -> Result<(i32, KafkaPosition), ResultError> {
-        let mut record = FutureRecord::<str, str>::to(&self.topic)
-            .partition(partition)
-            .key(key)
-            .headers(headers);
-        if let Some(payload) = payload {
-            record = record.payload(payload);
-        }
-        // A full local queue is waited out within the same overall budget.
-        let (producer, generation) = self.producer.current();
-        let send = producer.send(record, PUBLISH_TIMEOUT);
-        match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
-            Err(_) => Err(ResultError::Timeout),
-            Ok(Err((e, _))) => {
-                // Retried by the caller, on a new producer if this one is done.
-                self.producer.replace_after(&e, generation);
-                Err(kafka_error(e))
-            }
-            Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
-        }
-    }
-
-    /// Publishes one chunk, already encoded as `json`.
-    async fn publish_one(&self, chunk: &Chunk, json: &str) -> Result<(), ResultError> {
-        let seq = chunk.chunk_seq;
-        // Chunks are indexed without gaps, so the count is the next seq.
-        let probe = self.index.probe(chunk.job_id, seq).await?;
-        let expected = probe.count;
-        if let Some(by) = probe.written_by
-            && by >= chunk.attempt
-        {
-            // Stored by this attempt (a job resumed after a crash
-            // re-publishes its last chunk), or by a newer one: refused.
-            return superseded_if_newer(chunk, by);
-        }
-        if seq > expected {
-            return Err(ResultError::OutOfSequence {
-                job: chunk.job_id,
-                seq,
-                expected,
-            });
-        }
-
-        let headers = chunk_headers(chunk.job_id, seq, Some(chunk));
-        let key = chunk_key(chunk.offset, seq);
-        let (partition, position) = self
-            .produce(self.partition_of(chunk.offset), &key, Some(json), headers)
-            .await?;
-
-        // Two publishers racing for one seq both land in Kafka with the same
-        // key; the newest attempt's index entry wins (of one attempt's, the
-        // first), and reads take the indexed copy or a later one of an
-        // attempt at least as new (see `fetch`).
-        let place = ChunkPlace {
-            partition,
-            position,
-            attempt: chunk.attempt,
-        };
-        self.record(&[chunk], &[(seq, place)]).await
-    }
-
-    /// Indexes where `chunks` (of one attempt) landed; refused when a newer
-    /// attempt indexed one of those seqs first. A seq whose indexed copy
-    /// lies before an older attempt's copy (a frozen worker's, landed late)
-    /// gets the indexed attempt's copy written once more, after it:
-    /// compaction keeps a key's last message, and reads take a later copy
-    /// of an attempt at least as new. Rows are deterministic, so that copy
-    /// is the indexed one's text; a last chunk (whose status could differ)
-    /// is only written again by its own attempt.
-    async fn record(
-        &self,
-        chunks: &[&Chunk],
-        landed: &[(u64, ChunkPlace)],
-    ) -> Result<(), ResultError> {
-        let Some(first) = chunks.first() else {
-            return Ok(());
-        };
-        let recorded = self.index.record(first.job_id, landed).await?;
-        for (seq, attempt) in recorded.rewrite {
-            let Some(chunk) = chunks.iter().find(|c| c.chunk_seq == seq) else {
-                continue;
-            };
-            if chunk.is_last && chunk.attempt != attempt {
-                continue;
-            }
-            let copy = Chunk {
-                attempt,
-                ..(*chunk).clone()
-            };
-            let headers = chunk_headers(copy.job_id, seq, Some(&copy));
-            let key = chunk_key(copy.offset, seq);
-            let partition = self.partition_of(copy.offset);
-            if let Err(e) = self
-                .produce(partition, &key, Some(&copy.to_json()), headers)
-                .await
-            {
-                tracing::warn!(job_id = %copy.job_id, seq, attempt, error = %e,
-                    "could not write a chunk again after an older attempt's late copy");
-            }
-        }
-        if !recorded.superseded {
-            return Ok(());
-        }
-        let (Some(low), Some(high)) = (landed.first(), landed.last()) else {
-            return Ok(());
-        };
-        let places = self.index.places(first.job_id, low.0..high.0 + 1).await?;
-        let newer = places
-            .iter()
-            .flatten()
-            .map(|p| p.attempt)
-            .max()
-            .unwrap_or(first.attempt);
-        superseded_if_newer(first, newer)
     }
 }
 
@@ -338,47 +260,11 @@ impl ResultTopic for KafkaResultTopic {
                 _ => fresh.push((chunk, json)),
             }
         }
-        if fresh.is_empty() {
-            return Ok(encoded);
+        if !fresh.is_empty() {
+            self.publish_fresh(first.job_id, first.offset, &fresh)
+                .await?;
         }
-        let sends = fresh.iter().map(|(chunk, json)| {
-            let headers = chunk_headers(chunk.job_id, chunk.chunk_seq, Some(chunk));
-            let key = chunk_key(chunk.offset, chunk.chunk_seq);
-            async move {
-                self.produce(self.partition_of(chunk.offset), &key, Some(json), headers)
-                    .await
-            }
-        });
-        let landed = join_all(sends).await;
-        let mut places = Vec::with_capacity(fresh.len());
-        let mut failed = None;
-        for ((chunk, _), outcome) in fresh.iter().zip(landed) {
-            match outcome {
-                Ok((partition, position)) if failed.is_none() => {
-                    let place = ChunkPlace {
-                        partition,
-                        position,
-                        attempt: chunk.attempt,
-                    };
-                    places.push((chunk.chunk_seq, place));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    failed.get_or_insert(e);
-                }
-            }
-        }
-        // What landed before the first failure is indexed even when the
-        // batch fails, so the retry sends only the rest again (the index
-        // takes no gaps, so what landed after it is sent again too).
-        if !places.is_empty() {
-            let landed: Vec<&Chunk> = fresh.iter().map(|(chunk, _)| *chunk).collect();
-            self.record(&landed, &places).await?;
-        }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(encoded),
-        }
+        Ok(encoded)
     }
 
     async fn read(
@@ -446,6 +332,8 @@ impl ResultTopic for KafkaResultTopic {
             outcome?;
         }
         self.index.forget(job).await?;
+        self.incarnations.forget(job);
+        self.doubts.take(job);
         Ok(())
     }
 }

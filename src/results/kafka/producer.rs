@@ -13,7 +13,7 @@ use std::sync::{PoisonError, RwLock};
 
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::{FutureProducer, Producer, PurgeConfig};
 use tracing::warn;
 
 /// The producer in use, with a generation that counts replacements.
@@ -49,10 +49,33 @@ impl ReplaceableProducer {
         {
             return false;
         }
+        warn!(%error, generation = generation + 1, "the Kafka producer can no longer produce; replacing it");
+        self.create_in(&mut current)
+    }
+
+    /// Replaces the producer whatever its state: its idempotence state and
+    /// metadata belong to a topic the broker lost. What it still holds is
+    /// purged, so the sends waiting on it fail now (and are retried on the
+    /// new one) instead of when their messages time out.
+    pub fn replace(&self, why: &str) -> bool {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        warn!(
+            generation = current.1 + 1,
+            "{why}; replacing the Kafka producer"
+        );
+        let old = current.0.clone();
+        let replaced = self.create_in(&mut current);
+        drop(current);
+        if replaced {
+            old.purge(PurgeConfig::default().queue().inflight());
+        }
+        replaced
+    }
+
+    fn create_in(&self, current: &mut (FutureProducer, u64)) -> bool {
         match self.config.create() {
             Ok(producer) => {
-                warn!(%error, generation = generation + 1, "the Kafka producer can no longer produce; replaced it");
-                *current = (producer, generation + 1);
+                *current = (producer, current.1 + 1);
                 true
             }
             Err(e) => {

@@ -2,18 +2,19 @@
 //! the positions the chunk index recorded, with no consumer group.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedHeaders, Headers, Message};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-use super::{KafkaPosition, kafka_error, unavailable};
+use super::{KafkaPosition, RECONNECT_BACKOFF_MAX_MS, kafka_error, unavailable};
 use crate::results::ResultError;
 
 /// How long a read may take to fetch its chunks from Kafka.
@@ -26,6 +27,8 @@ const READERS: usize = 4;
 /// librdkafka insists on a group id for `assign`, though nothing joins or
 /// commits to it: consumer groups are never used.
 const READER_GROUP: &str = "pseudostream-result-readers";
+/// How long a reader's request may go unanswered.
+const READER_SOCKET_TIMEOUT_MS: &str = "5000";
 
 /// What one read needs from a partition: the indexed copy of each seq.
 pub(super) struct Fetch {
@@ -46,24 +49,40 @@ pub(super) struct Needed {
 /// not a fresh connection and metadata round.
 pub(super) struct ReaderPool {
     brokers: String,
-    idle: Mutex<Vec<BaseConsumer>>,
+    /// Idle readers, with the pool's generation they were made in.
+    idle: Mutex<Vec<(BaseConsumer, u64)>>,
+    /// Bumped by `renew`: readers of an earlier one are dropped.
+    generation: AtomicU64,
     permits: Semaphore,
 }
 
 impl ReaderPool {
     pub(super) fn new(brokers: &str) -> Result<ReaderPool, ResultError> {
         let idle = (0..READERS)
-            .map(|_| reader(brokers))
+            .map(|_| reader(brokers).map(|r| (r, 0)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ReaderPool {
             brokers: brokers.to_owned(),
             idle: Mutex::new(idle),
+            generation: AtomicU64::new(0),
             permits: Semaphore::new(READERS),
         })
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<BaseConsumer>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(BaseConsumer, u64)>> {
         crate::lock(&self.idle)
+    }
+
+    /// Drops every reader (those in use once their read is over); new ones
+    /// are made as reads need them. After the broker lost the topic, a
+    /// reader that fetched from it before crashed librdkafka 2.12.1 on its
+    /// next fetch (tansu answers with a leader change that names no topic,
+    /// which librdkafka looks up by a null name).
+    pub(super) fn renew(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let stale = std::mem::take(&mut *self.idle());
+        // Closing a consumer may wait on its threads.
+        tokio::task::spawn_blocking(move || drop(stale));
     }
 
     /// Chunk JSON by seq: every needed seq, or an error.
@@ -71,20 +90,33 @@ impl ReaderPool {
         self: &Arc<Self>,
         request: Fetch,
     ) -> Result<BTreeMap<u64, String>, ResultError> {
+        self.with_reader(move |consumer| fetch(consumer, &request))
+            .await
+    }
+
+    /// Runs a blocking `read` on an idle reader, which it may assign.
+    pub(super) async fn with_reader<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&BaseConsumer) -> Result<T, ResultError> + Send + 'static,
+    ) -> Result<T, ResultError> {
         let _permit = self.permits.acquire().await.map_err(unavailable)?;
-        // A consumer lost to a panicked fetch is replaced here.
-        let consumer = match self.idle().pop() {
-            Some(consumer) => consumer,
-            None => reader(&self.brokers)?,
+        // A consumer lost to a panicked read is replaced here.
+        let generation = self.generation.load(Ordering::SeqCst);
+        let idle = self.idle().pop().filter(|(_, made)| *made == generation);
+        let (consumer, made) = match idle {
+            Some(idle) => idle,
+            None => (reader(&self.brokers)?, generation),
         };
         let pool = self.clone();
         tokio::task::spawn_blocking(move || {
-            let found = fetch(&consumer, &request);
+            let found = read(&consumer);
             // Leave nothing assigned, so an idle reader fetches nothing.
             if let Err(e) = consumer.unassign() {
                 warn!(error = %e, "could not unassign a result reader");
             }
-            pool.idle().push(consumer);
+            if made == pool.generation.load(Ordering::SeqCst) {
+                pool.idle().push((consumer, made));
+            }
             found
         })
         .await
@@ -104,6 +136,12 @@ fn reader(brokers: &str) -> Result<BaseConsumer, ResultError> {
         // broker-side wait showed up as ~100 ms per single-chunk read.
         .set("fetch.wait.max.ms", "10")
         .set("auto.offset.reset", "earliest")
+        // A fetch whose reply was lost is given up (and its connection
+        // made again) after this, not librdkafka's default 60 s: reads
+        // and the look for chunks in doubt (`doubt.rs`) must not stall
+        // that long after a network fault.
+        .set("socket.timeout.ms", READER_SOCKET_TIMEOUT_MS)
+        .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
         .create()
         .map_err(unavailable)
 }
@@ -204,6 +242,7 @@ fn scan(
             None => break,
             Some(Err(KafkaError::PartitionEOF(p))) if p == request.partition => break,
             Some(Err(KafkaError::PartitionEOF(_))) => continue,
+            Some(Err(e)) if is_transient(&e) => continue,
             Some(Err(e)) => return Err(kafka_error(e)),
             Some(Ok(message)) => message,
         };
@@ -237,6 +276,24 @@ fn scan(
         found.insert(seq, json.to_owned());
     }
     Ok(read_up_to)
+}
+
+/// A connection error a consumer reports while librdkafka connects again
+/// by itself. A reader idle through a broker outage finds them queued at
+/// its next poll, after the broker is back: they say nothing about this read.
+pub(super) fn is_transient(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageConsumption(
+            RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::Resolve
+        )
+    )
+}
+
+pub(super) fn job_and_seq(headers: &BorrowedHeaders) -> Option<(&str, u64)> {
+    chunk_copy(headers).map(|copy| (copy.job, copy.seq))
 }
 
 /// Which chunk a message is a copy of, by its headers.

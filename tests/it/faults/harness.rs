@@ -7,14 +7,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pseudostream::config::Config;
+use pseudostream::jobs::Hooks;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use tokio::sync::Semaphore;
 
 use crate::support::{self, Server};
 
@@ -253,62 +254,11 @@ async fn as_postgres(tool: &str, args: &[&str]) {
     );
 }
 
-/// A TCP proxy in front of a server, which a test can make misbehave.
-/// It forwards both ways until told to hold replies: then it forwards
-/// requests but drops the server's replies, so the server acts on requests
-/// whose answers the client never gets (a client that retries them sends
-/// them twice).
-pub struct FaultProxy {
-    pub port: u16,
-    holding: Arc<AtomicBool>,
-}
-
-impl FaultProxy {
-    pub async fn start(target: u16) -> FaultProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let holding = Arc::new(AtomicBool::new(false));
-        let hold = holding.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
-                    continue;
-                };
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-                });
-                let hold = hold.clone();
-                tokio::spawn(async move {
-                    let mut buffer = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = match server_read.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        if !hold.load(Ordering::SeqCst)
-                            && client_write.write_all(&buffer[..n]).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        FaultProxy { port, holding }
-    }
-
-    /// Drops the server's replies from now on, or forwards them again.
-    pub fn hold_replies(&self, hold: bool) {
-        self.holding.store(hold, Ordering::SeqCst);
-    }
-}
-
 /// A tansu broker of the test's own, in memory, on a free port: one the
 /// test may freeze without touching the shared broker. It may advertise
 /// another port (a proxy's), so that clients go through that.
 pub struct PrivateBroker {
+    port: u16,
     advertised: u16,
     child: Child,
 }
@@ -321,6 +271,15 @@ impl PrivateBroker {
 
     /// A broker on `port` that tells clients to connect to `advertised`.
     pub async fn start_advertising(port: u16, advertised: u16) -> PrivateBroker {
+        let child = PrivateBroker::launch(port, advertised).await;
+        PrivateBroker {
+            port,
+            advertised,
+            child,
+        }
+    }
+
+    async fn launch(port: u16, advertised: u16) -> Child {
         let url = format!("tcp://127.0.0.1:{port}");
         let advertised_url = format!("tcp://127.0.0.1:{advertised}");
         let tansu = std::env::var("HOME")
@@ -348,7 +307,15 @@ impl PrivateBroker {
             || async move { TcpStream::connect(("127.0.0.1", port)).await.is_ok() },
         )
         .await;
-        PrivateBroker { advertised, child }
+        child
+    }
+
+    /// SIGKILL, then a new broker on the same port: in memory, it has lost
+    /// every topic and record.
+    pub async fn restart_empty(&mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+        self.child = PrivateBroker::launch(self.port, self.advertised).await;
     }
 
     /// Where clients connect: the advertised port.
@@ -449,6 +416,32 @@ pub fn distributed_config(redis: &PrivateRedis, postgres: &PrivatePostgres) -> C
     config.worker_lease = Duration::from_secs(2);
     config.result_ttl = Duration::from_secs(120);
     config
+}
+
+/// How many chunks a job of `gated_server` publishes before it waits.
+const GATE_OPEN_FOR: usize = 2;
+
+/// A server whose jobs publish two chunks, then wait for the gate's
+/// permits: a test injects its fault while a job is under way.
+pub async fn gated_server(config: Config) -> (Server, Arc<Semaphore>) {
+    let gate = Arc::new(Semaphore::new(GATE_OPEN_FOR));
+    let hooks = Hooks {
+        chunk_gate: Some(gate.clone()),
+        ..Hooks::default()
+    };
+    (Server::start_with(config, hooks).await, gate)
+}
+
+/// Submits `filter` to a `gated_server` and waits until its job has
+/// published the chunks the gate let through.
+pub async fn submit_streaming(server: &Server, filter: &str) -> String {
+    let job = timed_submit(server, filter).await.job_id();
+    support::wait_until("the job is streaming", Duration::from_secs(30), || async {
+        let (_, view) = server.get(support::ALICE, &format!("/v1/jobs/{job}")).await;
+        view["chunks"].as_u64() == Some(GATE_OPEN_FOR as u64)
+    })
+    .await;
+    job
 }
 
 /// What one request got and how long it took.

@@ -7,7 +7,10 @@
 //! within 5 s), not speed measurements.
 
 mod broker;
+mod broker_loss;
 mod harness;
 mod postgres;
+mod producer;
+mod proxy;
 mod redis;
 mod worker;

@@ -1,0 +1,272 @@
+//! Sending chunks: a message and its acknowledgement (watching for a
+//! broker that lost the topic while it waits), and a job's fresh chunks in
+//! flight together, indexed once acknowledged.
+
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::FutureRecord;
+
+use super::doubt::Doubt;
+use super::loss::{Continuity, Loss};
+use super::{
+    KafkaPosition, KafkaResultTopic, PUBLISH_TIMEOUT, STALLED_AFTER, chunk_headers, chunk_key,
+    kafka_error, superseded_if_newer,
+};
+use crate::coord::ChunkPlace;
+use crate::model::{Chunk, JobId, Offset};
+use crate::results::{ChunkJson, ResultError};
+
+impl KafkaResultTopic {
+    /// Waits for a message's acknowledgement; returns where it landed.
+    pub(super) async fn produce(
+        &self,
+        partition: i32,
+        key: &str,
+        payload: Option<&str>,
+        headers: OwnedHeaders,
+    ) -> Result<(i32, KafkaPosition), ResultError> {
+        let mut record = FutureRecord::<str, str>::to(&self.topic)
+            .partition(partition)
+            .key(key)
+            .headers(headers);
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        // A full local queue is waited out within the same overall budget.
+        let (producer, generation) = self.producer.current();
+        let (floor, incarnation) = (self.tails.floor(partition), self.incarnations.current());
+        let send = async {
+            let send = producer.send(record, PUBLISH_TIMEOUT);
+            tokio::pin!(send);
+            loop {
+                if let Ok(outcome) = tokio::time::timeout(STALLED_AFTER, &mut send).await {
+                    break outcome;
+                }
+                // A broker that lost the topic lets messages wait: look at
+                // it, while still waiting.
+                let loss = tokio::select! {
+                    outcome = &mut send => break outcome,
+                    loss = self.look_for_loss() => loss,
+                };
+                if let Some(loss) = loss {
+                    self.recover_from_loss(loss).await;
+                }
+            }
+        };
+        match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
+            Err(_) => Err(ResultError::Timeout),
+            Ok(Err((e, _))) => {
+                // Retried by the caller, on a new producer if this one is done.
+                if !self.producer.replace_after(&e, generation)
+                    && let Some(loss) = self.look_for_loss().await
+                {
+                    self.recover_from_loss(loss).await;
+                }
+                Err(kafka_error(e))
+            }
+            Ok(Ok(delivery)) => {
+                // A position is unknown (-1) when the broker did not say.
+                if (0..=floor).contains(&delivery.offset) {
+                    // Before a position acknowledged before it was sent.
+                    let why = format!(
+                        "a message landed at position {} of partition {partition}, at or before {floor}, acknowledged earlier",
+                        delivery.offset
+                    );
+                    self.recover_from_loss(Loss {
+                        seen: incarnation,
+                        why,
+                    })
+                    .await;
+                }
+                self.tails.acknowledged(delivery.partition, delivery.offset);
+                Ok((delivery.partition, delivery.offset))
+            }
+        }
+    }
+
+    /// Publishes one chunk, already encoded as `json`.
+    pub(super) async fn publish_one(
+        &self,
+        chunk: &Chunk,
+        json: &ChunkJson,
+    ) -> Result<(), ResultError> {
+        let seq = chunk.chunk_seq;
+        // Chunks are indexed without gaps, so the count is the next seq.
+        let probe = self.index.probe(chunk.job_id, seq).await?;
+        let expected = probe.count;
+        if let Some(by) = probe.written_by
+            && by >= chunk.attempt
+        {
+            // Stored by this attempt (a job resumed after a crash
+            // re-publishes its last chunk), or by a newer one: refused.
+            return superseded_if_newer(chunk, by);
+        }
+        if seq > expected {
+            return Err(ResultError::OutOfSequence {
+                job: chunk.job_id,
+                seq,
+                expected,
+            });
+        }
+
+        self.publish_fresh(chunk.job_id, chunk.offset, &[(chunk, json)])
+            .await
+    }
+
+    /// Publishes chunks of one job that the index does not have yet, in
+    /// flight together, and indexes them once they are acknowledged, up to
+    /// the first that failed (the index takes no gaps; the retry sends the
+    /// rest again).
+    pub(super) async fn publish_fresh(
+        &self,
+        job: JobId,
+        offset: Offset,
+        fresh: &[(&Chunk, &ChunkJson)],
+    ) -> Result<(), ResultError> {
+        let partition = self.partition_of(offset);
+        let Some(first) = fresh.first().map(|(chunk, _)| chunk.chunk_seq) else {
+            return Ok(());
+        };
+        let incarnation = self.incarnations.current();
+        match self.incarnations.continuity(job, first) {
+            Continuity::Whole => {}
+            Continuity::Lost => return Err(ResultError::Lost { job, chunks: first }),
+            Continuity::Unknown => {
+                self.confirm_chunk(job, first - 1).await?;
+                self.incarnations.whole_in(job, incarnation);
+            }
+        }
+        let earlier = self.doubts.take(job);
+        let landed = match earlier {
+            Some(doubt) => self.look_at_tail(job, doubt, fresh).await?,
+            None => BTreeMap::new(),
+        };
+        // A failed send below keeps the earlier floor too: what the look
+        // found but could not index (after a gap) is looked for again.
+        let floor = earlier.map_or(self.tails.floor(partition), |doubt| {
+            doubt.floor.min(self.tails.floor(partition))
+        });
+        let sends = fresh
+            .iter()
+            .filter(|(chunk, _)| !landed.contains_key(&chunk.chunk_seq))
+            .map(|(chunk, json)| {
+                let headers = chunk_headers(job, chunk.chunk_seq, Some(chunk));
+                let key = chunk_key(offset, chunk.chunk_seq);
+                async move {
+                    let sent = self
+                        .produce(partition, &key, Some(json.as_ref()), headers)
+                        .await;
+                    (chunk.chunk_seq, sent)
+                }
+            });
+        let sent = join_all(sends).await;
+        let mut outcomes: BTreeMap<u64, Result<(i32, KafkaPosition), ResultError>> = landed
+            .into_iter()
+            .map(|(seq, position)| (seq, Ok((partition, position))))
+            .collect();
+        outcomes.extend(sent);
+
+        // Two publishers racing for one seq both land in Kafka with the same
+        // key; the newest attempt's index entry wins (of one attempt's, the
+        // first), and reads take the indexed copy or a later one of an
+        // attempt at least as new (see `fetch`).
+        let attempt = fresh.first().map_or(0, |(chunk, _)| chunk.attempt);
+        let mut places = Vec::with_capacity(outcomes.len());
+        let mut failed = None;
+        for (seq, outcome) in outcomes {
+            match outcome {
+                Ok((partition, position)) if failed.is_none() => {
+                    let place = ChunkPlace {
+                        partition,
+                        position,
+                        attempt,
+                    };
+                    places.push((seq, place));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if failed.is_some() {
+            // What failed may have landed all the same, after `floor`.
+            self.doubts.failed(job, Doubt { partition, floor });
+        }
+        if first > 0 && self.incarnations.current() != incarnation {
+            // The topic lost the chunks before these while they were sent.
+            return Err(ResultError::Lost { job, chunks: first });
+        }
+        if !places.is_empty() {
+            let chunks: Vec<&Chunk> = fresh.iter().map(|(chunk, _)| *chunk).collect();
+            self.record(&chunks, &places).await?;
+        }
+        if first == 0 {
+            self.incarnations.whole_in(job, incarnation);
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if fresh.iter().any(|(chunk, _)| chunk.is_last) {
+            self.incarnations.forget(job);
+        }
+        Ok(())
+    }
+
+    /// Indexes where `chunks` (of one attempt) landed; refused when a newer
+    /// attempt indexed one of those seqs first. A seq whose indexed copy
+    /// lies before an older attempt's copy (a frozen worker's, landed late)
+    /// gets the indexed attempt's copy written once more, after it:
+    /// compaction keeps a key's last message, and reads take a later copy
+    /// of an attempt at least as new. Rows are deterministic, so that copy
+    /// is the indexed one's text; a last chunk (whose status could differ)
+    /// is only written again by its own attempt.
+    async fn record(
+        &self,
+        chunks: &[&Chunk],
+        landed: &[(u64, ChunkPlace)],
+    ) -> Result<(), ResultError> {
+        let Some(first) = chunks.first() else {
+            return Ok(());
+        };
+        let recorded = self.index.record(first.job_id, landed).await?;
+        for (seq, attempt) in recorded.rewrite {
+            let Some(chunk) = chunks.iter().find(|c| c.chunk_seq == seq) else {
+                continue;
+            };
+            if chunk.is_last && chunk.attempt != attempt {
+                continue;
+            }
+            let copy = Chunk {
+                attempt,
+                ..(*chunk).clone()
+            };
+            let headers = chunk_headers(copy.job_id, seq, Some(&copy));
+            let key = chunk_key(copy.offset, seq);
+            let partition = self.partition_of(copy.offset);
+            if let Err(e) = self
+                .produce(partition, &key, Some(&copy.to_json()), headers)
+                .await
+            {
+                tracing::warn!(job_id = %copy.job_id, seq, attempt, error = %e,
+                    "could not write a chunk again after an older attempt's late copy");
+            }
+        }
+        if !recorded.superseded {
+            return Ok(());
+        }
+        let (Some(low), Some(high)) = (landed.first(), landed.last()) else {
+            return Ok(());
+        };
+        let places = self.index.places(first.job_id, low.0..high.0 + 1).await?;
+        let newer = places
+            .iter()
+            .flatten()
+            .map(|p| p.attempt)
+            .max()
+            .unwrap_or(first.attempt);
+        superseded_if_newer(first, newer)
+    }
+}
