@@ -31,6 +31,7 @@ pub(crate) async fn sample_chunk(client: &Client, job: &str) -> anyhow::Result<C
         job_id: JobId::new(),
         offset: Offset(0),
         chunk_seq: 0,
+        attempt: 1,
         is_last: false,
         rows,
         status: None,

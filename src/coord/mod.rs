@@ -244,7 +244,11 @@ pub trait JobStore: Send + Sync + 'static {
     /// listed among their jobs until it expires. Idempotent; nothing happens
     /// when the job is gone (it expired meanwhile) or is their own.
     async fn record_joiner(&self, id: JobId, tenant: &str, user: &str) -> Result<(), CoordError>;
-    /// Applies an update; `None` when the job is gone.
+    /// Applies an update; `None` when the job is gone. An update from a
+    /// worker attempt older than the record's (`JobUpdate::is_stale_for`)
+    /// is refused in the same atomic step and changes nothing: the answer
+    /// is the record as it is, whose higher `attempt` tells the worker it
+    /// was taken over. `Started` raises the record's attempt by one.
     async fn update_job(
         &self,
         id: JobId,
@@ -315,33 +319,58 @@ pub struct Coordination {
 }
 
 /// Where a published chunk landed in the result topic's log: a partition
-/// and the message's position in it.
+/// and the message's position in it, and which attempt at the job wrote it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkPlace {
     pub partition: i32,
     pub position: i64,
+    pub attempt: u32,
 }
 
 /// The answer to "is this chunk stored?", with the count that tells the
 /// next seq (chunks are indexed without gaps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexedChunks {
-    pub contains: bool,
+    /// The attempt whose copy of the seq is indexed; `None` when none is.
+    pub written_by: Option<u32>,
     pub count: u64,
 }
 
+/// What recording chunk places came to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Some seq holds a newer attempt's place: the caller's attempt is
+    /// superseded.
+    pub superseded: bool,
+    /// Seqs, with the attempt now indexed for each, whose indexed copy lies
+    /// before an older attempt's copy in the log (a frozen worker's copy
+    /// that landed late). Compaction keeps a key's last message, so each
+    /// wants the indexed attempt's copy written once more, after it.
+    pub rewrite: Vec<(u64, u32)>,
+}
+
 /// Where each chunk of a job landed in a log that cannot look messages up
-/// by key (the Kafka result topic). Seqs are indexed from 0 without gaps;
-/// the first place recorded for a seq wins.
+/// by key (the Kafka result topic). Seqs are indexed from 0 without gaps.
+/// Of two copies of one seq the newest attempt's wins, and of one
+/// attempt's copies the first recorded: a worker frozen past its lease may
+/// land its copy first, and readers must get the copy of the attempt that
+/// now runs the job.
 #[async_trait]
 pub trait ChunkIndex: Send + Sync + 'static {
     /// How many chunks of `job` are indexed.
     async fn count(&self, job: JobId) -> Result<u64, CoordError>;
-    /// Whether `seq` is indexed, and how many chunks are, in one look.
+    /// Which attempt's copy of `seq` is indexed, and how many chunks are,
+    /// in one look.
     async fn probe(&self, job: JobId, seq: u64) -> Result<IndexedChunks, CoordError>;
-    /// Records where chunks landed, all at once; a seq already recorded
-    /// keeps its place.
-    async fn record(&self, job: JobId, landed: &[(u64, ChunkPlace)]) -> Result<(), CoordError>;
+    /// Records where chunks landed, all at once, in one atomic step: a seq
+    /// takes the new place when it has none or one of an older attempt,
+    /// and keeps its place otherwise. Says whether some seq holds a newer
+    /// attempt's place, and which seqs want their copy written again.
+    async fn record(
+        &self,
+        job: JobId,
+        landed: &[(u64, ChunkPlace)],
+    ) -> Result<Recorded, CoordError>;
     /// The places of `seqs`, `None` for a seq not indexed.
     async fn places(
         &self,

@@ -34,7 +34,7 @@ use tracing::{debug, warn};
 use super::{
     ChunkIndex, ChunkPlace, Claim, CoordError, Dedup, IdempotencyKey, IdempotencyKeys,
     IndexedChunks, JobQueue, JobStore, JobsPage, KeyClaim, OffsetPool, PoolUsage, QueuedJob,
-    RateLimiter, RequestHash,
+    RateLimiter, Recorded, RequestHash,
 };
 use crate::filter::Fingerprint;
 use crate::model::{JobId, JobRecord, JobSpec, JobStatus, JobUpdate, Offset};
@@ -377,7 +377,11 @@ impl<T: ChunkIndex> ChunkIndex for TimeoutAndRetry<T> {
             .await
     }
 
-    async fn record(&self, job: JobId, landed: &[(u64, ChunkPlace)]) -> Result<(), CoordError> {
+    async fn record(
+        &self,
+        job: JobId,
+        landed: &[(u64, ChunkPlace)],
+    ) -> Result<Recorded, CoordError> {
         let limit = self.policy.call_timeout;
         self.retried("chunk_record", limit, || self.inner.record(job, landed))
             .await

@@ -11,6 +11,10 @@ pub struct Chunk {
     pub job_id: JobId,
     pub offset: Offset,
     pub chunk_seq: u64,
+    /// Which attempt at the job wrote the chunk (see
+    /// [`JobRecord::attempt`](super::JobRecord::attempt)): a job taken over
+    /// from a worker that went silent goes on under a higher number.
+    pub attempt: u32,
     pub is_last: bool,
     pub rows: Vec<Row>,
     /// Only on the last chunk: how the job ended.
@@ -29,8 +33,8 @@ impl Chunk {
         let mut out = String::with_capacity(rows + 160);
         let _ = write!(
             out,
-            r#"{{"jobId":"{}","offset":{},"chunkSeq":{},"isLast":{},"rows":["#,
-            self.job_id, self.offset, self.chunk_seq, self.is_last
+            r#"{{"jobId":"{}","offset":{},"chunkSeq":{},"attempt":{},"isLast":{},"rows":["#,
+            self.job_id, self.offset, self.chunk_seq, self.attempt, self.is_last
         );
         for (i, row) in self.rows.iter().enumerate() {
             if i > 0 {
@@ -70,6 +74,7 @@ mod tests {
             job_id: job,
             offset: Offset(7),
             chunk_seq: 3,
+            attempt: 2,
             is_last: false,
             rows: vec![row.clone(), row],
             status: None,
@@ -80,7 +85,7 @@ mod tests {
         let parsed: Json = serde_json::from_str(&chunk.to_json()).unwrap();
         assert_eq!(
             parsed,
-            json!({"jobId": job.to_string(), "offset": 7, "chunkSeq": 3, "isLast": false,
+            json!({"jobId": job.to_string(), "offset": 7, "chunkSeq": 3, "attempt": 2, "isLast": false,
                    "rows": [{"service": "a\"b", "status": 500}, {"service": "a\"b", "status": 500}]})
         );
         chunk.rows.clear();
@@ -92,7 +97,7 @@ mod tests {
         let parsed: Json = serde_json::from_str(&chunk.to_json()).unwrap();
         assert_eq!(
             parsed,
-            json!({"jobId": job.to_string(), "offset": 7, "chunkSeq": 3, "isLast": true,
+            json!({"jobId": job.to_string(), "offset": 7, "chunkSeq": 3, "attempt": 2, "isLast": true,
                    "rows": [], "status": "failed", "totalRows": 20, "truncated": false,
                    "error": "line\n\"quoted\""})
         );

@@ -163,6 +163,15 @@ pub struct JobRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// Set when the job finishes: the moment its result is dropped.
     pub expires_at: Option<DateTime<Utc>>,
+    /// How many times a worker has started the job: 1 for the first worker,
+    /// one more for each that took it over from a silent one. Progress and
+    /// the finish of an older attempt are refused (see
+    /// [`JobUpdate::is_stale_for`]), so a worker frozen past its lease
+    /// cannot move the job on once it resumes. The number only grows while
+    /// the record lives; a record lost with Redis's data ends its job
+    /// (`failed`), so no worker starts that job again under a lower number.
+    #[serde(default)]
+    pub attempt: u32,
     /// Bumped on every change, so readers can wait for "anything new".
     pub version: u64,
 }
@@ -182,6 +191,7 @@ impl JobRecord {
             first_chunk_at: None,
             finished_at: None,
             expires_at: None,
+            attempt: 0,
             version: 0,
         }
     }
@@ -194,14 +204,18 @@ impl JobRecord {
 /// A change a worker or the API applies to a job record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobUpdate {
+    /// A worker starts the job (again, after a takeover): the record's
+    /// attempt goes up by one, and the worker runs as that attempt.
     Started {
         at: DateTime<Utc>,
     },
-    /// A chunk was published and acknowledged.
+    /// A chunk was published and acknowledged by the worker running
+    /// `attempt`.
     Progress {
         rows: u64,
         chunks: u64,
         at: DateTime<Utc>,
+        attempt: u32,
     },
     Finished {
         status: JobStatus,
@@ -211,6 +225,9 @@ pub enum JobUpdate {
         error: Option<String>,
         at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
+        /// The worker attempt that finishes the job; `None` when it is not
+        /// a worker's doing (an admission undone, a record rebuilt).
+        attempt: Option<u32>,
     },
     CancelRequested,
 }
@@ -227,7 +244,25 @@ impl JobUpdate {
             error: Some(error),
             at,
             expires_at,
+            attempt: None,
         }
+    }
+
+    /// The worker attempt this update comes from, if it comes from one.
+    fn attempt(&self) -> Option<u32> {
+        match self {
+            JobUpdate::Progress { attempt, .. } => Some(*attempt),
+            JobUpdate::Finished { attempt, .. } => *attempt,
+            JobUpdate::Started { .. } | JobUpdate::CancelRequested => None,
+        }
+    }
+
+    /// Whether `record` has moved on to a newer attempt than the one this
+    /// update comes from: its worker was taken over, and the update must
+    /// not land.
+    pub fn is_stale_for(&self, record: &JobRecord) -> bool {
+        self.attempt()
+            .is_some_and(|attempt| attempt < record.attempt)
     }
 }
 
@@ -240,16 +275,32 @@ impl JobRecord {
         record
     }
 
-    /// Applies an update; the one place that knows how each changes the record.
-    pub fn apply(&mut self, update: &JobUpdate) {
+    /// Applies an update; the one place that knows how each changes the
+    /// record. Returns `false`, changing nothing, for an update from an
+    /// attempt older than the record's ([`JobUpdate::is_stale_for`]).
+    pub fn apply(&mut self, update: &JobUpdate) -> bool {
+        if update.is_stale_for(self) {
+            return false;
+        }
+        // A record that knows of a lower attempt than a live worker's
+        // (rolled back by a Redis that lost its last writes) catches up, so
+        // the next takeover still gets a higher number than any worker had.
+        if let Some(attempt) = update.attempt() {
+            self.attempt = self.attempt.max(attempt);
+        }
         match update {
             JobUpdate::Started { at } => {
                 if self.status == JobStatus::Queued {
                     self.status = JobStatus::Running;
                 }
+                if !self.status.is_finished() {
+                    self.attempt += 1;
+                }
                 self.started_at.get_or_insert(*at);
             }
-            JobUpdate::Progress { rows, chunks, at } => {
+            JobUpdate::Progress {
+                rows, chunks, at, ..
+            } => {
                 self.rows = *rows;
                 self.chunks = *chunks;
                 self.first_chunk_at.get_or_insert(*at);
@@ -262,6 +313,7 @@ impl JobRecord {
                 error,
                 at,
                 expires_at,
+                ..
             } => {
                 self.status = *status;
                 self.rows = *rows;
@@ -275,6 +327,7 @@ impl JobRecord {
             JobUpdate::CancelRequested => self.cancel_requested = true,
         }
         self.version += 1;
+        true
     }
 }
 

@@ -11,7 +11,13 @@
 //! cache is also filled by the publisher once Kafka has acknowledged a
 //! chunk: this process's readers then never fetch back what it just wrote,
 //! while every other reader (another API process, a plain Kafka consumer)
-//! reads the topic as before.
+//! reads the topic as before. A worker that finds it was taken over (frozen
+//! past its lease) drops the job's chunks from here (`forget_cached`): a
+//! copy it published late may since have been replaced by the newer
+//! attempt's. Readers only ask for counted chunks, and the newer attempt
+//! counts a seq only after it published it, so such a copy could be served
+//! only in the one round trip between the late publish and the refused
+//! progress update that tells the worker.
 
 use std::sync::Arc;
 
@@ -66,13 +72,15 @@ impl CachedResultTopic {
     }
 
     /// Keeps acknowledged chunks, as the topic stored them, for this
-    /// process's readers.
+    /// process's readers. A held place is replaced: a newer attempt at the
+    /// job may have published it again, over an older attempt's copy.
     fn keep_published(&self, chunks: &[Chunk], stored: &[ChunkJson]) {
         if !self.fill_on_publish {
             return;
         }
         for (chunk, json) in chunks.iter().zip(stored) {
-            self.keep((chunk.job_id, chunk.chunk_seq), json);
+            self.cache
+                .insert((chunk.job_id, chunk.chunk_seq), json.clone());
         }
     }
 
@@ -123,8 +131,13 @@ impl ResultTopic for CachedResultTopic {
     }
 
     async fn delete(&self, job: JobId, offset: Offset, chunks: u64) -> Result<(), ResultError> {
-        self.cache.retain(|(j, _), _| *j != job);
+        self.forget_cached(job);
         self.inner.delete(job, offset, chunks).await
+    }
+
+    fn forget_cached(&self, job: JobId) {
+        self.cache.retain(|(j, _), _| *j != job);
+        self.inner.forget_cached(job);
     }
 
     fn is_full(&self) -> bool {

@@ -16,7 +16,7 @@ use super::{ChunkJson, HeldBytes, ResultError, ResultTopic};
 use crate::model::{Chunk, JobId, Offset};
 
 pub struct MemoryResultLog {
-    jobs: Mutex<HashMap<JobId, Vec<Stored>>>,
+    jobs: Mutex<HashMap<JobId, JobLog>>,
     /// Bytes of chunk JSON held in memory, including reservations of
     /// publishes in progress.
     bytes: AtomicU64,
@@ -31,6 +31,13 @@ struct Spill {
     /// segment per job still holding one.
     bytes: AtomicU64,
     budget_bytes: u64,
+}
+
+/// One job's chunks in seq order, and the attempt that wrote each.
+#[derive(Default)]
+struct JobLog {
+    stored: Vec<Stored>,
+    attempts: Vec<u32>,
 }
 
 #[derive(Clone)]
@@ -92,7 +99,7 @@ impl MemoryResultLog {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Vec<Stored>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, JobLog>> {
         crate::lock(&self.jobs)
     }
 
@@ -115,27 +122,61 @@ impl MemoryResultLog {
             .count()
     }
 
-    /// Appends `stored` (chunks `first_seq..`) to `job`'s log, skipping
-    /// those already there (a resumed job publishing again).
-    fn append(&self, job: JobId, first_seq: u64, stored: Vec<Stored>) -> Result<(), ResultError> {
+    /// Appends `stored` (chunks `first_seq..`, written by `attempt`) to
+    /// `job`'s log. Those already there are skipped when the same attempt
+    /// wrote them (a resumed job publishing again) and replaced when an
+    /// older one did; a newer attempt's refuses the whole batch.
+    fn append(
+        &self,
+        job: JobId,
+        first_seq: u64,
+        attempt: u32,
+        stored: Vec<Stored>,
+    ) -> Result<(), ResultError> {
         let mut jobs = self.lock();
         let log = jobs.entry(job).or_default();
-        let expected = log.len() as u64;
-        if first_seq > expected {
-            drop(jobs);
-            self.forget(&stored);
-            return Err(ResultError::OutOfSequence {
+        let expected = log.stored.len() as u64;
+        let already = usize::try_from(expected.saturating_sub(first_seq)).unwrap_or(usize::MAX);
+        let start = usize::try_from(first_seq).unwrap_or(usize::MAX);
+        let overlap = start..start.saturating_add(already.min(stored.len()));
+        let newer = log
+            .attempts
+            .get(overlap.clone())
+            .and_then(|a| a.iter().max());
+        let refusal = match newer {
+            _ if first_seq > expected => Some(ResultError::OutOfSequence {
                 job,
                 seq: first_seq,
                 expected,
-            });
+            }),
+            Some(&newer) if newer > attempt => Some(ResultError::Superseded {
+                job,
+                seq: first_seq,
+                attempt,
+                newer,
+            }),
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            drop(jobs);
+            self.forget(&stored);
+            return Err(refusal);
         }
-        let already = usize::try_from(expected - first_seq).unwrap_or(usize::MAX);
         let mut stored = stored;
-        let skipped: Vec<Stored> = stored.drain(..already.min(stored.len())).collect();
-        log.extend(stored);
+        let mut dropped: Vec<Stored> = Vec::new();
+        for (place, new) in overlap.zip(stored.drain(..already.min(stored.len()))) {
+            if log.attempts[place] < attempt {
+                log.attempts[place] = attempt;
+                dropped.push(std::mem::replace(&mut log.stored[place], new));
+            } else {
+                dropped.push(new);
+            }
+        }
+        log.attempts
+            .extend(std::iter::repeat_n(attempt, stored.len()));
+        log.stored.extend(stored);
         drop(jobs);
-        self.forget(&skipped);
+        self.forget(&dropped);
         Ok(())
     }
 
@@ -191,7 +232,7 @@ impl ResultTopic for MemoryResultLog {
                 }
             }
         }
-        self.append(first.job_id, first.chunk_seq, stored)?;
+        self.append(first.job_id, first.chunk_seq, first.attempt, stored)?;
         Ok(published)
     }
 
@@ -208,7 +249,7 @@ impl ResultTopic for MemoryResultLog {
                 return Ok(Vec::new());
             };
             let from = usize::try_from(from).unwrap_or(usize::MAX);
-            let wanted = log.iter().skip(from).take(limit);
+            let wanted = log.stored.iter().skip(from).take(limit);
             // The common case, and the one thousands of pollers hit: all in
             // memory, answered without copying a byte.
             let in_memory: Option<Vec<ChunkJson>> =
@@ -226,7 +267,7 @@ impl ResultTopic for MemoryResultLog {
 
     async fn delete(&self, job: JobId, _offset: Offset, _chunks: u64) -> Result<(), ResultError> {
         let removed = self.lock().remove(&job);
-        if let Some(log) = removed {
+        if let Some(JobLog { stored: log, .. }) = removed {
             self.forget(&log);
             // Dropping the log closes segment files no other job holds; that
             // is file I/O, so it happens off the async threads.
@@ -276,6 +317,7 @@ mod tests {
             job_id: job,
             offset: Offset(7),
             chunk_seq: seq,
+            attempt: 1,
             is_last: false,
             rows: vec![Row::from_pairs([("n", &serde_json::json!(seq))])],
             status: None,

@@ -21,6 +21,17 @@ pub enum ResultError {
     Timeout,
     #[error("chunk {seq} of job {job} is out of sequence (expected {expected})")]
     OutOfSequence { job: JobId, seq: u64, expected: u64 },
+    /// A newer attempt at the job already wrote this seq: the publishing
+    /// worker was taken over (it went silent past its lease) and must stop.
+    #[error(
+        "chunk {seq} of job {job} was already written by attempt {newer}, after this attempt ({attempt})"
+    )]
+    Superseded {
+        job: JobId,
+        seq: u64,
+        attempt: u32,
+        newer: u32,
+    },
     /// The store lost chunks already published (a Kafka broker that kept
     /// them in memory, restarted): the job cannot be completed whole.
     #[error(
@@ -50,7 +61,10 @@ pub type ChunkJson = Arc<str>;
 pub trait ResultTopic: Send + Sync + 'static {
     /// Appends a chunk and returns once it is acknowledged (readable by every
     /// reader). Chunks of a job arrive in `chunk_seq` order without gaps;
-    /// re-publishing an already stored seq (a resumed job) is a no-op.
+    /// re-publishing an already stored seq (a resumed job) is a no-op when
+    /// the same attempt stored it, replaces it when an older attempt did
+    /// (readers then get the new copy), and is refused with
+    /// [`ResultError::Superseded`] when a newer attempt did.
     async fn publish(&self, chunk: &Chunk) -> Result<(), ResultError> {
         self.publish_batch(std::slice::from_ref(chunk)).await?;
         Ok(())
@@ -71,6 +85,11 @@ pub trait ResultTopic: Send + Sync + 'static {
     ) -> Result<Vec<ChunkJson>, ResultError>;
     /// Removes every chunk of an expired job.
     async fn delete(&self, job: JobId, offset: Offset, chunks: u64) -> Result<(), ResultError>;
+    /// Drops what this process keeps of `job`'s chunks in front of the
+    /// topic (a cache filled on publish). A worker that finds it was taken
+    /// over calls it: copies it published after its lease ran out may have
+    /// been replaced in the topic by the newer attempt's.
+    fn forget_cached(&self, _job: JobId) {}
     /// True when the topic is holding as much as it may; admission answers
     /// 503 until expiry frees space.
     fn is_full(&self) -> bool {

@@ -17,6 +17,9 @@ pub(super) struct ChunkCutter<'a> {
     jobs: &'a Jobs,
     spec: JobSpec,
     submitted_at: chrono::DateTime<Utc>,
+    /// The attempt this worker runs the job as: every chunk carries it, and
+    /// the job store refuses its updates once a newer attempt started.
+    attempt: u32,
     /// Rows and chunks published and acknowledged so far.
     pub(super) rows: u64,
     pub(super) chunks: u64,
@@ -32,6 +35,8 @@ pub(super) struct ChunkCutter<'a> {
     pub(super) cancel_seen: bool,
     /// Whether that update found the job's record gone.
     pub(super) record_lost: bool,
+    /// Whether that update was refused: another worker took the job over.
+    pub(super) superseded: bool,
     /// How long publishing the job's only chunk took, when its first chunk
     /// is also its last: it becomes readable with the job's finish.
     first_publish: Option<Duration>,
@@ -43,6 +48,7 @@ impl<'a> ChunkCutter<'a> {
             jobs,
             spec: job.spec.clone(),
             submitted_at: job.submitted_at,
+            attempt: job.attempt,
             rows: job.rows,
             chunks: job.chunks,
             cut: Vec::new(),
@@ -50,6 +56,7 @@ impl<'a> ChunkCutter<'a> {
             truncated: false,
             cancel_seen: false,
             record_lost: false,
+            superseded: false,
             first_publish: None,
         }
     }
@@ -117,6 +124,7 @@ impl<'a> ChunkCutter<'a> {
             error,
             at: now,
             expires_at,
+            attempt: Some(self.attempt),
         };
         let stored = self
             .jobs
@@ -135,6 +143,14 @@ impl<'a> ChunkCutter<'a> {
             audit_progress(self.jobs, &job).await;
             return Ok(Outcome::Finished);
         };
+        if job.attempt > self.attempt {
+            info!(
+                attempt = self.attempt,
+                newer = job.attempt,
+                "another worker took the job over; not finishing it"
+            );
+            return Ok(Outcome::Superseded);
+        }
         {
             // Counted once the job store has the outcome; a reader that
             // saw the last chunk may scrape a moment before this.
@@ -168,6 +184,7 @@ impl<'a> ChunkCutter<'a> {
             job_id: self.spec.job_id,
             offset: self.spec.offset,
             chunk_seq: self.chunks + ahead,
+            attempt: self.attempt,
             is_last,
             rows,
             status,
@@ -208,6 +225,7 @@ impl<'a> ChunkCutter<'a> {
                 rows: self.rows,
                 chunks: self.chunks,
                 at: self.jobs.now(),
+                attempt: self.attempt,
             };
             let job = self
                 .jobs
@@ -215,9 +233,10 @@ impl<'a> ChunkCutter<'a> {
                 .job_store
                 .update_job(self.spec.job_id, progress)
                 .await?;
-            self.cancel_seen = job.as_ref().is_none_or(|j| j.cancel_requested);
+            self.superseded = job.as_ref().is_some_and(|j| j.attempt > self.attempt);
+            self.cancel_seen = self.superseded || job.as_ref().is_none_or(|j| j.cancel_requested);
             self.record_lost = job.is_none();
-            if first {
+            if first && !self.superseded {
                 self.first_chunk_readable(publishing);
                 if let Some(job) = job {
                     audit_progress(self.jobs, &job).await;

@@ -14,6 +14,7 @@ use tracing::{Instrument, error, info_span, warn};
 use crate::coord::QueuedJob;
 use crate::jobs::{JobError, Jobs};
 use crate::model::{JobRecord, JobSpec, JobStatus, JobUpdate};
+use crate::results::ResultError;
 use crate::source::{AwaitingFirstRows, Lane, SourceError};
 
 mod cutter;
@@ -45,23 +46,32 @@ pub fn spawn(jobs: &Arc<Jobs>, count: usize, shutdown: &CancellationToken) -> Jo
 /// publishing chunks is job work too, and must not slow the API down.
 /// A panic fails the job instead of the worker; dropping the future
 /// (a worker aborted at the end of the shutdown grace) stops the job.
+/// Also returns the attempt the worker ran the job as, once it had one.
 async fn run_on_query_runtime(
     jobs: &Arc<Jobs>,
     spec: JobSpec,
     waiting: AwaitingFirstRows,
     shutdown: &CancellationToken,
-) -> Result<Outcome, JobError> {
+) -> (Result<Outcome, JobError>, Option<u32>) {
     let runtime = &jobs.backends.query_runtime;
     let (jobs, shutdown) = (jobs.clone(), shutdown.clone());
-    let task = AbortOnDropHandle::new(runtime.spawn(
-        Lane::Prompt,
-        async move { run_job(&jobs, spec, waiting, &shutdown).await }.in_current_span(),
-    ));
+    let task = AbortOnDropHandle::new(
+        runtime.spawn(
+            Lane::Prompt,
+            async move {
+                let mut attempt = None;
+                let outcome = run_job(&jobs, spec, waiting, &shutdown, &mut attempt).await;
+                (outcome, attempt)
+            }
+            .in_current_span(),
+        ),
+    );
     match task.await {
-        Ok(outcome) => outcome,
-        Err(e) => Err(JobError::Source(SourceError::Internal(format!(
-            "the job's task failed: {e}"
-        )))),
+        Ok(ran) => ran,
+        Err(e) => {
+            let error = SourceError::Internal(format!("the job's task failed: {e}"));
+            (Err(JobError::Source(error)), None)
+        }
     }
 }
 
@@ -86,7 +96,7 @@ async fn run(jobs: Arc<Jobs>, shutdown: CancellationToken) {
         let heartbeat = spawn_heartbeat(&jobs, &queued);
         let running = &jobs.metrics.jobs_running;
         running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let outcome = run_on_query_runtime(&jobs, spec, waiting, &shutdown)
+        let (outcome, attempt) = run_on_query_runtime(&jobs, spec, waiting, &shutdown)
             .instrument(span.clone())
             .await;
         running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -97,15 +107,28 @@ async fn run(jobs: Arc<Jobs>, shutdown: CancellationToken) {
             Ok(Outcome::Finished) => {}
             // Not acknowledged: the queue hands it to another worker, which resumes it.
             Ok(Outcome::LeftForTakeover) => continue,
+            // Not acknowledged either: the delivery is the newer attempt's
+            // now, and acknowledging would drop it from under that worker.
+            Ok(Outcome::Superseded) | Err(JobError::Results(ResultError::Superseded { .. })) => {
+                span.in_scope(|| let_go_superseded(&jobs, &queued, attempt));
+                continue;
+            }
             Err(e) => {
                 span.in_scope(|| error!(error = %e, "job could not publish its last chunk, or its task failed; marking it failed"));
-                if !mark_failed(&jobs, &queued.spec, e.to_string()).await {
-                    // Not acknowledged: after its lease the queue hands the
-                    // job to a worker again, which resumes it.
-                    span.in_scope(|| {
-                        warn!("could not mark the job failed; left for another attempt")
-                    });
-                    continue;
+                match mark_failed(&jobs, &queued.spec, attempt, e.to_string()).await {
+                    Marked::Settled => {}
+                    Marked::Superseded => {
+                        span.in_scope(|| let_go_superseded(&jobs, &queued, attempt));
+                        continue;
+                    }
+                    Marked::Unanswered => {
+                        // Not acknowledged: after its lease the queue hands
+                        // the job to a worker again, which resumes it.
+                        span.in_scope(|| {
+                            warn!("could not mark the job failed; left for another attempt")
+                        });
+                        continue;
+                    }
                 }
             }
         }
@@ -139,14 +162,39 @@ pub(super) enum Outcome {
     Finished,
     /// Shutdown came mid-job and another worker can take it over.
     LeftForTakeover,
+    /// Another worker took the job over while this one was silent past its
+    /// lease; this one stopped without finishing it.
+    Superseded,
+}
+
+/// A worker that found a newer attempt running its job lets go: without
+/// acknowledging the delivery (it is the newer attempt's now, and an
+/// acknowledgement would drop it from under that worker), and without
+/// serving what it published late from this process's cache.
+fn let_go_superseded(jobs: &Jobs, queued: &QueuedJob, attempt: Option<u32>) {
+    jobs.backends.results.forget_cached(queued.spec.job_id);
+    warn!(
+        attempt,
+        "another worker took the job over (this one was silent past its lease); stopped"
+    );
+}
+
+/// What marking a job failed came to.
+enum Marked {
+    /// Marked, already finished, or its record gone (then only its audit
+    /// row can say how it ended).
+    Settled,
+    /// The job store did not answer: the job is worth another attempt.
+    Unanswered,
+    /// A newer attempt than this worker's runs the job, and ends it.
+    Superseded,
 }
 
 /// Last resort when even the last chunk cannot be published: the job still
 /// ends (so it expires and frees its offset), and readers see its status.
-/// Says whether the job is settled: marked, already finished, or its record
-/// gone (then only its audit row can say how it ended). `false` when the
-/// job store did not answer, so the job is worth another attempt.
-async fn mark_failed(jobs: &Jobs, spec: &JobSpec, error: String) -> bool {
+/// Only as the attempt that runs the job (`attempt`, when the worker got
+/// as far as starting it).
+async fn mark_failed(jobs: &Jobs, spec: &JobSpec, attempt: Option<u32>, error: String) -> Marked {
     let job_store = &jobs.backends.job_store;
     let job_id = spec.job_id;
     let now = jobs.now();
@@ -161,14 +209,15 @@ async fn mark_failed(jobs: &Jobs, spec: &JobSpec, error: String) -> bool {
                 &JobUpdate::failed(error, now, expires_at),
             );
             audit_progress(jobs, &lost).await;
-            return true;
+            return Marked::Settled;
         }
-        Err(_) => return false,
+        Err(_) => return Marked::Unanswered,
     };
     if job.status.is_finished() {
-        return true;
+        return Marked::Settled;
     }
     let update = JobUpdate::Finished {
+        attempt,
         status: JobStatus::Failed,
         rows: job.rows,
         chunks: job.chunks,
@@ -178,12 +227,13 @@ async fn mark_failed(jobs: &Jobs, spec: &JobSpec, error: String) -> bool {
         expires_at,
     };
     match job_store.update_job(job_id, update).await {
+        Ok(Some(job)) if attempt.is_some_and(|a| job.attempt > a) => Marked::Superseded,
         Ok(Some(job)) => {
             audit_progress(jobs, &job).await;
-            true
+            Marked::Settled
         }
-        Ok(None) => true,
-        Err(_) => false,
+        Ok(None) => Marked::Settled,
+        Err(_) => Marked::Unanswered,
     }
 }
 

@@ -23,16 +23,22 @@ enum Stop {
     /// its data): nobody can read the job any more, and its offset may be
     /// leased again soon, so it stops and says why.
     RecordLost,
+    /// Another worker took the job over (this one went silent past its
+    /// lease, e.g. frozen): it stops at once, writing nothing more.
+    Superseded,
 }
 
 /// The error a job whose record was lost ends with.
 const RECORD_LOST: &str = "the job's record was lost by the coordination store (Redis restarted without its data); submit it again";
 
+/// Runs the job; `started` learns the attempt this worker runs as, once
+/// the job store gave it one.
 pub(super) async fn run_job(
     jobs: &Jobs,
     spec: JobSpec,
     waiting: AwaitingFirstRows,
     shutdown: &CancellationToken,
+    started: &mut Option<u32>,
 ) -> Result<Outcome, JobError> {
     let b = &jobs.backends;
     let Some(job) = b
@@ -45,6 +51,8 @@ pub(super) async fn run_job(
     if job.status.is_finished() {
         return Ok(Outcome::Finished); // delivered twice; the first delivery finished it
     }
+    let attempt = job.attempt;
+    *started = Some(attempt);
     audit_progress(jobs, &job).await;
     let mut run = ChunkCutter::resume(jobs, &job);
     if job.cancel_requested {
@@ -76,7 +84,7 @@ pub(super) async fn run_job(
         // One row past the cap tells us the result was truncated.
         limit: spec.max_rows.saturating_sub(run.rows).saturating_add(1),
     };
-    info!(skip = run.rows, "job started");
+    info!(skip = run.rows, attempt, "job started");
     let stream = b.source.query(query).await;
     drop(waiting);
     let stream = match stream {
@@ -101,7 +109,7 @@ pub(super) async fn run_job(
     let mut batch_chunks = PUBLISH_BATCH_START;
     let mut stream = stream.fuse();
     let scanning_since = tokio::time::Instant::now();
-    let stop_requested = stop_requested(jobs, spec.job_id);
+    let stop_requested = stop_requested(jobs, spec.job_id, attempt);
     tokio::pin!(stop_requested);
     let mut scan_gate = jobs.hooks.scan_gate.clone();
     // Rows read while the previous batch was being published.
@@ -149,6 +157,8 @@ pub(super) async fn run_job(
         if published? && run.cancel_seen {
             break Some(if run.record_lost {
                 Stop::RecordLost
+            } else if run.superseded {
+                Stop::Superseded
             } else {
                 Stop::Cancelled
             });
@@ -159,7 +169,7 @@ pub(super) async fn run_job(
     // shorter than one look-out interval is spared the extra round trip.
     let stop = match stop {
         None if scanning_since.elapsed() >= CANCEL_CHECK_INTERVAL => {
-            look_for_stop(jobs, spec.job_id).await
+            look_for_stop(jobs, spec.job_id, attempt).await
         }
         stop => stop,
     };
@@ -170,6 +180,7 @@ pub(super) async fn run_job(
             run.finish(JobStatus::Failed, Some(RECORD_LOST.to_owned()))
                 .await
         }
+        Some(Stop::Superseded) => Ok(Outcome::Superseded),
         Some(Stop::Shutdown) if jobs.backends.queue.heartbeat_interval().is_some() => {
             info!(
                 rows = run.rows,
@@ -190,8 +201,9 @@ pub(super) async fn run_job(
 /// seconds between batches, and those are the jobs users cancel.
 const CANCEL_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Resolves once the job's cancel is requested, or its record is gone.
-async fn stop_requested(jobs: &Jobs, job_id: crate::model::JobId) -> Stop {
+/// Resolves once the job's cancel is requested, its record is gone, or
+/// another attempt took it over.
+async fn stop_requested(jobs: &Jobs, job_id: crate::model::JobId, attempt: u32) -> Stop {
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + CANCEL_CHECK_INTERVAL,
         CANCEL_CHECK_INTERVAL,
@@ -199,18 +211,19 @@ async fn stop_requested(jobs: &Jobs, job_id: crate::model::JobId) -> Stop {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Some(stop) = look_for_stop(jobs, job_id).await {
+        if let Some(stop) = look_for_stop(jobs, job_id, attempt).await {
             return stop;
         }
     }
 }
 
-/// Whether the job's cancel was requested or its record is gone. A job
-/// store that does not answer says neither: the next look, or the next
-/// progress update, asks again.
-async fn look_for_stop(jobs: &Jobs, job_id: crate::model::JobId) -> Option<Stop> {
+/// Whether the job's cancel was requested, its record is gone, or a newer
+/// attempt runs it. A job store that does not answer says none of these:
+/// the next look, or the next progress update, asks again.
+async fn look_for_stop(jobs: &Jobs, job_id: crate::model::JobId, attempt: u32) -> Option<Stop> {
     match jobs.backends.job_store.job(job_id).await {
         Ok(None) => Some(Stop::RecordLost),
+        Ok(Some(job)) if job.attempt > attempt => Some(Stop::Superseded),
         Ok(Some(job)) if job.cancel_requested => Some(Stop::Cancelled),
         Ok(Some(_)) => None,
         Err(e) => {

@@ -81,6 +81,7 @@ async fn fill(log: &dyn AuditLog) {
             rows: 10,
             chunks: 1,
             at: later(400),
+            attempt: 1,
         },
     ] {
         record.apply(&update);

@@ -1,5 +1,6 @@
-//! The `ChunkIndex` contract: where each chunk of a job landed, first place
-//! recorded wins, and forgetting a job forgets only it.
+//! The `ChunkIndex` contract: where each chunk of a job landed, the newest
+//! attempt's place wins (of one attempt's, the first recorded), and
+//! forgetting a job forgets only it.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use async_trait::async_trait;
 use pseudostream::coord::memory::MemoryChunkIndex;
 use pseudostream::coord::policy::TimeoutAndRetry;
 use pseudostream::coord::redis::RedisChunkIndex;
-use pseudostream::coord::{ChunkIndex, ChunkPlace, CoordError, IndexedChunks};
+use pseudostream::coord::{ChunkIndex, ChunkPlace, CoordError, IndexedChunks, Recorded};
 use pseudostream::model::JobId;
 
 use crate::contract_coord::{
@@ -26,27 +27,33 @@ async fn redis_chunk_index() -> RedisChunkIndex {
 }
 
 fn place(partition: i32, position: i64) -> ChunkPlace {
+    by_attempt(1, partition, position)
+}
+
+fn by_attempt(attempt: u32, partition: i32, position: i64) -> ChunkPlace {
     ChunkPlace {
         partition,
         position,
+        attempt,
     }
 }
 
 pub async fn case_records_places_and_counts<I: ChunkIndex>(index: I) {
     let job = JobId::new();
-    index
+    let recorded = index
         .record(job, &[(0, place(1, 10)), (1, place(1, 11))])
         .await
         .unwrap();
+    assert_eq!(recorded, Recorded::default());
     assert_eq!(index.count(job).await.unwrap(), 2);
     assert_eq!(
         index.probe(job, 1).await.unwrap(),
         IndexedChunks {
-            contains: true,
+            written_by: Some(1),
             count: 2
         }
     );
-    assert!(!index.probe(job, 2).await.unwrap().contains);
+    assert_eq!(index.probe(job, 2).await.unwrap().written_by, None);
     assert_eq!(
         index.places(job, 0..3).await.unwrap(),
         [Some(place(1, 10)), Some(place(1, 11)), None]
@@ -59,15 +66,81 @@ pub async fn case_first_place_recorded_wins<I: ChunkIndex>(index: I) {
     let job = JobId::new();
     index.record(job, &[(0, place(2, 5))]).await.unwrap();
     // A racing publisher's copy landed elsewhere: the index keeps the first.
-    index
+    let recorded = index
         .record(job, &[(0, place(2, 9)), (1, place(2, 10))])
         .await
         .unwrap();
+    assert_eq!(
+        recorded,
+        Recorded::default(),
+        "the same attempt's copy is no refusal, nor written again"
+    );
     assert_eq!(
         index.places(job, 0..2).await.unwrap(),
         [Some(place(2, 5)), Some(place(2, 10))]
     );
     assert_eq!(index.count(job).await.unwrap(), 2);
+}
+
+/// A worker frozen past its lease (attempt 1) may land its copy of a seq
+/// first; the attempt that took the job over (2) still gets its copy
+/// indexed, and the frozen one can never take a seq back. Where an older
+/// copy lies after the indexed one, the seq is to be written again.
+pub async fn case_the_newest_attempt_wins_a_seq<I: ChunkIndex>(index: I) {
+    let job = JobId::new();
+    let stale = |position| by_attempt(1, 0, position);
+    let current = |position| by_attempt(2, 0, position);
+    let none = Recorded::default();
+    assert_eq!(index.record(job, &[(0, current(1))]).await.unwrap(), none);
+    // The frozen worker's copy of seq 1 lands first.
+    assert_eq!(index.record(job, &[(1, stale(2))]).await.unwrap(), none);
+    assert_eq!(index.probe(job, 1).await.unwrap().written_by, Some(1));
+    // The current attempt publishes seq 1 again: its copy replaces it.
+    let recorded = index
+        .record(job, &[(1, current(3)), (2, current(4))])
+        .await
+        .unwrap();
+    assert_eq!(recorded, none);
+    assert_eq!(
+        index.probe(job, 1).await.unwrap(),
+        IndexedChunks {
+            written_by: Some(2),
+            count: 3
+        }
+    );
+    // The frozen worker's later copies are refused, and change nothing;
+    // those that landed after the indexed copy want it written again.
+    let recorded = index
+        .record(job, &[(2, stale(5)), (3, stale(6))])
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded,
+        Recorded {
+            superseded: true,
+            rewrite: vec![(2, 2)],
+        }
+    );
+    assert_eq!(
+        index.places(job, 0..4).await.unwrap(),
+        [
+            Some(current(1)),
+            Some(current(3)),
+            Some(current(4)),
+            Some(stale(6))
+        ]
+    );
+    // A stale copy indexed first, but landed after the current one (which
+    // was in flight): replaced, and to be written again after it.
+    let recorded = index.record(job, &[(3, current(5))]).await.unwrap();
+    assert_eq!(
+        recorded,
+        Recorded {
+            superseded: false,
+            rewrite: vec![(3, 2)],
+        }
+    );
+    assert_eq!(index.probe(job, 3).await.unwrap().written_by, Some(2));
 }
 
 pub async fn case_forget_drops_only_that_job<I: ChunkIndex>(index: I) {
@@ -87,7 +160,7 @@ pub async fn case_an_unknown_job_has_no_chunks<I: ChunkIndex>(index: I) {
     assert_eq!(
         index.probe(job, 0).await.unwrap(),
         IndexedChunks {
-            contains: false,
+            written_by: None,
             count: 0
         }
     );
@@ -107,7 +180,11 @@ impl ChunkIndex for Flaky<Arc<dyn ChunkIndex>> {
         self.inner.probe(job, seq).await
     }
 
-    async fn record(&self, job: JobId, landed: &[(u64, ChunkPlace)]) -> Result<(), CoordError> {
+    async fn record(
+        &self,
+        job: JobId,
+        landed: &[(u64, ChunkPlace)],
+    ) -> Result<Recorded, CoordError> {
         self.script.gate().await?;
         self.inner.record(job, landed).await
     }
@@ -146,6 +223,7 @@ pub async fn case_policy_retries_within_its_budget<I: ChunkIndex>(index: I) {
 coord_suite!(embedded, MemoryChunkIndex::new();
     case_records_places_and_counts,
     case_first_place_recorded_wins,
+    case_the_newest_attempt_wins_a_seq,
     case_forget_drops_only_that_job,
     case_an_unknown_job_has_no_chunks,
     case_policy_retries_within_its_budget);
@@ -155,6 +233,7 @@ coord_suite!(
     redis_chunk_index().await;
     case_records_places_and_counts,
     case_first_place_recorded_wins,
+    case_the_newest_attempt_wins_a_seq,
     case_forget_drops_only_that_job,
     case_an_unknown_job_has_no_chunks,
     case_policy_retries_within_its_budget

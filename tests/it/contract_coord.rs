@@ -122,6 +122,7 @@ pub fn progress(rows: u64, chunks: u64) -> JobUpdate {
         rows,
         chunks,
         at: Utc::now(),
+        attempt: 1,
     }
 }
 
@@ -136,6 +137,7 @@ pub fn finished(expires_in_secs: i64) -> JobUpdate {
         error: None,
         at,
         expires_at: at + TimeDelta::seconds(expires_in_secs),
+        attempt: None,
     }
 }
 

@@ -352,11 +352,96 @@ pub async fn case_policy_retries_within_its_budget(c: Coordination) {
     assert!(c.job_store.job(job.id()).await.unwrap().is_none());
 }
 
+/// A worker's updates carry the attempt `Started` gave it; once a newer
+/// attempt started (a takeover from a worker frozen past its lease), the
+/// older one's progress and finish are refused and change nothing.
+pub async fn case_a_superseded_attempt_cannot_move_the_job(c: Coordination) {
+    attempts_fence_updates(&c, &c).await;
+}
+
+/// `first` runs the job as attempt 1; `second` takes it over as attempt 2.
+pub async fn attempts_fence_updates(first: &Coordination, second: &Coordination) {
+    let job = admit(first, 13, "ann").await;
+    let id = job.id();
+    let start = |c: &Coordination| {
+        let store = c.job_store.clone();
+        async move {
+            store
+                .update_job(id, JobUpdate::Started { at: Utc::now() })
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    assert_eq!(job.attempt, 0, "no worker has started it yet");
+    assert_eq!(start(first).await.attempt, 1);
+    let progressed = first
+        .job_store
+        .update_job(id, by_attempt(1, progress(10, 1)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((progressed.chunks, progressed.attempt), (1, 1));
+    // The first worker froze; another takes the job over.
+    let taken = start(second).await;
+    assert_eq!(taken.attempt, 2);
+    assert_eq!(taken.status, JobStatus::Running);
+
+    // The first worker resumes: its progress and finish are refused.
+    let refused = first
+        .job_store
+        .update_job(id, by_attempt(1, progress(30, 3)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(refused.attempt, 2, "the answer says who runs the job now");
+    assert_eq!(refused.chunks, 1);
+    assert_eq!(refused.version, taken.version, "nothing changed");
+    let refused = first
+        .job_store
+        .update_job(id, by_attempt(1, finished(60)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(refused.status, JobStatus::Running);
+
+    // The current attempt moves the job on.
+    let moved = second
+        .job_store
+        .update_job(id, by_attempt(2, progress(20, 2)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((moved.chunks, moved.attempt), (2, 2));
+    let stored = first.job_store.job(id).await.unwrap().unwrap();
+    assert_eq!((stored.chunks, stored.attempt), (2, 2));
+    let done = second
+        .job_store
+        .update_job(id, by_attempt(2, finished(60)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Completed);
+    // A finished job is not started again: its attempt stays.
+    assert_eq!(start(first).await.attempt, 2);
+}
+
+/// `update` as the worker running attempt `by` sends it.
+fn by_attempt(by: u32, mut update: JobUpdate) -> JobUpdate {
+    match &mut update {
+        JobUpdate::Progress { attempt, .. } => *attempt = by,
+        JobUpdate::Finished { attempt, .. } => *attempt = Some(by),
+        JobUpdate::Started { .. } | JobUpdate::CancelRequested => {}
+    }
+    update
+}
+
 coord_suite!(embedded, memory::coordination(3);
     case_updates_and_offset_lookup,
     case_wait_for_change_wakes_on_update,
     case_expiry_happens_once_and_frees_everything,
     case_jobs_of_a_user_newest_first,
+    case_a_superseded_attempt_cannot_move_the_job,
     case_policy_retries_within_its_budget);
 coord_suite!(
     redis,
@@ -366,6 +451,7 @@ coord_suite!(
     case_wait_for_change_wakes_on_update,
     case_expiry_happens_once_and_frees_everything,
     case_jobs_of_a_user_newest_first,
+    case_a_superseded_attempt_cannot_move_the_job,
     case_policy_retries_within_its_budget
 );
 
@@ -385,6 +471,16 @@ coord_suite!(
 /// are what keep concurrent callers on different instances apart.
 mod redis_across_instances {
     use super::*;
+
+    /// The frozen worker's instance remembers the record as it last wrote
+    /// it (attempt 1); its updates must still be refused once the other
+    /// instance started attempt 2.
+    #[tokio::test]
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
+    async fn a_takeover_on_another_instance_fences_the_first() {
+        let (a, b) = redis_pair(3).await;
+        attempts_fence_updates(&a, &b).await;
+    }
 
     /// Each instance remembers the record it last wrote and updates against
     /// it; an update made meanwhile by the other instance must not be lost.

@@ -1,8 +1,8 @@
 //! The result-topic contract, run against every implementation.
 
 use pseudostream::model::{Chunk, JobId, Offset};
-use pseudostream::results::ResultTopic;
 use pseudostream::results::memory::MemoryResultLog;
+use pseudostream::results::{ResultError, ResultTopic};
 
 fn chunk(job: JobId, seq: u64, last: bool) -> Chunk {
     crate::kafka_results::chunk(job, Offset(7), seq, last)
@@ -47,6 +47,65 @@ pub async fn case_republishing_a_seq_is_a_no_op_and_gaps_are_refused<T: ResultTo
     topic.publish(&chunk(job, 0, false)).await.unwrap();
     assert!(topic.publish(&chunk(job, 2, false)).await.is_err());
     assert_eq!(topic.read(job, Offset(7), 0, 10).await.unwrap().len(), 1);
+}
+
+/// A chunk as attempt `attempt` at the job writes it.
+fn by_attempt(attempt: u32, job: JobId, seq: u64) -> Chunk {
+    Chunk {
+        attempt,
+        ..chunk(job, seq, false)
+    }
+}
+
+fn attempts(read: &[pseudostream::results::ChunkJson]) -> Vec<u64> {
+    read.iter()
+        .map(|c| decode(c)["attempt"].as_u64().unwrap())
+        .collect()
+}
+
+/// A worker frozen past its lease (attempt 1) may land copies of seqs the
+/// worker that took over (attempt 2) publishes too: readers get the newer
+/// attempt's copy of each, and the frozen one is refused once the newer
+/// attempt wrote a seq.
+pub async fn case_the_newest_attempt_wins_a_seq<T: ResultTopic>(topic: T) {
+    let job = JobId::new();
+    topic.publish(&by_attempt(1, job, 0)).await.unwrap();
+    // Published after the lease ran out, never counted in the job's progress.
+    topic.publish(&by_attempt(1, job, 1)).await.unwrap();
+    // The new attempt resumes after the last counted chunk, 0.
+    topic
+        .publish_batch(&[by_attempt(2, job, 1), by_attempt(2, job, 2)])
+        .await
+        .unwrap();
+    topic.publish(&by_attempt(1, job, 3)).await.unwrap();
+    topic.publish(&by_attempt(2, job, 3)).await.unwrap();
+    let read = topic.read(job, Offset(7), 0, 10).await.unwrap();
+    assert_eq!(attempts(&read), [1, 2, 2, 2]);
+
+    // The frozen worker goes on: refused, and nothing changes.
+    for refused in [
+        topic.publish(&by_attempt(1, job, 2)).await,
+        topic
+            .publish_batch(&[by_attempt(1, job, 3), by_attempt(1, job, 4)])
+            .await
+            .map(drop),
+    ] {
+        assert!(
+            matches!(
+                refused,
+                Err(ResultError::Superseded {
+                    attempt: 1,
+                    newer: 2,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+    }
+    // The current attempt republishing is a no-op, as ever.
+    topic.publish(&by_attempt(2, job, 3)).await.unwrap();
+    let again = topic.read(job, Offset(7), 0, 10).await.unwrap();
+    assert_eq!(again, read);
 }
 
 pub async fn case_delete_removes_a_job_and_only_it<T: ResultTopic>(topic: T) {
@@ -125,6 +184,7 @@ macro_rules! result_topic_suite {
                 case_chunks_read_back_in_order,
                 case_republishing_a_seq_is_a_no_op_and_gaps_are_refused,
                 case_delete_removes_a_job_and_only_it,
+                case_the_newest_attempt_wins_a_seq,
                 case_a_batch_lands_in_order_and_resumes_cleanly,
                 case_concurrent_jobs_on_one_partition_all_read_back);
         }

@@ -74,6 +74,7 @@ pub fn chunk(job: JobId, offset: Offset, seq: u64, last: bool) -> Chunk {
         job_id: job,
         offset,
         chunk_seq: seq,
+        attempt: 1,
         is_last: last,
         rows: vec![row],
         status: last.then_some(JobStatus::Completed),
@@ -154,12 +155,15 @@ async fn chunks_read_back_whatever_the_writer_compresses_with() {
 }
 
 /// A message as a connector sees it.
-struct Raw {
-    key: String,
-    job: Option<String>,
-    seq: Option<u64>,
-    is_last: Option<bool>,
-    value: Option<serde_json::Value>,
+pub struct Raw {
+    pub key: String,
+    pub job: Option<String>,
+    pub seq: Option<u64>,
+    pub attempt: Option<u32>,
+    pub is_last: Option<bool>,
+    pub value: Option<serde_json::Value>,
+    /// Its position in the partition.
+    pub position: i64,
 }
 
 /// A consumer assigned `partition` of `topic` from its beginning, told of
@@ -183,7 +187,7 @@ pub fn plain_consumer(brokers: &str, topic: &str, partition: i32) -> BaseConsume
 
 /// Reads a whole partition the way a dashboard connector would: plain
 /// rdkafka, assign from the beginning, no consumer group, no pseudostream code.
-fn read_partition(topic: &str, partition: i32) -> Vec<Raw> {
+pub fn read_partition(topic: &str, partition: i32) -> Vec<Raw> {
     let consumer = plain_consumer(&brokers(), topic, partition);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut out = Vec::new();
@@ -198,8 +202,10 @@ fn read_partition(topic: &str, partition: i32) -> Vec<Raw> {
                     key: String::from_utf8(m.key().unwrap_or_default().to_vec()).unwrap(),
                     job: None,
                     seq: None,
+                    attempt: None,
                     is_last: None,
                     value: m.payload().map(|p| serde_json::from_slice(p).unwrap()),
+                    position: m.offset(),
                 };
                 if let Some(headers) = m.headers() {
                     for h in headers.iter() {
@@ -207,6 +213,7 @@ fn read_partition(topic: &str, partition: i32) -> Vec<Raw> {
                         match h.key {
                             "jobId" => raw.job = v,
                             "chunkSeq" => raw.seq = v.and_then(|v| v.parse().ok()),
+                            "attempt" => raw.attempt = v.and_then(|v| v.parse().ok()),
                             "isLast" => raw.is_last = v.and_then(|v| v.parse().ok()),
                             _ => {}
                         }
@@ -262,6 +269,10 @@ async fn a_dashboard_connector_reads_an_offset_straight_from_kafka() {
         1
     );
     assert_eq!(chunks[&3].is_last, Some(true));
+    assert!(
+        chunks.values().all(|m| m.attempt == Some(1)),
+        "attempt header"
+    );
     let value = chunks[&3].value.as_ref().expect("a chunk has a value");
     assert_eq!(value["jobId"], job.to_string());
     assert_eq!(value["offset"], offset.0);
@@ -281,6 +292,7 @@ async fn a_dashboard_connector_reads_an_offset_straight_from_kafka() {
     assert_eq!(latest.len(), 4);
     for m in latest.values() {
         assert!(m.value.is_none(), "{} should be a tombstone", m.key);
+        assert_eq!(m.attempt, None, "a tombstone is no chunk of an attempt");
         assert_eq!(m.job.as_deref(), Some(job.to_string().as_str()));
     }
     assert!(topic.read(job, offset, 0, 10).await.unwrap().is_empty());

@@ -13,7 +13,6 @@ use futures::StreamExt;
 use pseudostream::filter::{self, Limits, Order};
 use pseudostream::source::{QuerySource, SourceQuery};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::support::*;
@@ -100,17 +99,7 @@ impl Stack {
 
     /// Spawns the binary and reads the URL its first line ends with.
     async fn start(&self, args: &[&str]) -> (Child, String) {
-        let mut child = self.command(args).spawn().expect("spawn the binary");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("the process starts within a minute")
-            .unwrap()
-            .expect("the process prints its address");
-        let url = line.rsplit(' ').next().unwrap().to_owned();
-        assert!(url.starts_with("http://"), "{line}");
-        (child, url)
+        start_binary(&mut self.command(args)).await
     }
 }
 

@@ -68,7 +68,21 @@ impl Server {
     }
 
     pub async fn start_with(config: Config, hooks: Hooks) -> Server {
-        let (app, _) = app::start_with_hooks(config, app::Roles::ALL, hooks)
+        Server::start_roles(config, app::Roles::ALL, hooks).await
+    }
+
+    /// A server with the API only: the jobs it admits run in other
+    /// processes.
+    pub async fn start_api(config: Config) -> Server {
+        let roles = app::Roles {
+            api: true,
+            workers: false,
+        };
+        Server::start_roles(config, roles, Hooks::default()).await
+    }
+
+    async fn start_roles(config: Config, roles: app::Roles, hooks: Hooks) -> Server {
+        let (app, _) = app::start_with_hooks(config, roles, hooks)
             .await
             .expect("server starts");
         let base = format!("http://{}", app.addr.expect("the API role listens"));
@@ -197,6 +211,25 @@ async fn decode(response: reqwest::Response) -> (u16, Value) {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
     (status, body)
+}
+
+/// Spawns the binary (`command`, with stdout piped) and waits for the
+/// address its first line ends with; returns the process and that URL.
+pub async fn start_binary(
+    command: &mut tokio::process::Command,
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = command.spawn().expect("spawn the binary");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the process starts within a minute")
+        .unwrap()
+        .expect("the process prints its address");
+    let url = line.rsplit(' ').next().unwrap().to_owned();
+    assert!(url.starts_with("http://"), "{line}");
+    (child, url)
 }
 
 /// Polls `predicate` until it holds or `deadline` passes; no fixed sleeps.
@@ -378,12 +411,13 @@ pub fn whole_dataset() -> Value {
     })
 }
 
-/// The rows a direct query of the test dataset gives for `job` (a job as
-/// `GET /v1/jobs/{id}` shows it: its filter, time range, fields and order).
-pub async fn direct_rows(job: &Value) -> Vec<Value> {
+/// The rows a direct query of the dataset in `data` (the test dataset, or
+/// a test's own) gives for `job` (a job as `GET /v1/jobs/{id}` shows it:
+/// its filter, time range, fields and order).
+pub async fn direct_rows(data: &std::path::Path, job: &Value) -> Vec<Value> {
     use futures::StreamExt;
     use pseudostream::source::{QuerySource, SourceQuery};
-    let source = open_parquet(&dataset().to_string_lossy(), "ts").await;
+    let source = open_parquet(&data.to_string_lossy(), "ts").await;
     let compiled = pseudostream::filter::compile(
         job["filter"].as_str().unwrap(),
         source.schema(),

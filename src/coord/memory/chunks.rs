@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::coord::{ChunkIndex, ChunkPlace, CoordError, IndexedChunks};
+use crate::coord::{ChunkIndex, ChunkPlace, CoordError, IndexedChunks, Recorded};
 use crate::model::JobId;
 
 #[derive(Default)]
@@ -36,18 +36,34 @@ impl ChunkIndex for MemoryChunkIndex {
         let by_job = self.lock();
         let chunks = by_job.get(&job);
         Ok(IndexedChunks {
-            contains: chunks.is_some_and(|c| c.contains_key(&seq)),
+            written_by: chunks.and_then(|c| c.get(&seq)).map(|p| p.attempt),
             count: chunks.map_or(0, |c| c.len() as u64),
         })
     }
 
-    async fn record(&self, job: JobId, landed: &[(u64, ChunkPlace)]) -> Result<(), CoordError> {
+    async fn record(
+        &self,
+        job: JobId,
+        landed: &[(u64, ChunkPlace)],
+    ) -> Result<Recorded, CoordError> {
         let mut by_job = self.lock();
         let chunks = by_job.entry(job).or_default();
+        let mut recorded = Recorded::default();
         for (seq, place) in landed {
-            chunks.entry(*seq).or_insert(*place);
+            let indexed = chunks.entry(*seq).or_insert(*place);
+            let (newer, older) = if indexed.attempt < place.attempt {
+                (*place, std::mem::replace(indexed, *place))
+            } else if indexed.attempt > place.attempt {
+                recorded.superseded = true;
+                (*indexed, *place)
+            } else {
+                continue;
+            };
+            if older.partition == newer.partition && older.position > newer.position {
+                recorded.rewrite.push((*seq, newer.attempt));
+            }
         }
-        Ok(())
+        Ok(recorded)
     }
 
     async fn places(

@@ -89,8 +89,10 @@ impl JobStore for MemoryJobStore {
         let Some(entry) = state.jobs.get_mut(&id) else {
             return Ok(None);
         };
-        entry.record.apply(&update);
-        entry.changed.send_replace(entry.record.version);
+        // An update of a superseded attempt changes nothing and wakes nobody.
+        if entry.record.apply(&update) {
+            entry.changed.send_replace(entry.record.version);
+        }
         Ok(Some(entry.record.clone()))
     }
 

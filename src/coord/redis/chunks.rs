@@ -1,13 +1,16 @@
-//! The Redis [`ChunkIndex`]: one hash per job, seq -> `{partition}:{position}`.
+//! The Redis [`ChunkIndex`]: one hash per job, seq ->
+//! `{partition}:{position}:{attempt}`; recording is a script, so the
+//! newest attempt's place wins atomically.
 
 use std::ops::Range;
 
+use ::redis::Script;
 use ::redis::aio::ConnectionManager;
 use async_trait::async_trait;
 
 use super::conn::{call, open};
 use super::keys::Keys;
-use crate::coord::{ChunkIndex, ChunkPlace, CoordError, IndexedChunks};
+use crate::coord::{ChunkIndex, ChunkPlace, CoordError, IndexedChunks, Recorded};
 use crate::model::JobId;
 
 /// The index outlives any sensible result TTL; expiry deletes it long before.
@@ -17,6 +20,7 @@ const INDEX_TTL_SECS: i64 = 7 * 24 * 3600;
 pub struct RedisChunkIndex {
     conn: ConnectionManager,
     keys: Keys,
+    record: Script,
 }
 
 impl RedisChunkIndex {
@@ -25,6 +29,7 @@ impl RedisChunkIndex {
         Ok(RedisChunkIndex {
             conn,
             keys: Keys::new(prefix),
+            record: Script::new(include_str!("scripts/record_chunks.lua")),
         })
     }
 }
@@ -44,9 +49,9 @@ impl ChunkIndex for RedisChunkIndex {
     async fn probe(&self, job: JobId, seq: u64) -> Result<IndexedChunks, CoordError> {
         let index = self.keys.chunks(job);
         let mut conn = self.conn.clone();
-        let (contains, count): (bool, u64) = call(
+        let (entry, count): (Option<String>, u64) = call(
             ::redis::pipe()
-                .cmd("HEXISTS")
+                .cmd("HGET")
                 .arg(&index)
                 .arg(seq)
                 .cmd("HLEN")
@@ -54,23 +59,35 @@ impl ChunkIndex for RedisChunkIndex {
                 .query_async(&mut conn),
         )
         .await?;
-        Ok(IndexedChunks { contains, count })
+        let written_by = entry
+            .map(|entry| parse_entry(&index, &entry).map(|place| place.attempt))
+            .transpose()?;
+        Ok(IndexedChunks { written_by, count })
     }
 
-    async fn record(&self, job: JobId, landed: &[(u64, ChunkPlace)]) -> Result<(), CoordError> {
-        let index = self.keys.chunks(job);
-        let mut pipe = ::redis::pipe();
-        pipe.atomic();
+    async fn record(
+        &self,
+        job: JobId,
+        landed: &[(u64, ChunkPlace)],
+    ) -> Result<Recorded, CoordError> {
+        let mut invocation = self.record.prepare_invoke();
+        invocation.key(self.keys.chunks(job)).arg(INDEX_TTL_SECS);
         for (seq, place) in landed {
-            pipe.cmd("HSETNX")
-                .arg(&index)
-                .arg(*seq)
-                .arg(format!("{}:{}", place.partition, place.position))
-                .ignore();
+            invocation.arg(*seq).arg(format!(
+                "{}:{}:{}",
+                place.partition, place.position, place.attempt
+            ));
         }
-        pipe.cmd("EXPIRE").arg(&index).arg(INDEX_TTL_SECS).ignore();
         let mut conn = self.conn.clone();
-        call(pipe.query_async::<()>(&mut conn)).await
+        let answer: Vec<u64> = call(invocation.invoke_async(&mut conn)).await?;
+        let (superseded, rewrite) = answer.split_first().unwrap_or((&0, &[]));
+        Ok(Recorded {
+            superseded: *superseded == 1,
+            rewrite: rewrite
+                .chunks_exact(2)
+                .map(|pair| (pair[0], u32::try_from(pair[1]).unwrap_or(u32::MAX)))
+                .collect(),
+        })
     }
 
     async fn places(
@@ -93,17 +110,7 @@ impl ChunkIndex for RedisChunkIndex {
         .await?;
         entries
             .into_iter()
-            .map(|entry| {
-                entry
-                    .map(|entry| {
-                        parse_place(&entry).ok_or_else(|| {
-                            CoordError::Unavailable(format!(
-                                "malformed index entry {entry:?} in {index}"
-                            ))
-                        })
-                    })
-                    .transpose()
-            })
+            .map(|entry| entry.map(|entry| parse_entry(&index, &entry)).transpose())
             .collect()
     }
 
@@ -118,11 +125,26 @@ impl ChunkIndex for RedisChunkIndex {
     }
 }
 
+fn parse_entry(index: &str, entry: &str) -> Result<ChunkPlace, CoordError> {
+    parse_place(entry).ok_or_else(|| {
+        CoordError::Unavailable(format!("malformed index entry {entry:?} in {index}"))
+    })
+}
+
+/// An entry without an attempt (written before chunks carried one) counts
+/// as attempt 0, older than any worker's.
 fn parse_place(entry: &str) -> Option<ChunkPlace> {
-    let (partition, position) = entry.split_once(':')?;
+    let mut parts = entry.splitn(3, ':');
+    let partition = parts.next()?.parse().ok()?;
+    let position = parts.next()?.parse().ok()?;
+    let attempt = match parts.next() {
+        Some(attempt) => attempt.parse().ok()?,
+        None => 0,
+    };
     Some(ChunkPlace {
-        partition: partition.parse().ok()?,
-        position: position.parse().ok()?,
+        partition,
+        position,
+        attempt,
     })
 }
 
@@ -132,12 +154,15 @@ mod tests {
 
     #[test]
     fn index_entries_round_trip() {
-        let place = |partition, position| ChunkPlace {
+        let place = |partition, position, attempt| ChunkPlace {
             partition,
             position,
+            attempt,
         };
-        assert_eq!(parse_place("3:12345"), Some(place(3, 12345)));
+        assert_eq!(parse_place("3:12345:2"), Some(place(3, 12345, 2)));
+        assert_eq!(parse_place("3:12345"), Some(place(3, 12345, 0)));
         assert_eq!(parse_place("3"), None);
         assert_eq!(parse_place("x:1"), None);
+        assert_eq!(parse_place("3:1:x"), None);
     }
 }

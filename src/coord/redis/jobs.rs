@@ -190,7 +190,12 @@ impl JobStore for RedisJobStore {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let mut record = decode_record(id, &read)?;
             let was_expired = record.status == JobStatus::Expired;
-            record.apply(&update);
+            if !record.apply(&update) {
+                // From a superseded attempt: refused without a write. Attempts
+                // only grow, so even a record read from `written` (perhaps
+                // behind the stored one) that refuses it is right to.
+                return Ok(Some(record));
+            }
             // Only finished jobs enter the expiry index, so running jobs never expire.
             let expiry = match (&update, record.expires_at) {
                 (JobUpdate::Finished { .. }, Some(at)) if !was_expired => micros(at).to_string(),

@@ -17,7 +17,7 @@
 //! | `{prefix}:idem:{key hash hex}`   | string | `IdempotencyKeys`| `reserved:{request hash}` (with a TTL) or `done:{request hash}:{0\|1 deduplicated}:{jobId}` (with the key TTL) |
 //! | `{prefix}:queue`                 | stream | `JobQueue`       | queued `JobSpec`s, consumer group `workers`    |
 //! | `{prefix}:rate:{user}`           | string | `RateLimiter`    | the user's GCRA theoretical arrival time (µs)  |
-//! | `{prefix}:chunks:{jobId}`        | hash   | `ChunkIndex`     | chunk seq -> `{partition}:{position}` in the Kafka result topic (7-day TTL) |
+//! | `{prefix}:chunks:{jobId}`        | hash   | `ChunkIndex`     | chunk seq -> `{partition}:{position}:{attempt}`: where the chunk landed in the Kafka result topic, and the job attempt that wrote it (7-day TTL) |
 //!
 //! Every decision that reads and then writes runs as one Lua script (in
 //! `scripts/`), which Redis executes without interleaving other commands:

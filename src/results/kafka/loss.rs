@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error};
 
 use super::admin::{RESULT_TOPIC_POLICY, create_topic, partition_ends, topic_exists};
-use super::reader::Fetch;
+use super::reader::{Fetch, Needed};
 use super::{KafkaResultTopic, unavailable};
 use crate::model::JobId;
 use crate::results::ResultError;
@@ -190,7 +190,13 @@ impl KafkaResultTopic {
             topic: self.topic.clone(),
             partition: place.partition,
             job: job.to_string(),
-            needed: BTreeMap::from([(seq, place.position)]),
+            needed: BTreeMap::from([(
+                seq,
+                Needed {
+                    position: place.position,
+                    attempt: place.attempt,
+                },
+            )]),
         };
         self.readers.fetch(request).await.map(|_| ())
     }

@@ -3,15 +3,17 @@
 //! Chunks live in one compacted topic, so dashboards can also read them
 //! straight from Kafka (see `docs/KAFKA.md`): the partition is the job's
 //! offset (the pool slot) modulo the partition count, the key is
-//! `"{offset}/{chunkSeq}"`, the headers carry `jobId`, `chunkSeq` and
-//! `isLast`, and the value is the chunk JSON the embedded log serves.
+//! `"{offset}/{chunkSeq}"`, the headers carry `jobId`, `chunkSeq`,
+//! `attempt` and `isLast`, and the value is the chunk JSON the embedded log
+//! serves.
 //!
 //! Kafka cannot look a message up by key, so a [`ChunkIndex`] (in Redis)
-//! records where each chunk landed — `(partition, KafkaPosition)` per `(jobId, chunkSeq)` —
-//! and doubles as the "already stored" check that makes re-publishing a
-//! stored seq a no-op. Reads seek to the recorded positions with a small
-//! pool of assign-only consumers: no consumer groups, so no rebalancing and
-//! no committed offsets to look after.
+//! records where each chunk landed — `(partition, KafkaPosition)` per
+//! `(jobId, chunkSeq)`, with the attempt that wrote it — and doubles as the
+//! "already stored" check that makes re-publishing a stored seq a no-op
+//! (or, from a newer attempt, a replacement). Reads seek to the recorded
+//! positions with a small pool of assign-only consumers: no consumer
+//! groups, so no rebalancing and no committed offsets to look after.
 //!
 //! A chunk whose send failed may still have landed; the job's next publish
 //! looks for it at the partition's tail before sending it again
@@ -43,7 +45,7 @@ use self::admin::{partition_count, partition_ends};
 use self::doubt::{Doubts, Tails};
 use self::loss::Incarnations;
 use self::producer::ReplaceableProducer;
-use self::reader::{Fetch, ReaderPool};
+use self::reader::{Fetch, Needed, ReaderPool};
 use super::{ChunkJson, ResultError, ResultTopic};
 use crate::coord::{ChunkIndex, ChunkPlace, CoordError};
 use crate::model::{Chunk, JobId, Offset};
@@ -239,12 +241,25 @@ impl ResultTopic for KafkaResultTopic {
                 expected,
             });
         }
-        // Chunks already indexed (a resumed job) are skipped, as in `publish_one`.
-        let fresh: Vec<(&Chunk, &ChunkJson)> = chunks
-            .iter()
-            .zip(&encoded)
-            .filter(|(c, _)| c.chunk_seq >= expected)
-            .collect();
+        // Chunks already indexed (a resumed job) are skipped, as in
+        // `publish_one`, unless an older attempt wrote them.
+        let indexed = if first.chunk_seq < expected {
+            let end = expected.min(first.chunk_seq + chunks.len() as u64);
+            self.index
+                .places(first.job_id, first.chunk_seq..end)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let mut fresh: Vec<(&Chunk, &ChunkJson)> = Vec::with_capacity(chunks.len());
+        for (n, (chunk, json)) in chunks.iter().zip(&encoded).enumerate() {
+            match indexed.get(n).copied().flatten() {
+                Some(place) if place.attempt >= chunk.attempt => {
+                    superseded_if_newer(chunk, place.attempt)?;
+                }
+                _ => fresh.push((chunk, json)),
+            }
+        }
         if !fresh.is_empty() {
             self.publish_fresh(first.job_id, first.offset, &fresh)
                 .await?;
@@ -274,6 +289,7 @@ impl ResultTopic for KafkaResultTopic {
             let Some(ChunkPlace {
                 partition: p,
                 position,
+                attempt,
             }) = place
             else {
                 break;
@@ -282,7 +298,7 @@ impl ResultTopic for KafkaResultTopic {
             if *partition.get_or_insert(p) != p {
                 break;
             }
-            needed.insert(seq, position);
+            needed.insert(seq, Needed { position, attempt });
         }
         let Some(partition) = partition else {
             return Ok(Vec::new());
@@ -327,8 +343,9 @@ fn chunk_key(offset: Offset, seq: u64) -> String {
     format!("{offset}/{seq}")
 }
 
-/// `isLast` is left off tombstones: they end a chunk, they are not one.
-fn chunk_headers(job: JobId, seq: u64, is_last: Option<bool>) -> OwnedHeaders {
+/// `attempt` and `isLast` are left off tombstones (`chunk` is `None`):
+/// they end a chunk, they are not one.
+fn chunk_headers(job: JobId, seq: u64, chunk: Option<&Chunk>) -> OwnedHeaders {
     let job = job.to_string();
     let seq = seq.to_string();
     let headers = OwnedHeaders::new()
@@ -340,13 +357,32 @@ fn chunk_headers(job: JobId, seq: u64, is_last: Option<bool>) -> OwnedHeaders {
             key: "chunkSeq",
             value: Some(&seq),
         });
-    match is_last {
-        Some(last) => headers.insert(Header {
-            key: "isLast",
-            value: Some(if last { "true" } else { "false" }),
-        }),
+    match chunk {
+        Some(chunk) => headers
+            .insert(Header {
+                key: "attempt",
+                value: Some(&chunk.attempt.to_string()),
+            })
+            .insert(Header {
+                key: "isLast",
+                value: Some(if chunk.is_last { "true" } else { "false" }),
+            }),
         None => headers,
     }
+}
+
+/// A seq stored by `by`, an attempt at least as new as `chunk`'s: nothing
+/// to publish when it is the same attempt, a refusal when it is newer.
+fn superseded_if_newer(chunk: &Chunk, by: u32) -> Result<(), ResultError> {
+    if by > chunk.attempt {
+        return Err(ResultError::Superseded {
+            job: chunk.job_id,
+            seq: chunk.chunk_seq,
+            attempt: chunk.attempt,
+            newer: by,
+        });
+    }
+    Ok(())
 }
 
 /// The index is part of the topic: its failures are the topic's.

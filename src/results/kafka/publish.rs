@@ -12,7 +12,7 @@ use super::doubt::Doubt;
 use super::loss::{Continuity, Loss};
 use super::{
     KafkaPosition, KafkaResultTopic, PUBLISH_TIMEOUT, STALLED_AFTER, chunk_headers, chunk_key,
-    kafka_error,
+    kafka_error, superseded_if_newer,
 };
 use crate::coord::ChunkPlace;
 use crate::model::{Chunk, JobId, Offset};
@@ -96,9 +96,12 @@ impl KafkaResultTopic {
         // Chunks are indexed without gaps, so the count is the next seq.
         let probe = self.index.probe(chunk.job_id, seq).await?;
         let expected = probe.count;
-        if probe.contains {
-            // A job resumed after a crash re-publishes its last chunk.
-            return Ok(());
+        if let Some(by) = probe.written_by
+            && by >= chunk.attempt
+        {
+            // Stored by this attempt (a job resumed after a crash
+            // re-publishes its last chunk), or by a newer one: refused.
+            return superseded_if_newer(chunk, by);
         }
         if seq > expected {
             return Err(ResultError::OutOfSequence {
@@ -149,7 +152,7 @@ impl KafkaResultTopic {
             .iter()
             .filter(|(chunk, _)| !landed.contains_key(&chunk.chunk_seq))
             .map(|(chunk, json)| {
-                let headers = chunk_headers(job, chunk.chunk_seq, Some(chunk.is_last));
+                let headers = chunk_headers(job, chunk.chunk_seq, Some(chunk));
                 let key = chunk_key(offset, chunk.chunk_seq);
                 async move {
                     let sent = self
@@ -166,8 +169,10 @@ impl KafkaResultTopic {
         outcomes.extend(sent);
 
         // Two publishers racing for one seq both land in Kafka with the same
-        // key and content; the first index entry wins and reads accept either
-        // copy (see `fetch`), so compaction dropping one is harmless.
+        // key; the newest attempt's index entry wins (of one attempt's, the
+        // first), and reads take the indexed copy or a later one of an
+        // attempt at least as new (see `fetch`).
+        let attempt = fresh.first().map_or(0, |(chunk, _)| chunk.attempt);
         let mut places = Vec::with_capacity(outcomes.len());
         let mut failed = None;
         for (seq, outcome) in outcomes {
@@ -176,6 +181,7 @@ impl KafkaResultTopic {
                     let place = ChunkPlace {
                         partition,
                         position,
+                        attempt,
                     };
                     places.push((seq, place));
                 }
@@ -194,7 +200,8 @@ impl KafkaResultTopic {
             return Err(ResultError::Lost { job, chunks: first });
         }
         if !places.is_empty() {
-            self.index.record(job, &places).await?;
+            let chunks: Vec<&Chunk> = fresh.iter().map(|(chunk, _)| *chunk).collect();
+            self.record(&chunks, &places).await?;
         }
         if first == 0 {
             self.incarnations.whole_in(job, incarnation);
@@ -206,5 +213,60 @@ impl KafkaResultTopic {
             self.incarnations.forget(job);
         }
         Ok(())
+    }
+
+    /// Indexes where `chunks` (of one attempt) landed; refused when a newer
+    /// attempt indexed one of those seqs first. A seq whose indexed copy
+    /// lies before an older attempt's copy (a frozen worker's, landed late)
+    /// gets the indexed attempt's copy written once more, after it:
+    /// compaction keeps a key's last message, and reads take a later copy
+    /// of an attempt at least as new. Rows are deterministic, so that copy
+    /// is the indexed one's text; a last chunk (whose status could differ)
+    /// is only written again by its own attempt.
+    async fn record(
+        &self,
+        chunks: &[&Chunk],
+        landed: &[(u64, ChunkPlace)],
+    ) -> Result<(), ResultError> {
+        let Some(first) = chunks.first() else {
+            return Ok(());
+        };
+        let recorded = self.index.record(first.job_id, landed).await?;
+        for (seq, attempt) in recorded.rewrite {
+            let Some(chunk) = chunks.iter().find(|c| c.chunk_seq == seq) else {
+                continue;
+            };
+            if chunk.is_last && chunk.attempt != attempt {
+                continue;
+            }
+            let copy = Chunk {
+                attempt,
+                ..(*chunk).clone()
+            };
+            let headers = chunk_headers(copy.job_id, seq, Some(&copy));
+            let key = chunk_key(copy.offset, seq);
+            let partition = self.partition_of(copy.offset);
+            if let Err(e) = self
+                .produce(partition, &key, Some(&copy.to_json()), headers)
+                .await
+            {
+                tracing::warn!(job_id = %copy.job_id, seq, attempt, error = %e,
+                    "could not write a chunk again after an older attempt's late copy");
+            }
+        }
+        if !recorded.superseded {
+            return Ok(());
+        }
+        let (Some(low), Some(high)) = (landed.first(), landed.last()) else {
+            return Ok(());
+        };
+        let places = self.index.places(first.job_id, low.0..high.0 + 1).await?;
+        let newer = places
+            .iter()
+            .flatten()
+            .map(|p| p.attempt)
+            .max()
+            .unwrap_or(first.attempt);
+        superseded_if_newer(first, newer)
     }
 }

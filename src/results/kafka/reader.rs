@@ -30,12 +30,19 @@ const READER_GROUP: &str = "pseudostream-result-readers";
 /// How long a reader's request may go unanswered.
 const READER_SOCKET_TIMEOUT_MS: &str = "5000";
 
-/// What one read needs from a partition: the indexed position of each seq.
+/// What one read needs from a partition: the indexed copy of each seq.
 pub(super) struct Fetch {
     pub(super) topic: String,
     pub(super) partition: i32,
     pub(super) job: String,
-    pub(super) needed: BTreeMap<u64, KafkaPosition>,
+    pub(super) needed: BTreeMap<u64, Needed>,
+}
+
+/// Where the indexed copy of a seq is, and which attempt wrote it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Needed {
+    pub(super) position: KafkaPosition,
+    pub(super) attempt: u32,
 }
 
 /// Assign-only consumers kept open between reads, so a read costs a fetch,
@@ -146,9 +153,11 @@ const READ_BACK: [KafkaPosition; 4] = [0, 256, 4096, KafkaPosition::MAX];
 
 /// Reads the partition from the first needed position until every needed
 /// seq is found. A message counts for a seq when its headers name the job and
-/// seq and it sits at or after the indexed position: the indexed copy, or a
-/// later duplicate that compaction kept in its place. Messages of other jobs
-/// sharing the partition are skipped.
+/// seq, it sits at or after the indexed position, and an attempt at least as
+/// new as the indexed one wrote it: the indexed copy, or a later duplicate
+/// that compaction kept in its place, but never the copy of a worker that
+/// was taken over (frozen past its lease), wherever it landed. Messages of
+/// other jobs sharing the partition are skipped.
 ///
 /// tansu 0.6 answers a fetch that starts inside a record batch with the
 /// batches after it, so the messages of that batch from the asked offset on
@@ -156,7 +165,7 @@ const READ_BACK: [KafkaPosition; 4] = [0, 256, 4096, KafkaPosition::MAX];
 /// batches). So a read that misses chunks is repeated from further and
 /// further back (`READ_BACK`) before it fails.
 fn fetch(consumer: &BaseConsumer, request: &Fetch) -> Result<BTreeMap<u64, String>, ResultError> {
-    let Some(&start) = request.needed.values().min() else {
+    let Some(start) = request.needed.values().map(|n| n.position).min() else {
         return Ok(BTreeMap::new());
     };
     let mut found: HashMap<u64, String> = HashMap::with_capacity(request.needed.len());
@@ -247,18 +256,22 @@ fn scan(
         let Some(payload) = message.payload() else {
             continue;
         };
-        let Some((job, seq)) = message.headers().and_then(job_and_seq) else {
+        let Some(copy) = message.headers().and_then(chunk_copy) else {
             continue;
         };
-        if job != request.job {
+        if copy.job != request.job {
             continue;
         }
-        let Some(&position) = request.needed.get(&seq) else {
+        let Some(needed) = request.needed.get(&copy.seq) else {
             continue;
         };
-        if message.offset() < position || found.contains_key(&seq) {
+        if message.offset() < needed.position
+            || copy.attempt < needed.attempt
+            || found.contains_key(&copy.seq)
+        {
             continue;
         }
+        let seq = copy.seq;
         let json = std::str::from_utf8(payload).map_err(unavailable)?;
         found.insert(seq, json.to_owned());
     }
@@ -280,18 +293,37 @@ pub(super) fn is_transient(error: &KafkaError) -> bool {
 }
 
 pub(super) fn job_and_seq(headers: &BorrowedHeaders) -> Option<(&str, u64)> {
-    let (mut job, mut seq) = (None, None);
+    chunk_copy(headers).map(|copy| (copy.job, copy.seq))
+}
+
+/// Which chunk a message is a copy of, by its headers.
+struct ChunkCopy<'a> {
+    job: &'a str,
+    seq: u64,
+    /// 0 when the header is missing (written before chunks carried one).
+    attempt: u32,
+}
+
+fn chunk_copy(headers: &BorrowedHeaders) -> Option<ChunkCopy<'_>> {
+    let (mut job, mut seq, mut attempt) = (None, None, 0);
     for header in headers.iter() {
         match header.key {
             "jobId" => job = header.value.and_then(|v| std::str::from_utf8(v).ok()),
-            "chunkSeq" => {
-                seq = header
-                    .value
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .and_then(|v| v.parse().ok());
-            }
+            "chunkSeq" => seq = number(header.value),
+            "attempt" => attempt = number(header.value).unwrap_or(0),
             _ => {}
         }
     }
-    Some((job?, seq?))
+    Some(ChunkCopy {
+        job: job?,
+        seq: seq?,
+        attempt,
+    })
+}
+
+/// A header's value as a number.
+fn number<T: std::str::FromStr>(value: Option<&[u8]>) -> Option<T> {
+    value
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse().ok())
 }

@@ -3,6 +3,7 @@
 //! them, a server wired to them, and the one checker every scenario ends
 //! with.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Sends `signal` (`-STOP`, `-CONT`, `-KILL`) to a process.
-async fn signal(pid: u32, signal: &str) {
+pub async fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .arg(signal)
         .arg(pid.to_string())
@@ -370,6 +371,32 @@ impl Drop for PrivateBroker {
     }
 }
 
+/// Every copy of the job's chunks in the topic, read with a plain consumer
+/// as a connector would: seq -> (attempt, position) of each copy, in the
+/// order they landed.
+pub async fn copies_in_topic(config: &Config, job_id: &str) -> BTreeMap<u64, Vec<(u32, i64)>> {
+    let (topic, partitions) = (config.kafka_topic.clone(), config.kafka_partitions);
+    let raw = tokio::task::spawn_blocking(move || {
+        (0..partitions)
+            .flat_map(|p| crate::kafka_results::read_partition(&topic, p))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let mut copies: BTreeMap<u64, Vec<(u32, i64)>> = BTreeMap::new();
+    for m in raw {
+        if m.job.as_deref() != Some(job_id) || m.value.is_none() {
+            continue;
+        }
+        let seq = m.seq.expect("chunkSeq header");
+        let attempt = m.attempt.expect("attempt header");
+        let value = m.value.as_ref().unwrap();
+        assert_eq!(value["attempt"], attempt, "header and chunk agree");
+        copies.entry(seq).or_default().push((attempt, m.position));
+    }
+    copies
+}
+
 /// The broker every distributed test shares; no scenario here faults it.
 pub fn kafka_brokers() -> String {
     std::env::var("PSEUDOSTREAM_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -505,13 +532,34 @@ pub async fn admitted_within(
 }
 
 /// The checker every scenario ends with: the job's chunks run 0..n with no
-/// gap or repeat and exactly one `isLast` (the last), its rows are those of
-/// a direct query of the dataset (when the job completed), its status is
-/// final, and its audit row says the same status.
+/// gap or repeat and exactly one `isLast` (the last), the attempt each
+/// carries never goes backwards, its rows are those of a direct query of
+/// the dataset (when the job completed), its status is final, and its audit
+/// row says the same status.
 pub async fn check_job(server: &Server, postgres: &PrivatePostgres, job_id: &str) {
+    check_job_in(server, postgres, job_id, support::dataset()).await;
+}
+
+/// `check_job` for a server on the dataset in `data`; returns the chunks
+/// as served.
+pub async fn check_job_in(
+    server: &Server,
+    postgres: &PrivatePostgres,
+    job_id: &str,
+    data: &std::path::Path,
+) -> Vec<Value> {
     let chunks = server.read_all(support::ALICE, job_id).await;
     let lasts = chunks.iter().filter(|c| c["isLast"] == true).count();
     assert_eq!(lasts, 1, "exactly one isLast");
+    let attempts: Vec<u64> = chunks
+        .iter()
+        .map(|c| c["attempt"].as_u64().expect("every chunk says its attempt"))
+        .collect();
+    assert!(attempts[0] >= 1, "attempts count from 1");
+    assert!(
+        attempts.is_sorted(),
+        "a chunk of an older attempt after a newer one's: {attempts:?}"
+    );
     let last = chunks.last().unwrap();
     let status = last["status"].as_str().unwrap().to_owned();
     let (code, job) = server
@@ -520,7 +568,7 @@ pub async fn check_job(server: &Server, postgres: &PrivatePostgres, job_id: &str
     assert_eq!(code, 200, "{job}");
     assert_eq!(job["status"], status.as_str(), "the job says how it ended");
     if status == "completed" {
-        let direct = support::direct_rows(&job).await;
+        let direct = support::direct_rows(data, &job).await;
         assert!(
             support::rows(&chunks) == direct,
             "rows differ from a direct query"
@@ -549,4 +597,5 @@ pub async fn check_job(server: &Server, postgres: &PrivatePostgres, job_id: &str
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     admin.close().await;
+    chunks
 }

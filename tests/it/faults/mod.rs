@@ -13,3 +13,4 @@ mod postgres;
 mod producer;
 mod proxy;
 mod redis;
+mod worker;

@@ -23,7 +23,8 @@ async fn a_redis_restart_costs_fast_503s_and_heals_without_a_restart() {
         chunk_gate: Some(gate.clone()),
         ..Hooks::default()
     };
-    let server = Server::start_with(distributed_config(&redis, &postgres), hooks).await;
+    let config = distributed_config(&redis, &postgres);
+    let server = Server::start_with(config.clone(), hooks).await;
 
     // A job streaming when Redis goes: held after its first chunks.
     let held = timed_submit(&server, "").await.job_id();
@@ -82,6 +83,15 @@ async fn a_redis_restart_costs_fast_503s_and_heals_without_a_restart() {
         "the held job had stopped before a new job was admitted"
     );
     admin.close().await;
+
+    // Its attempt did not start again lower after the restart: its record
+    // was lost, so nothing ran it again, and what it wrote says attempt 1.
+    let copies = copies_in_topic(&config, &held).await;
+    assert!(copies.len() >= HELD_AFTER, "{copies:?}");
+    assert!(
+        copies.values().flatten().all(|(attempt, _)| *attempt == 1),
+        "{copies:?}"
+    );
     server.stop().await;
 }
 
