@@ -6,22 +6,25 @@
 //!
 //! Queries run in two lanes, each a tokio runtime of its own:
 //! - the *prompt* lane (nice 5) runs what a first chunk waits for: the
-//!   job's task (cutting and publishing chunks), its query's driver, and its
-//!   first window;
-//! - the *bulk* lane (nice 15) runs everything after the first window.
+//!   job's task (cutting and publishing chunks), its query's driver, and
+//!   every part of the query started before it has sent a first chunk's
+//!   rows (the first window, and the next ones when that one is too sparse);
+//! - the *bulk* lane (nice 15) runs the rest of each query.
 //!
-//! Tokio schedules tasks cooperatively, so on one runtime a new query's
-//! first window queued behind every ready batch of the long queries (each a
-//! poll of milliseconds): under load its first chunk took seconds. The OS
-//! scheduler preempts: a prompt thread that wakes gets the core from a bulk
-//! thread at once, and about nine tenths of the CPU while both want it.
+//! A first chunk often needs more than the first window (a sparse filter,
+//! a range that ends just after midnight). When only the first window was
+//! prompt, the next ones queued for a bulk permit behind a hundred long
+//! queries, and under load first chunks took seconds. The lanes let the OS,
+//! not tokio's cooperative turns, put prompt work first: a prompt thread
+//! that wakes gets the core from a bulk thread at once, and about nine
+//! tenths of the CPU while both want it.
 //!
-//! Within the bulk lane, work also waits for one of a few *bulk* permits,
-//! and for the jobs still waiting for their first rows to get them (up to a
-//! bound). A job counts as waiting from the moment a worker takes it until
-//! its first window has computed a batch. A hundred long queries submitted
-//! together then each get their first chunk before any of them streams on
-//! through its 90 days.
+//! Past its first chunk, a query's work also waits for one of a few *bulk*
+//! permits, and for the jobs still waiting for their first rows to get them
+//! (up to a bound). A job counts as waiting from the moment a worker takes
+//! it until its first window has computed a batch. A hundred long queries
+//! submitted together then each get their first chunk before any of them
+//! streams on through its 90 days.
 //!
 //! The app builds one [`QueryRuntime`] and hands it to the Parquet source
 //! and the workers; it ends with the app, or when its last clone is dropped.

@@ -204,7 +204,11 @@ impl QuerySource for ParquetSource {
             None
         };
         let job = Job {
-            waiting_for_first_rows: Mutex::new(Some(AwaitingFirstRows::start(&self.runtime))),
+            // A resumed job (rows skipped) had its first chunk long ago: it
+            // neither waits for first rows nor makes bulk work yield to it.
+            waiting_for_first_rows: Mutex::new(
+                (q.skip == 0).then(|| AwaitingFirstRows::start(&self.runtime)),
+            ),
             runtime: self.runtime.clone(),
             sent: AtomicU64::new(0),
             direct,
