@@ -65,10 +65,12 @@ class Server:
             os.environ,
             PSEUDOSTREAM_LISTEN="127.0.0.1:0",
             PSEUDOSTREAM_DATA_DIR=str(work / "data"),
-            # Small enough to generate in a few seconds, large enough that
-            # a job over all of it runs for several (time to cancel it).
+            # Generated in about 5 s; a job over all of it runs for about
+            # ten (time to catch it running and cancel it from the page,
+            # whose table refreshes once a second).
             PSEUDOSTREAM_DEMO_DAYS="3",
-            PSEUDOSTREAM_DEMO_ROWS_PER_DAY="100000",
+            PSEUDOSTREAM_DEMO_ROWS_PER_DAY="1000000",
+            PSEUDOSTREAM_MAX_ROWS="3000000",
             PSEUDOSTREAM_API_KEYS=",".join(keys),
             PSEUDOSTREAM_RATE_LIMIT="1/60s",
             PSEUDOSTREAM_RESULT_TTL="5m",
@@ -235,7 +237,7 @@ def run(page, server, screenshot):
     expect(page.locator("#audit-status")).to_contain_text("Page 1: 7 entries")
 
     log("a running job is cancelled from the page")
-    status, doomed = server.submit(LONG_KEYS["gus"], "", maxRows=400000)
+    status, doomed = server.submit(LONG_KEYS["gus"], "", maxRows=3000000)
     assert status == 202, (status, doomed)
     row = page.locator("#jobs tbody tr", has_text=doomed["jobId"][-8:])
     expect(row.locator("td.status")).to_have_text("running", timeout=TIMEOUT_MS)
@@ -249,7 +251,8 @@ def run(page, server, screenshot):
     expect(page.locator("#rejections-summary")).to_contain_text("3 × 429")
     expect(page.locator("#latency-summary")).to_contain_text("first chunks")
     # The screenshot shows a job running.
-    status, running = server.submit(LONG_KEYS["hal"], "", maxRows=300000)
+    # Another row cap than the cancelled job's: the same query would join it.
+    status, running = server.submit(LONG_KEYS["hal"], "", maxRows=2900000)
     assert status == 202, (status, running)
     row = page.locator("#jobs tbody tr", has_text=running["jobId"][-8:])
     expect(row.locator("td.status")).to_have_text("running", timeout=TIMEOUT_MS)
