@@ -20,6 +20,13 @@ pub mod results;
 pub mod source;
 pub mod worker;
 
+/// Every process that links the service (the binary, the bench, the tests)
+/// allocates through jemalloc: it hands freed pages back to the kernel after
+/// a few seconds, where glibc's per-thread arenas kept them and a steady
+/// load's RSS crept up by 10 % in ten minutes (docs/RELIABILITY.md, "Soak").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Locks a mutex whose data stays valid whatever a panicking holder was
 /// doing (each change under it is a single operation), so a poisoned lock
 /// is still usable instead of a reason to fail every later caller.
