@@ -16,7 +16,7 @@ mod undo;
 pub mod watch;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,7 @@ use crate::audit::AuditLog;
 use crate::audit::rejections::RejectionTally;
 use crate::coord::{Dedup, IdempotencyKeys, JobQueue, JobStore, OffsetPool, RateLimiter};
 use crate::filter::{Limits, RegexCache};
+use crate::model::JobId;
 use crate::results::ResultTopic;
 use crate::source::{QueryRuntime, QuerySource};
 
@@ -88,6 +89,10 @@ pub struct Hooks {
     /// When set, a job takes one permit before reading its first rows, so a
     /// test can hold it scanning (a sparse query that finds nothing yet).
     pub scan_gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// When set, a worker reports each chunk (job, `chunkSeq`, when) once it
+    /// is readable, its progress landed, so a benchmark can time
+    /// publish-to-client rather than from before the worker's own work.
+    pub chunk_readable: Option<tokio::sync::mpsc::UnboundedSender<(JobId, u64, Instant)>>,
     /// The wall clock of submission, the workers and expiry; the system
     /// clock unless a test sets a manual one.
     pub clock: Clock,

@@ -236,6 +236,14 @@ impl<'a> ChunkCutter<'a> {
             self.superseded = job.as_ref().is_some_and(|j| j.attempt > self.attempt);
             self.cancel_seen = self.superseded || job.as_ref().is_none_or(|j| j.cancel_requested);
             self.record_lost = job.is_none();
+            if let Some(readable) = &self.jobs.hooks.chunk_readable
+                && !self.superseded
+            {
+                let now = std::time::Instant::now();
+                for seq in self.chunks - chunks.len() as u64..self.chunks {
+                    let _ = readable.send((self.spec.job_id, seq, now));
+                }
+            }
             if first && !self.superseded {
                 self.first_chunk_readable(publishing);
                 if let Some(job) = job {

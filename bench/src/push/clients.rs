@@ -11,12 +11,22 @@ use serde::Deserialize;
 pub struct Arrivals {
     /// By round (the `chunkSeq` measured): how many clients have it.
     pub seen: Vec<AtomicUsize>,
-    /// When each client got each measured chunk: (is_stream, seq, when).
-    pub samples: Mutex<Vec<(bool, u32, Instant)>>,
+    /// When each client got each measured chunk.
+    pub samples: Mutex<Vec<Sample>>,
     pub opened: AtomicUsize,
     pub ended: AtomicUsize,
     pub errors: AtomicUsize,
     pub first_errors: Mutex<Vec<String>>,
+}
+
+/// One client's arrival of one measured chunk.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub stream: bool,
+    /// The job, by its place in the bench's list.
+    pub job: u16,
+    pub seq: u32,
+    pub at: Instant,
 }
 
 impl Arrivals {
@@ -39,14 +49,20 @@ impl Arrivals {
         }
     }
 
-    fn arrived(&self, local: &mut Vec<(bool, u32, Instant)>, stream: bool, seq: u64, at: Instant) {
+    fn arrived(&self, local: &mut Vec<Sample>, stream: bool, job: u16, seq: u64, at: Instant) {
         if let Some(seen) = self.seen.get(seq as usize) {
             seen.fetch_add(1, Ordering::Relaxed);
-            local.push((stream, seq as u32, at));
+            let seq = seq as u32;
+            local.push(Sample {
+                stream,
+                job,
+                seq,
+                at,
+            });
         }
     }
 
-    fn keep(&self, local: Vec<(bool, u32, Instant)>) {
+    fn keep(&self, local: Vec<Sample>) {
         self.samples.lock().unwrap().extend(local);
     }
 }
@@ -55,6 +71,7 @@ impl Arrivals {
 pub async fn stream(
     http: reqwest::Client,
     url: String,
+    job: u16,
     key: &'static str,
     arrivals: &Arrivals,
     opening: &tokio::sync::Semaphore,
@@ -94,7 +111,7 @@ pub async fn stream(
                 arrivals.error(format!("error event: {}", String::from_utf8_lossy(block)));
                 ended = true;
             } else if let Some(seq) = event_id(block) {
-                arrivals.arrived(&mut local, true, seq, now);
+                arrivals.arrived(&mut local, true, job, seq, now);
             }
         }
         buffer.drain(..start);
@@ -130,7 +147,7 @@ struct Page {
 pub async fn poll(
     http: reqwest::Client,
     base: String,
-    job: String,
+    (job, index): (String, u16),
     key: &'static str,
     arrivals: &Arrivals,
 ) {
@@ -149,7 +166,7 @@ pub async fn poll(
             Err(e) => break arrivals.error(format!("poll body: {e}")),
         };
         for chunk in &page.chunks {
-            arrivals.arrived(&mut local, false, chunk.chunk_seq, now);
+            arrivals.arrived(&mut local, false, index, chunk.chunk_seq, now);
             if chunk.is_last {
                 arrivals.ended.fetch_add(1, Ordering::Relaxed);
                 break 'polls;

@@ -8,17 +8,22 @@
 //! 2. opens `--streams` Server-Sent Events streams spread over them and
 //!    notes the server's resident memory before and after (idle streams:
 //!    no chunk exists yet), and starts `--pollers` long-pollers;
-//! 3. for `--rounds` rounds lets each job publish one chunk and times, for
-//!    every client, release-to-arrival of that chunk (an upper bound of
-//!    publish-to-client: the release also covers the worker publishing it);
+//! 3. for `--rounds` rounds lets each job publish one chunk (all at once,
+//!    or one job after another over `--spread`) and times, for
+//!    every client, release-to-arrival of that chunk (an upper bound: the
+//!    release also covers the worker publishing it) and publish-to-client
+//!    (from the moment the chunk was readable, its progress landed, as the
+//!    server noted it on the clock both processes share);
 //! 4. lets the jobs finish and counts the streams that saw `end`.
 //!
 //! Errors are any non-200, any `error` event, any stream closed before
 //! `end`. Nothing here asserts; it prints a table for docs/PERFORMANCE.md.
 
 mod clients;
+mod clock;
 mod server;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -30,7 +35,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::{Value, json};
 
-use clients::Arrivals;
+use clients::{Arrivals, Sample};
+use clock::SharedClock;
 
 const KEY: &str = "push-bench-key-0001";
 
@@ -54,6 +60,12 @@ struct Cli {
     /// Chunks measured per job.
     #[arg(long, default_value_t = 20)]
     rounds: usize,
+    /// How long each round's releases are spread over: 0 lets every job
+    /// publish at once (10,000 streams written in one burst); 1s releases
+    /// one job's chunk every 10 ms with 100 jobs, a steady load of
+    /// streams / spread deliveries a second.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    spread: Duration,
     /// Streams being opened at once.
     #[arg(long, default_value_t = 256)]
     opening: usize,
@@ -103,6 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let pid = child.id();
     let mut control = child.stdin.take().context("the server's stdin")?;
     let mut out = BufReader::new(child.stdout.take().context("the server's stdout")?);
+    let clock = SharedClock::new();
     let mut line = String::new();
     out.read_line(&mut line)?;
     let base = line
@@ -125,9 +138,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..cli.streams {
-        let url = format!("{base}/v1/jobs/{}/events", jobs[n % jobs.len()]);
+        let job = n % jobs.len();
+        let url = format!("{base}/v1/jobs/{}/events", jobs[job]);
         let (http, arrivals, opening) = (http.clone(), arrivals.clone(), opening.clone());
-        tasks.spawn(async move { clients::stream(http, url, KEY, &arrivals, &opening).await });
+        let job = job as u16;
+        tasks.spawn(async move { clients::stream(http, url, job, KEY, &arrivals, &opening).await });
     }
     while arrivals.opened.load(Ordering::Relaxed) + arrivals.errors.load(Ordering::Relaxed)
         < cli.streams
@@ -148,7 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .pool_max_idle_per_host(cli.pollers)
         .build()?;
     for n in 0..cli.pollers {
-        let job = jobs[n % jobs.len()].clone();
+        let job = (jobs[n % jobs.len()].clone(), (n % jobs.len()) as u16);
         let (http, arrivals, base) = (polling.clone(), arrivals.clone(), base.clone());
         tasks.spawn(async move { clients::poll(http, base, job, KEY, &arrivals).await });
     }
@@ -158,9 +173,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let clients = cli.streams + cli.pollers;
     let mut released = Vec::with_capacity(cli.rounds);
     for round in 0..cli.rounds {
-        released.push(Instant::now());
-        writeln!(control, "release {}", jobs.len())?;
-        control.flush()?;
+        let start = Instant::now();
+        released.push(start);
+        if cli.spread.is_zero() {
+            writeln!(control, "release {}", jobs.len())?;
+            control.flush()?;
+        } else {
+            // One job's chunk at a time, evenly over the spread.
+            for n in 0..jobs.len() {
+                let at = start + cli.spread.mul_f64(n as f64 / jobs.len() as f64);
+                tokio::time::sleep_until(at.into()).await;
+                writeln!(control, "release 1")?;
+                control.flush()?;
+            }
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         while arrivals.seen[round].load(Ordering::Relaxed) + arrivals.errors.load(Ordering::Relaxed)
             < clients
@@ -184,9 +210,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     drop(control);
+    let readable = readable_times(&mut out, &jobs)?;
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&run_dir);
-    report(&cli, &arrivals, &released, rss_before, rss_after, open_time);
+    let times = Times {
+        released: &released,
+        readable: &readable,
+        clock: &clock,
+    };
+    report(&cli, &arrivals, &times, rss_before, rss_after, open_time);
     Ok(())
 }
 
@@ -256,20 +288,77 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("VmRSS in /proc/<pid>/status")
 }
 
+/// What the server printed as it stopped: when each (job, `chunkSeq`)
+/// became readable, in shared-clock nanoseconds.
+fn readable_times(
+    out: &mut impl BufRead,
+    jobs: &[String],
+) -> anyhow::Result<HashMap<(u16, u32), u64>> {
+    let index: HashMap<&str, u16> = jobs
+        .iter()
+        .enumerate()
+        .map(|(n, id)| (id.as_str(), n as u16))
+        .collect();
+    let mut times = HashMap::new();
+    for line in out.lines() {
+        let line = line?;
+        let mut words = line.split(' ');
+        if words.next() != Some("readable") {
+            continue;
+        }
+        let (Some(job), Some(seq), Some(ns)) = (words.next(), words.next(), words.next()) else {
+            bail!("the server said {line:?}");
+        };
+        if let Some(&job) = index.get(job) {
+            times.insert((job, seq.parse()?), ns.parse()?);
+        }
+    }
+    Ok(times)
+}
+
+/// What arrivals are timed from.
+struct Times<'a> {
+    /// Each round's release, in the bench's clock.
+    released: &'a [Instant],
+    /// Each chunk's readable time, in the shared clock.
+    readable: &'a HashMap<(u16, u32), u64>,
+    clock: &'a SharedClock,
+}
+
+impl Times<'_> {
+    fn since_release(&self, s: &Sample) -> Duration {
+        s.at.saturating_duration_since(self.released[s.seq as usize])
+    }
+
+    /// None when the server did not note the chunk.
+    fn since_readable(&self, s: &Sample) -> Option<Duration> {
+        let readable = self.readable.get(&(s.job, s.seq))?;
+        Some(Duration::from_nanos(
+            self.clock.ns(s.at).saturating_sub(*readable),
+        ))
+    }
+}
+
 fn report(
     cli: &Cli,
     arrivals: &Arrivals,
-    released: &[Instant],
+    times: &Times,
     before: u64,
     after: u64,
     open_time: Duration,
 ) {
     let samples = arrivals.samples.lock().unwrap();
-    let latencies = |stream: bool| {
+    let latencies = |stream: bool, readable: bool| {
         let mut l: Vec<Duration> = samples
             .iter()
-            .filter(|(s, ..)| *s == stream)
-            .map(|(_, seq, at)| at.saturating_duration_since(released[*seq as usize]))
+            .filter(|s| s.stream == stream)
+            .filter_map(|s| {
+                if readable {
+                    times.since_readable(s)
+                } else {
+                    Some(times.since_release(s))
+                }
+            })
             .collect();
         l.sort();
         l
@@ -278,7 +367,8 @@ fn report(
         l.get(((l.len() as f64 * p).ceil() as usize).saturating_sub(1))
             .map_or("-".into(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
     };
-    let (sse, polls) = (latencies(true), latencies(false));
+    let (sse, polls) = (latencies(true, false), latencies(false, false));
+    let (sse_readable, polls_readable) = (latencies(true, true), latencies(false, true));
     let opened = arrivals.opened.load(Ordering::Relaxed);
     let per_stream = after.saturating_sub(before) as f64 / opened.max(1) as f64;
     println!("| measure | value |");
@@ -292,6 +382,7 @@ fn report(
         "| jobs, chunks measured per job | {}, {} |",
         cli.jobs, cli.rounds
     );
+    println!("| each round's releases spread over | {:?} |", cli.spread);
     println!("| errors | {} |", arrivals.errors.load(Ordering::Relaxed));
     println!(
         "| streams and pollers that saw the end | {} |",
@@ -303,9 +394,18 @@ fn report(
         after / 1024
     );
     println!("| server memory per idle stream | {per_stream:.1} KiB |");
-    for (name, l) in [("SSE", &sse), ("long-poll", &polls)] {
+    let mut rows = vec![
+        ("publish-to-client, SSE", &sse_readable),
+        ("publish-to-client, long-poll", &polls_readable),
+    ];
+    // With a spread, a round's start says nothing of a chunk's own release.
+    if cli.spread.is_zero() {
+        rows.push(("release-to-client, SSE", &sse));
+        rows.push(("release-to-client, long-poll", &polls));
+    }
+    for (name, l) in rows {
         println!(
-            "| release-to-client, {name} ({} samples): p50 / p99 / max | {} / {} / {} |",
+            "| {name} ({} samples): p50 / p99 / max | {} / {} / {} |",
             l.len(),
             pct(l, 0.50),
             pct(l, 0.99),

@@ -2,7 +2,9 @@
 //! (so client and server each have their own file limit), with a gate in
 //! front of every chunk that the bench opens from stdin. A chunk then
 //! exists from the moment the bench says so, which is what the latencies
-//! are measured from.
+//! are measured from. Each chunk's readable time (its progress landed) is
+//! noted and printed at the end, `readable <jobId> <chunkSeq> <ns>` on the
+//! shared clock, so the bench can time publish-to-client as well.
 
 use std::sync::Arc;
 
@@ -13,16 +15,21 @@ use pseudostream::jobs::Hooks;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Semaphore;
 
+use super::clock::SharedClock;
+
 /// Serves with the settings of the environment (`PSEUDOSTREAM_*`); prints
 /// `listening <url>`, then takes `release <n>` lines (n more chunks may be
 /// published, over all jobs) until stdin closes.
 pub async fn run() -> anyhow::Result<()> {
     let config = Config::from_args(["pseudostream"])?;
     let gate = Arc::new(Semaphore::new(0));
+    let (readable, mut readable_times) = tokio::sync::mpsc::unbounded_channel();
     let hooks = Hooks {
         chunk_gate: Some(gate.clone()),
+        chunk_readable: Some(readable),
         ..Hooks::default()
     };
+    let clock = SharedClock::new();
     let (running, _) = app::start_with_hooks(config, Roles::ALL, hooks).await?;
     let addr = running.addr.context("the service listens")?;
     println!("listening http://{addr}");
@@ -36,5 +43,8 @@ pub async fn run() -> anyhow::Result<()> {
     gate.add_permits(Semaphore::MAX_PERMITS / 2);
     running.shutdown.cancel();
     running.done.await??;
+    while let Ok((job, seq, at)) = readable_times.try_recv() {
+        println!("readable {job} {seq} {}", clock.ns(at));
+    }
     Ok(())
 }
