@@ -15,13 +15,13 @@ use crate::under_load::NewQuery;
 const DUCKDB: &str = include_str!("duckdb_baseline.py");
 
 /// Runs the query `ts` in `[from, to)`, `endpoint` matching `re1`, `message`
-/// not matching `re2`, `latency_ms > 1`, newest first, at most `limit` rows:
-/// the rows DuckDB wrote and the seconds it took, as it measured them.
+/// not matching `re2`, `latency_ms > latency`, newest first, at most `limit`
+/// rows: the rows DuckDB wrote and the seconds it took, as it measured them.
 pub(crate) async fn whole_result(
     python: &str,
     demo: &Path,
     (from, to): (DateTime<Utc>, DateTime<Utc>),
-    (re1, re2): (&str, &str),
+    (re1, re2, latency): (&str, &str, f64),
     limit: u64,
 ) -> anyhow::Result<(u64, f64)> {
     let glob = demo.join("*.parquet");
@@ -34,6 +34,7 @@ pub(crate) async fn whole_result(
         .arg(re1)
         .arg(re2)
         .arg(limit.to_string())
+        .arg(latency.to_string())
         .output()
         .await
         .with_context(|| format!("running {python} -c (is duckdb installed?)"))?;

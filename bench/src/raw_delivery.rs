@@ -100,3 +100,65 @@ pub(crate) async fn raw_kafka(
     }
     Ok(count as f64 / started.elapsed().as_secs_f64())
 }
+
+/// Rows per second of the query alone: the same query through the service's
+/// own source, its rows cut into chunks and encoded as the worker does,
+/// nothing published. Returns the rows and the seconds.
+pub(crate) async fn query_only(
+    jobs: &pseudostream::jobs::Jobs,
+    filter: &str,
+    (from, to): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+    limit: u64,
+) -> anyhow::Result<(u64, f64)> {
+    let source = &jobs.backends.source;
+    let filter = pseudostream::filter::compile(
+        filter,
+        source.schema(),
+        &jobs.settings.filter_limits,
+        &jobs.regexes,
+    )?;
+    let query = pseudostream::source::SourceQuery {
+        predicate: filter.predicate().clone(),
+        from_us: from.timestamp_micros(),
+        to_us: to.timestamp_micros(),
+        fields: Vec::new(),
+        order: pseudostream::model::Order::Desc,
+        skip: 0,
+        limit,
+    };
+    let chunk_rows = jobs.settings.chunk_rows;
+    let started = Instant::now();
+    let mut stream = source.query(query).await?;
+    let (mut rows, mut bytes) = (0u64, 0usize);
+    let mut chunk = Chunk {
+        job_id: JobId::new(),
+        offset: Offset(0),
+        chunk_seq: 0,
+        attempt: 1,
+        is_last: false,
+        rows: Vec::with_capacity(chunk_rows),
+        status: None,
+        total_rows: None,
+        truncated: None,
+        error: None,
+    };
+    loop {
+        let row = stream.next().await.transpose()?;
+        let end = row.is_none();
+        if let Some(row) = row {
+            chunk.rows.push(row);
+            rows += 1;
+        }
+        if chunk.rows.len() == chunk_rows || (end && !chunk.rows.is_empty()) {
+            bytes += chunk.to_json().len();
+            chunk.rows.clear();
+            chunk.chunk_seq += 1;
+        }
+        if end {
+            break;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(bytes > 0 || rows == 0, "no chunk was encoded");
+    Ok((rows, secs))
+}
