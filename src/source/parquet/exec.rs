@@ -2,6 +2,7 @@
 //! time order on the query runtime, each read directly (see `window`) or
 //! planned and executed by DataFusion, and their rows go out in batches.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +25,9 @@ use crate::source::{AwaitingFirstRows, Lane, QueryRuntime, Row, SourceError};
 /// Batches buffered between the query task and the consumer: enough to keep
 /// the engine busy, few enough that an abandoned query wastes little work.
 pub(super) const CHANNEL_BATCHES: usize = 4;
+
+/// Parts a query past its first chunk runs ahead of the one it sends from.
+const READ_AHEAD: usize = 2;
 
 /// Upper bound for the offsets/fetch handed to DataFusion; keeps its
 /// `skip + fetch` arithmetic far from overflow. Larger limits are enforced here.
@@ -114,29 +118,42 @@ impl Job {
     /// Runs the parts in order, sending batches of rows until the limit is
     /// reached or the receiver is gone. Returns early on the first error.
     ///
-    /// Once nothing is left to skip, the next part runs ahead (filter and
-    /// sort on the other core) while this one's rows go out, so a long
-    /// query keeps two parts busy; each holds at most `CHANNEL_BATCHES`
-    /// batches of rows ready.
+    /// Once nothing is left to skip, the next parts run ahead (filter and
+    /// sort on the other core) while this one's rows go out: one while the
+    /// query works towards its first chunk, `READ_AHEAD` after. A part
+    /// yields its first rows only once it has scanned and sorted its whole
+    /// range, so with a single part ahead, started when the current one
+    /// yields, a selective scan ran one part at a time on one core. Each
+    /// part holds at most `CHANNEL_BATCHES` batches of rows ready, and
+    /// computes only under a bulk permit (as many as query threads, shared
+    /// by every query).
     pub(super) async fn run(self: Arc<Self>, tx: mpsc::Sender<Batch>) -> Result<(), SourceError> {
         let (mut skip_left, mut remaining) = (self.skip, self.limit);
-        let mut ahead: Option<(usize, PartRun)> = None;
+        let mut ahead: VecDeque<(usize, PartRun)> = VecDeque::new();
         for n in 0..self.parts.len() {
             if remaining == 0 {
                 break;
             }
-            let mut current = match ahead.take() {
+            let mut current = match ahead.pop_front() {
                 Some((m, run)) if m == n => run,
-                _ => self.start_part(n, skip_left, remaining),
+                _ => {
+                    ahead.clear();
+                    self.start_part(n, skip_left, remaining)
+                }
             };
-            let read_ahead = skip_left == 0 && n + 1 < self.parts.len();
+            let read_ahead = skip_left == 0;
             let mut got: u64 = 0;
             loop {
                 let next = current.rows.recv().await;
                 // Started once this part has its first rows (or none), so
-                // planning the next part does not delay a first chunk.
-                if read_ahead && ahead.is_none() {
-                    ahead = Some((n + 1, self.start_part(n + 1, 0, remaining)));
+                // planning the next parts does not delay a first chunk.
+                if read_ahead {
+                    let depth = if self.prompt() { 1 } else { READ_AHEAD };
+                    let mut m = ahead.back().map_or(n + 1, |(m, _)| m + 1);
+                    while ahead.len() < depth && m < self.parts.len() {
+                        ahead.push_back((m, self.start_part(m, 0, remaining)));
+                        m += 1;
+                    }
                 }
                 let Some(rows) = next else { break };
                 let mut rows = rows?;
