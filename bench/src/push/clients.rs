@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -17,6 +17,8 @@ pub struct Arrivals {
     pub ended: AtomicUsize,
     pub errors: AtomicUsize,
     pub first_errors: Mutex<Vec<String>>,
+    /// Every short poll's request time.
+    pub short_polls: Mutex<Vec<Duration>>,
 }
 
 /// One client's arrival of one measured chunk.
@@ -38,6 +40,7 @@ impl Arrivals {
             ended: AtomicUsize::new(0),
             errors: AtomicUsize::new(0),
             first_errors: Mutex::new(Vec::new()),
+            short_polls: Mutex::new(Vec::new()),
         }
     }
 
@@ -175,4 +178,42 @@ pub async fn poll(
         next = page.next;
     }
     arrivals.keep(local);
+}
+
+/// Reads one job's next page about once a second without waiting
+/// (`wait=0`), as a dashboard panel refreshing does, from `phase` into the
+/// first second until `stop`; notes each request's time.
+pub async fn short_poll(
+    http: reqwest::Client,
+    base: String,
+    job: String,
+    key: &'static str,
+    arrivals: &Arrivals,
+    (phase, stop): (Duration, tokio_util::sync::CancellationToken),
+) {
+    let mut next = 0;
+    let mut local = Vec::new();
+    let mut at = tokio::time::Instant::now() + phase;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(at) => {}
+            () = stop.cancelled() => break,
+        }
+        at += Duration::from_secs(1);
+        let url = format!("{base}/v1/jobs/{job}/chunks?from={next}&limit=10&wait=0");
+        let started = Instant::now();
+        let page = match http.get(&url).bearer_auth(key).send().await {
+            Ok(r) if r.status() == 200 => r.json::<Page>().await,
+            Ok(r) => break arrivals.error(format!("short poll answered {}", r.status())),
+            Err(e) => break arrivals.error(format!("short poll: {e}")),
+        };
+        match page {
+            Ok(page) => {
+                local.push(started.elapsed());
+                next = page.next;
+            }
+            Err(e) => break arrivals.error(format!("short poll body: {e}")),
+        }
+    }
+    arrivals.short_polls.lock().unwrap().extend(local);
 }

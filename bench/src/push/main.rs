@@ -16,14 +16,18 @@
 //!    server noted it on the clock both processes share);
 //! 4. lets the jobs finish and counts the streams that saw `end`.
 //!
+//! With `--short-pollers` it also runs dashboards that read a page about
+//! once a second without waiting, timing each request, and it reports the
+//! server's CPU over the rounds.
+//!
 //! Errors are any non-200, any `error` event, any stream closed before
 //! `end`. Nothing here asserts; it prints a table for docs/PERFORMANCE.md.
 
 mod clients;
 mod clock;
+mod report;
 mod server;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -35,8 +39,9 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::{Value, json};
 
-use clients::{Arrivals, Sample};
+use clients::Arrivals;
 use clock::SharedClock;
+use report::{ServerCpu, Times, cpu_seconds, readable_times, report, report_short_polls, rss_kib};
 
 const KEY: &str = "push-bench-key-0001";
 
@@ -54,6 +59,10 @@ struct Cli {
     /// Concurrent long-pollers (the baseline), on the same jobs.
     #[arg(long, default_value_t = 500)]
     pollers: usize,
+    /// Short pollers beside them: each reads its job's next page about once
+    /// a second with `wait=0` (a dashboard refreshing), timed per request.
+    #[arg(long, default_value_t = 0)]
+    short_pollers: usize,
     /// Running jobs the streams and pollers are spread over.
     #[arg(long, default_value_t = 100)]
     jobs: usize,
@@ -97,7 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let run_dir = cli
         .data_dir
         .join(format!("push-run-{}", std::process::id()));
-    let connections = cli.streams + cli.pollers + 1_000;
+    let connections = cli.streams + cli.pollers + cli.short_pollers + 1_000;
     let mut child = Command::new(std::env::current_exe()?)
         .arg("server")
         .env("PSEUDOSTREAM_LISTEN", "127.0.0.1:0")
@@ -167,8 +176,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let (http, arrivals, base) = (polling.clone(), arrivals.clone(), base.clone());
         tasks.spawn(async move { clients::poll(http, base, job, KEY, &arrivals).await });
     }
+    let short_polling = reqwest::Client::builder()
+        .pool_max_idle_per_host(cli.short_pollers.max(1))
+        .build()?;
+    let stop_short = tokio_util::sync::CancellationToken::new();
+    for n in 0..cli.short_pollers {
+        let job = jobs[n % jobs.len()].clone();
+        let (http, arrivals, base) = (short_polling.clone(), arrivals.clone(), base.clone());
+        // Spread over the second, so they do not poll in step.
+        let phase = Duration::from_micros((n as u64 * 7_919) % 1_000_000);
+        let stop = stop_short.clone();
+        tasks.spawn(async move {
+            clients::short_poll(http, base, job, KEY, &arrivals, (phase, stop)).await
+        });
+    }
     // The pollers' first long-polls are in before the first chunk.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let (cpu_before, rounds_started) = (cpu_seconds(pid)?, Instant::now());
 
     let clients = cli.streams + cli.pollers;
     let mut released = Vec::with_capacity(cli.rounds);
@@ -201,6 +225,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
+    let server_cpu = ServerCpu {
+        seconds: cpu_seconds(pid)? - cpu_before,
+        over: rounds_started.elapsed(),
+    };
+    stop_short.cancel();
     writeln!(control, "release 1000000")?;
     control.flush()?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -219,6 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         clock: &clock,
     };
     report(&cli, &arrivals, &times, rss_before, rss_after, open_time);
+    report_short_polls(&cli, &arrivals, &server_cpu);
     Ok(())
 }
 
@@ -277,142 +307,4 @@ async fn wait_running(http: &reqwest::Client, base: &str, jobs: &[String]) -> an
     // A running job reads its first rows before it reaches the gate.
     tokio::time::sleep(Duration::from_secs(2)).await;
     Ok(())
-}
-
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .context("VmRSS in /proc/<pid>/status")
-}
-
-/// What the server printed as it stopped: when each (job, `chunkSeq`)
-/// became readable, in shared-clock nanoseconds.
-fn readable_times(
-    out: &mut impl BufRead,
-    jobs: &[String],
-) -> anyhow::Result<HashMap<(u16, u32), u64>> {
-    let index: HashMap<&str, u16> = jobs
-        .iter()
-        .enumerate()
-        .map(|(n, id)| (id.as_str(), n as u16))
-        .collect();
-    let mut times = HashMap::new();
-    for line in out.lines() {
-        let line = line?;
-        let mut words = line.split(' ');
-        if words.next() != Some("readable") {
-            continue;
-        }
-        let (Some(job), Some(seq), Some(ns)) = (words.next(), words.next(), words.next()) else {
-            bail!("the server said {line:?}");
-        };
-        if let Some(&job) = index.get(job) {
-            times.insert((job, seq.parse()?), ns.parse()?);
-        }
-    }
-    Ok(times)
-}
-
-/// What arrivals are timed from.
-struct Times<'a> {
-    /// Each round's release, in the bench's clock.
-    released: &'a [Instant],
-    /// Each chunk's readable time, in the shared clock.
-    readable: &'a HashMap<(u16, u32), u64>,
-    clock: &'a SharedClock,
-}
-
-impl Times<'_> {
-    fn since_release(&self, s: &Sample) -> Duration {
-        s.at.saturating_duration_since(self.released[s.seq as usize])
-    }
-
-    /// None when the server did not note the chunk.
-    fn since_readable(&self, s: &Sample) -> Option<Duration> {
-        let readable = self.readable.get(&(s.job, s.seq))?;
-        Some(Duration::from_nanos(
-            self.clock.ns(s.at).saturating_sub(*readable),
-        ))
-    }
-}
-
-fn report(
-    cli: &Cli,
-    arrivals: &Arrivals,
-    times: &Times,
-    before: u64,
-    after: u64,
-    open_time: Duration,
-) {
-    let samples = arrivals.samples.lock().unwrap();
-    let latencies = |stream: bool, readable: bool| {
-        let mut l: Vec<Duration> = samples
-            .iter()
-            .filter(|s| s.stream == stream)
-            .filter_map(|s| {
-                if readable {
-                    times.since_readable(s)
-                } else {
-                    Some(times.since_release(s))
-                }
-            })
-            .collect();
-        l.sort();
-        l
-    };
-    let pct = |l: &[Duration], p: f64| {
-        l.get(((l.len() as f64 * p).ceil() as usize).saturating_sub(1))
-            .map_or("-".into(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
-    };
-    let (sse, polls) = (latencies(true, false), latencies(false, false));
-    let (sse_readable, polls_readable) = (latencies(true, true), latencies(false, true));
-    let opened = arrivals.opened.load(Ordering::Relaxed);
-    let per_stream = after.saturating_sub(before) as f64 / opened.max(1) as f64;
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!(
-        "| SSE streams open at once | {opened} of {} (opened in {open_time:.1?}) |",
-        cli.streams
-    );
-    println!("| long-pollers alongside | {} |", cli.pollers);
-    println!(
-        "| jobs, chunks measured per job | {}, {} |",
-        cli.jobs, cli.rounds
-    );
-    println!("| each round's releases spread over | {:?} |", cli.spread);
-    println!("| errors | {} |", arrivals.errors.load(Ordering::Relaxed));
-    println!(
-        "| streams and pollers that saw the end | {} |",
-        arrivals.ended.load(Ordering::Relaxed)
-    );
-    println!(
-        "| server RSS before / after opening the streams | {} / {} MiB |",
-        before / 1024,
-        after / 1024
-    );
-    println!("| server memory per idle stream | {per_stream:.1} KiB |");
-    let mut rows = vec![
-        ("publish-to-client, SSE", &sse_readable),
-        ("publish-to-client, long-poll", &polls_readable),
-    ];
-    // With a spread, a round's start says nothing of a chunk's own release.
-    if cli.spread.is_zero() {
-        rows.push(("release-to-client, SSE", &sse));
-        rows.push(("release-to-client, long-poll", &polls));
-    }
-    for (name, l) in rows {
-        println!(
-            "| {name} ({} samples): p50 / p99 / max | {} / {} / {} |",
-            l.len(),
-            pct(l, 0.50),
-            pct(l, 0.99),
-            pct(l, 1.0)
-        );
-    }
-    for e in arrivals.first_errors.lock().unwrap().iter() {
-        eprintln!("error: {e}");
-    }
 }
