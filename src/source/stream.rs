@@ -40,9 +40,10 @@ where
     (rx, AbortOnDropHandle::new(task))
 }
 
-/// Joins a task that has closed its channel: a panic (or a runtime shut
-/// down under it) is an error, not the end of the rows.
-pub(crate) async fn joined(task: AbortOnDropHandle<()>) -> Result<(), SourceError> {
+/// Joins a query's task (one that has closed its channel, or a count): a
+/// panic (or a runtime shut down under it) is an error, not the end of the
+/// rows.
+pub(crate) async fn joined<T>(task: AbortOnDropHandle<T>) -> Result<T, SourceError> {
     task.await.map_err(|e| {
         SourceError::Internal(if e.is_panic() {
             format!("query task panicked: {e}")

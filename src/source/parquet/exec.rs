@@ -183,7 +183,7 @@ impl Job {
                 let _permit = self.runtime.bulk_permit().await;
                 // A whole segment's scan is bulk work, whoever drives it.
                 let count = self.runtime.spawn(Lane::Bulk, sorted.count());
-                let matched = joined_count(count).await? as u64;
+                let matched = joined(AbortOnDropHandle::new(count)).await?? as u64;
                 skip_left = skip_left.saturating_sub(matched);
             }
         }
@@ -331,16 +331,5 @@ impl PartRun {
     /// Joins the finished task, so a panic is an error, not a short result.
     async fn finished(self) -> Result<(), SourceError> {
         joined(self.task).await
-    }
-}
-
-/// A count run on another task, its panic or cancellation an error.
-async fn joined_count(
-    task: tokio::task::JoinHandle<datafusion::error::Result<usize>>,
-) -> Result<usize, SourceError> {
-    let task = AbortOnDropHandle::new(task);
-    match task.await {
-        Ok(count) => Ok(count?),
-        Err(e) => Err(SourceError::Internal(format!("a count task failed: {e}"))),
     }
 }
