@@ -81,19 +81,8 @@ async fn polled_rows(server: &Server) -> Vec<String> {
     let (_, list) = server.get(ALICE, "/v1/jobs?limit=1").await;
     let job = list["jobs"][0]["jobId"].as_str().unwrap().to_owned();
     let chunks = server.read_all(ALICE, &job).await;
-    let text = server
-        .http
-        .get(server.url(&format!(
-            "/v1/jobs/{job}/chunks?from=0&limit={}",
-            chunks.len()
-        )))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let path = format!("/v1/jobs/{job}/chunks?from=0&limit={}", chunks.len());
+    let text = body_text(server.http.get(server.url(&path)).bearer_auth(ALICE)).await;
     let page: Page = serde_json::from_str(&text).unwrap();
     let rows: Vec<String> = page
         .chunks

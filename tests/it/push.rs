@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::{ALICE, Server, ZED_OTHER_TENANT, config, wait_until};
+use crate::support::{ALICE, Server, ZED_OTHER_TENANT, config, scratch_dir, wait_until};
 
 /// One event as a client sees it; a comment (heartbeat) has `comment` set.
 #[derive(Debug, Default, Clone)]
@@ -322,7 +322,7 @@ async fn streams_past_the_cap_get_503_with_retry_after() {
 /// socket buffers and hyper's write buffer hold, with a stream buffer of 2
 /// chunks; the job waits at the gate until the client is connected.
 async fn a_job_too_big_for_a_slow_reader() -> (Server, Arc<tokio::sync::Semaphore>, String) {
-    let dir = tempfile::tempdir().unwrap().keep();
+    let dir = scratch_dir();
     pseudostream::demo::generate(
         &dir,
         chrono::Utc::now().date_naive(),

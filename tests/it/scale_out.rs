@@ -46,11 +46,7 @@ impl Stack {
             ("PSEUDOSTREAM_SOURCE", data.to_string_lossy().into_owned()),
             (
                 "PSEUDOSTREAM_DATA_DIR",
-                tempfile::tempdir()
-                    .unwrap()
-                    .keep()
-                    .to_string_lossy()
-                    .into_owned(),
+                scratch_dir().to_string_lossy().into_owned(),
             ),
             ("PSEUDOSTREAM_API_KEYS", format!("{KEY}=sam:acme:ops")),
             ("PSEUDOSTREAM_REDIS_URL", redis),
@@ -151,7 +147,7 @@ async fn read_all(http: &reqwest::Client, base: &str, job_id: &str) -> Vec<Value
 #[tokio::test]
 #[ignore = "needs Kafka (PSEUDOSTREAM_TEST_KAFKA_BROKERS), Redis and Postgres"]
 async fn two_apis_and_two_workers_act_as_one_service() {
-    let data = tempfile::tempdir().unwrap().keep();
+    let data = scratch_dir();
     let today = Utc::now().date_naive();
     pseudostream::demo::generate(&data, today, DAYS, ROWS_PER_DAY, 7, &|_, _| {}).unwrap();
     let from = (today - Days::days(DAYS as i64 - 1))
@@ -235,8 +231,7 @@ async fn two_apis_and_two_workers_act_as_one_service() {
     let probe = |path: &str| format!("{second_worker_url}{path}");
     assert_eq!(get(&http, &probe("/healthz")).await.0, 200);
     assert_eq!(get(&http, &probe("/readyz")).await.0, 200);
-    let metrics = http.get(probe("/metrics")).send().await.unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = body_text(http.get(probe("/metrics"))).await;
     assert!(
         metrics.contains("pseudostream_jobs_finished_total{status=\"completed\"}"),
         "{metrics}"

@@ -19,11 +19,23 @@ pub const ZOE_OTHER_TENANT_OPS: &str = "key-zoe-000005";
 pub const DEMO_DAYS: u32 = 3;
 pub const DEMO_ROWS_PER_DAY: u32 = 400;
 
+/// A directory of the test's own that outlives it (a server or a child
+/// process may still write there while the test unwinds).
+pub fn scratch_dir() -> PathBuf {
+    tempfile::tempdir().expect("temp dir").keep()
+}
+
+/// The body of the answer to `request`, as text.
+pub async fn body_text(request: reqwest::RequestBuilder) -> String {
+    let response = request.send().await.expect("an answer");
+    response.text().await.expect("a body")
+}
+
 /// One small demo dataset for the whole test binary, generated once.
 pub fn dataset() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir").keep().join("demo");
+        let dir = scratch_dir().join("demo");
         std::fs::create_dir_all(&dir).expect("dataset dir");
         pseudostream::demo::generate(
             &dir,
@@ -43,7 +55,7 @@ pub fn config() -> Config {
     let mut config = Config::defaults();
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.source = Some(dataset().to_string_lossy().into_owned());
-    config.data_dir = tempfile::tempdir().expect("temp dir").keep();
+    config.data_dir = scratch_dir();
     config.api_keys = format!(
         "{ALICE}=alice:acme:query,{BOB}=bob:acme:query,{OLGA_OPS}=olga:acme:ops,{ZED_OTHER_TENANT}=zed:globex:query,{ZOE_OTHER_TENANT_OPS}=zoe:globex:ops"
     );
@@ -192,8 +204,7 @@ impl Server {
 
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
-        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
-        response.text().await.unwrap()
+        body_text(self.http.get(self.url("/metrics"))).await
     }
 
     pub async fn stop(self) {

@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::harness::*;
-use crate::support::{ALICE, Server, start_binary, wait_until};
+use crate::support::{ALICE, Server, body_text, scratch_dir, start_binary, wait_until};
 
 /// Days of generated data, and rows a day: a job long enough (10,000
 /// chunks of 10 rows) to be frozen mid-way and taken over before it ends.
@@ -63,14 +63,7 @@ impl WorkerProcess {
 
     /// Whether it runs a job now, as its `/metrics` say.
     async fn runs_a_job(&self, http: &reqwest::Client) -> bool {
-        let metrics = http
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = body_text(http.get(format!("{}/metrics", self.url))).await;
         let running = metrics
             .lines()
             .find(|l| l.starts_with("pseudostream_jobs_running "))
@@ -103,11 +96,7 @@ fn worker_env(config: &Config) -> Vec<(String, String)> {
         ("PSEUDOSTREAM_SOURCE", some(&config.source)),
         (
             "PSEUDOSTREAM_DATA_DIR",
-            tempfile::tempdir()
-                .unwrap()
-                .keep()
-                .to_string_lossy()
-                .into_owned(),
+            scratch_dir().to_string_lossy().into_owned(),
         ),
         ("PSEUDOSTREAM_REDIS_URL", some(&config.redis_url)),
         ("PSEUDOSTREAM_REDIS_PREFIX", config.redis_prefix.clone()),
@@ -138,7 +127,7 @@ fn worker_env(config: &Config) -> Vec<(String, String)> {
 
 /// A dataset of its own, larger than the suite's, so a job runs for a while.
 fn long_dataset() -> PathBuf {
-    let data = tempfile::tempdir().unwrap().keep();
+    let data = scratch_dir();
     let today = Utc::now().date_naive();
     pseudostream::demo::generate(&data, today, DAYS, ROWS_PER_DAY, 7, &|_, _| {}).unwrap();
     data
