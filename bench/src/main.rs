@@ -182,7 +182,7 @@ async fn run(base: Config, args: BenchArgs) -> anyhow::Result<()> {
         settle(&running.jobs).await?;
     }
     if wants("delivery") {
-        scenarios::delivery(&client, &running, &config, &args, kafka, &mut table).await?;
+        scenarios::delivery(&client, &running, &demo, &config, &args, kafka, &mut table).await?;
         table.push(rss_line("after delivery"));
         settle(&running.jobs).await?;
     }

@@ -270,6 +270,7 @@ impl ProcessCpu {
 pub(crate) async fn delivery(
     client: &Client,
     running: &RunningApp,
+    demo: &std::path::Path,
     config: &Config,
     args: &BenchArgs,
     kafka: bool,
@@ -315,7 +316,7 @@ pub(crate) async fn delivery(
     let query_rate = query_rows as f64 / query_secs.max(1e-9);
     let (duck_rows, duck_secs) = duckdb::whole_result(
         &args.python,
-        &args.data_dir.join("demo"),
+        demo,
         (from, to),
         ("", "", -1.0),
         args.delivery_rows,
