@@ -122,8 +122,8 @@ impl Job {
     /// sort on the other core) while this one's rows go out: one while the
     /// query works towards its first chunk, `READ_AHEAD` after. A part
     /// yields its first rows only once it has scanned and sorted its whole
-    /// range, so with a single part ahead, started when the current one
-    /// yields, a selective scan ran one part at a time on one core. Each
+    /// range, so one part ahead, started when the current one yields, would
+    /// leave a selective scan running one part at a time on one core. Each
     /// part holds at most `CHANNEL_BATCHES` batches of rows ready, and
     /// computes only under a bulk permit (as many as query threads, shared
     /// by every query).
