@@ -28,6 +28,7 @@
 
 mod client;
 mod duckdb;
+mod memory;
 mod raw_delivery;
 mod report;
 mod scenarios;
@@ -124,8 +125,11 @@ pub struct BenchArgs {
     /// Filters of the under-load measurement DuckDB runs for its baseline.
     #[arg(long, default_value_t = 20)]
     pub duckdb_sample: usize,
+    /// Queries run at once in the memory measurement.
+    #[arg(long, default_value_t = 10)]
+    pub memory_queries: usize,
     /// Run only these measurements: first-chunk, under-load, admission,
-    /// delivery, whole.
+    /// delivery, whole, memory.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -189,6 +193,9 @@ async fn run(base: Config, args: BenchArgs) -> anyhow::Result<()> {
     if wants("whole") {
         scenarios::whole_result(&client, &demo, &args, &mut table).await?;
         table.push(rss_line("after whole-result"));
+    }
+    if wants("memory") {
+        memory::per_query(&running.jobs, &args, &mut table).await?;
     }
 
     running.shutdown.cancel();
