@@ -1,10 +1,10 @@
-//! A running query: its parts (first windows, then whole segments) run in
+//! A running query: its parts (time windows, or whole segments) run in
 //! time order on the query runtime, each read directly (see `window`) or
 //! planned and executed by DataFusion, and their rows go out in batches.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -15,8 +15,9 @@ use tokio::sync::{SemaphorePermit, mpsc};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::page_cache::PageCache;
+use super::parts::Part;
 use super::translate::{column, time_compare};
-use super::window::{self, DirectRead, Part, WindowRead};
+use super::window::{self, DirectRead, WindowRead};
 use crate::filter::CompareOp;
 use crate::source::rows::batch_to_rows;
 use crate::source::stream::{Sent, joined, spawn_producer};
@@ -25,6 +26,10 @@ use crate::source::{AwaitingFirstRows, Lane, QueryRuntime, Row, SourceError};
 /// Batches buffered between the query task and the consumer: enough to keep
 /// the engine busy, few enough that an abandoned query wastes little work.
 pub(super) const CHANNEL_BATCHES: usize = 4;
+
+/// Batches a window read directly hands over at a time: its rows wait in
+/// its sorted window, so a deeper channel would only hold them twice.
+const WINDOW_CHANNEL_BATCHES: usize = 1;
 
 /// Parts a query past its first chunk runs ahead of the one it sends from.
 const READ_AHEAD: usize = 2;
@@ -124,9 +129,9 @@ impl Job {
     /// yields its first rows only once it has scanned and sorted its whole
     /// range, so one part ahead, started when the current one yields, would
     /// leave a selective scan running one part at a time on one core. Each
-    /// part holds at most `CHANNEL_BATCHES` batches of rows ready, and
-    /// computes only under a bulk permit (as many as query threads, shared
-    /// by every query).
+    /// part holds a few batches of rows ready (a window read directly, its
+    /// matches and one batch), and computes only under a bulk permit (as
+    /// many as query threads, shared by every query).
     pub(super) async fn run(self: Arc<Self>, tx: mpsc::Sender<Batch>) -> Result<(), SourceError> {
         let (mut skip_left, mut remaining) = (self.skip, self.limit);
         let mut ahead: VecDeque<(usize, PartRun)> = VecDeque::new();
@@ -168,26 +173,38 @@ impl Job {
                     break;
                 }
             }
-            if got < remaining {
-                // The part ended by itself: make sure it did not die silently.
-                current.finished().await?;
-            }
+            // The part ended by itself: make sure it did not die silently.
+            let counted = if got < remaining {
+                current.finished().await?
+            } else {
+                None
+            };
             remaining -= got;
             if got > 0 {
                 // Rows came back, so this part had more matches than the skip.
                 skip_left = 0;
             } else if skip_left > 0 {
-                // Nothing came back: the whole part was skipped; count its
-                // matches (a scan, but no sort) to know how much skip is left.
-                let sorted = self.segment_frame(&self.parts[n]).await?;
-                let _permit = self.runtime.bulk_permit().await;
-                // A whole segment's scan is bulk work, whoever drives it.
-                let count = self.runtime.spawn(Lane::Bulk, sorted.count());
-                let matched = joined(AbortOnDropHandle::new(count)).await?? as u64;
+                // Nothing came back: the whole part was skipped. A window
+                // read directly counted its matches; a planned part's are
+                // counted now (a scan, but no sort).
+                let matched = match counted {
+                    Some(matched) => matched,
+                    None => self.count_matches(n).await?,
+                };
                 skip_left = skip_left.saturating_sub(matched);
             }
         }
         Ok(())
+    }
+
+    /// How many rows of part `n` match, planned: for a part skipped whole
+    /// that was not read directly.
+    async fn count_matches(&self, n: usize) -> Result<u64, SourceError> {
+        let sorted = self.segment_frame(&self.parts[n]).await?;
+        let _permit = self.runtime.bulk_permit().await;
+        // A whole segment's scan is bulk work, whoever drives it.
+        let count = self.runtime.spawn(Lane::Bulk, sorted.count());
+        Ok(joined(AbortOnDropHandle::new(count)).await?? as u64)
     }
 
     /// Starts part `n` on its own task: its rows after `skip`, at most
@@ -200,19 +217,31 @@ impl Job {
         } else {
             Lane::Bulk
         };
-        let (rows, task) = spawn_producer(
-            self.runtime.handle(lane),
-            CHANNEL_BATCHES,
-            |tx| async move { job.produce_part(n, skip, fetch, &tx).await },
-        );
-        PartRun { rows, task }
+        let capacity = if self.direct.is_some() && self.parts[n].window.is_some() {
+            WINDOW_CHANNEL_BATCHES
+        } else {
+            CHANNEL_BATCHES
+        };
+        let matched = Arc::new(OnceLock::new());
+        let counted = Arc::clone(&matched);
+        let (rows, task) = spawn_producer(self.runtime.handle(lane), capacity, |tx| async move {
+            job.produce_part(n, skip, fetch, &counted, &tx).await
+        });
+        PartRun {
+            rows,
+            task,
+            matched,
+        }
     }
 
+    /// Sends part `n`'s rows after `skip`, at most `fetch`; notes in
+    /// `matched` how many rows it matched when it knows (read directly).
     async fn produce_part(
         &self,
         n: usize,
         skip: u64,
         fetch: u64,
+        matched: &OnceLock<u64>,
         tx: &mpsc::Sender<Batch>,
     ) -> Result<(), SourceError> {
         // What the first chunk waits for runs at once; the rest is bulk
@@ -228,7 +257,8 @@ impl Job {
         } else {
             None
         };
-        if let Some(sorted) = self.read_window(n, skip, fetch).await? {
+        if let Some((sorted, count)) = self.read_window(n, skip, fetch).await? {
+            let _ = matched.set(count);
             return self.send_sorted(&sorted, first, tx).await;
         }
         // Planning is CPU work too (DataFusion's optimiser passes cost about
@@ -264,19 +294,24 @@ impl Job {
 }
 
 impl Job {
-    /// Part `n`'s rows after `skip`, at most `fetch`, read directly when
-    /// it is a time window and its files are unchanged; `None` otherwise.
+    /// Part `n`'s rows after `skip`, at most `fetch`, and how many rows it
+    /// matched in all, read directly when it is a time window and its files
+    /// are unchanged; `None` otherwise.
     async fn read_window(
         &self,
         n: usize,
         skip: u64,
         fetch: u64,
-    ) -> Result<Option<RecordBatch>, SourceError> {
+    ) -> Result<Option<(RecordBatch, u64)>, SourceError> {
         let part = &self.parts[n];
         let (Some(direct), Some(window)) = (&self.direct, part.window) else {
             return Ok(None);
         };
-        let _permit = self.permit_unless_prompt().await;
+        let permit = self.permit_unless_prompt().await;
+        // Pages a first chunk waits for are shared through the cache (many
+        // dashboards ask for the newest rows); bulk reads stream through
+        // once and would only evict them.
+        let pages = permit.is_none().then_some(&*self.pages);
         let filter = self
             .ctx
             .create_physical_expr(self.part_filter(part), &direct.df_schema)?;
@@ -285,14 +320,15 @@ impl Job {
             window,
             filter: &filter,
         };
-        let Some(matched) = window::read_window(&part.segment.files, &read, &self.pages).await?
-        else {
+        let Some(matched) = window::read_window(&part.segment.files, &read, pages).await? else {
             tracing::debug!("a source file changed since it was opened; planning the window");
             return Ok(None);
         };
+        let count = matched.num_rows() as u64;
         let skip = usize::try_from(skip).unwrap_or(usize::MAX);
         let fetch = usize::try_from(fetch).unwrap_or(usize::MAX);
-        window::sort_window(&matched, &direct.sort_keys, skip, fetch, &direct.output).map(Some)
+        let sorted = window::sort_window(&matched, &direct.sort_keys, skip, fetch, &direct.output)?;
+        Ok(Some((sorted, count)))
     }
 }
 
@@ -307,7 +343,15 @@ impl Job {
     ) -> Result<(), SourceError> {
         let mut at = 0;
         while at < sorted.num_rows() {
-            let len = SEND_ROWS.min(sorted.num_rows() - at);
+            // A first chunk's rows go out alone: a window matches up to a
+            // few thousand rows, and encoding them all first would make the
+            // first chunk wait for them.
+            let batch = if self.prompt() {
+                PROMPT_ROWS as usize
+            } else {
+                SEND_ROWS
+            };
+            let len = batch.min(sorted.num_rows() - at);
             let permit = self.permit_unless_prompt().await;
             let rows = batch_to_rows(&sorted.slice(at, len))?;
             drop(permit);
@@ -325,11 +369,15 @@ impl Job {
 struct PartRun {
     rows: mpsc::Receiver<Batch>,
     task: AbortOnDropHandle<()>,
+    /// How many rows the part matched, once it knows.
+    matched: Arc<OnceLock<u64>>,
 }
 
 impl PartRun {
-    /// Joins the finished task, so a panic is an error, not a short result.
-    async fn finished(self) -> Result<(), SourceError> {
-        joined(self.task).await
+    /// Joins the finished task, so a panic is an error, not a short result;
+    /// then how many rows it matched, if it knows.
+    async fn finished(self) -> Result<Option<u64>, SourceError> {
+        joined(self.task).await?;
+        Ok(self.matched.get().copied())
     }
 }

@@ -34,6 +34,9 @@ pub(super) struct IndexedFile {
     pub(super) meta: ArrowReaderMetadata,
     /// The time column's range per page, in file order.
     time_spans: Vec<TimeSpan>,
+    /// Whether every page has both time bounds and starts no earlier than
+    /// the one before it ends: only then can windows be cut by rows.
+    time_ordered: bool,
 }
 
 /// Where a page's rows are, and the range of its times.
@@ -66,8 +69,10 @@ impl IndexedFile {
             modified: stat.modified().ok(),
             meta,
             time_spans: Vec::new(),
+            time_ordered: false,
         };
         indexed.time_spans = indexed.time_spans(time)?;
+        indexed.time_ordered = time_ordered(&indexed.time_spans);
         Ok(indexed)
     }
 
@@ -178,13 +183,31 @@ impl IndexedFile {
         runs
     }
 
-    /// Decodes a run's rows of the root columns `roots` (ascending).
-    pub(super) fn decode(
+    /// The pages whose time may lie in `[from_us, to_us)`, as (first time,
+    /// last time, rows); `None` unless the file's pages are in time order.
+    pub(super) fn ordered_pages(&self, from_us: i64, to_us: i64) -> Option<Vec<PageTimes>> {
+        if !self.time_ordered {
+            return None;
+        }
+        let pages = self.time_spans.iter().filter_map(|span| {
+            let (min_us, max_us) = (span.min_us?, span.max_us?);
+            (span.run.rows > 0 && min_us < to_us && max_us >= from_us).then_some(PageTimes {
+                min_us,
+                max_us,
+                rows: span.run.rows,
+            })
+        });
+        Some(pages.collect())
+    }
+
+    /// Decodes a run's rows of the root columns `roots` (ascending), a
+    /// batch at a time.
+    pub(super) fn read_run(
         &self,
         file: &File,
         run: &PageRun,
         roots: &[usize],
-    ) -> Result<Vec<RecordBatch>, SourceError> {
+    ) -> Result<impl Iterator<Item = Result<RecordBatch, SourceError>> + use<'_>, SourceError> {
         let err = |e| parquet_err(&self.path)(e);
         let file = file.try_clone().map_err(io_err(&self.path))?;
         let mut selectors = Vec::with_capacity(2);
@@ -200,10 +223,32 @@ impl IndexedFile {
             .with_batch_size(READ_BATCH_ROWS)
             .build()
             .map_err(err)?;
-        reader
-            .map(|batch| batch.map_err(parquet_err(&self.path)))
-            .collect()
+        Ok(reader.map(|batch| batch.map_err(parquet_err(&self.path))))
     }
+}
+
+/// A page's time range, both ends included, and its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PageTimes {
+    pub(super) min_us: i64,
+    pub(super) max_us: i64,
+    pub(super) rows: usize,
+}
+
+/// Whether `spans` (in file order) all have both bounds and never go back
+/// in time. Empty pages are ignored.
+fn time_ordered(spans: &[TimeSpan]) -> bool {
+    let mut last_max = i64::MIN;
+    for span in spans.iter().filter(|s| s.run.rows > 0) {
+        let (Some(min_us), Some(max_us)) = (span.min_us, span.max_us) else {
+            return false;
+        };
+        if min_us < last_max {
+            return false;
+        }
+        last_max = max_us;
+    }
+    true
 }
 
 /// Consecutive rows of one row group, whole pages.
@@ -226,7 +271,7 @@ pub(super) fn saturating_micros(v: i64, unit: TimeUnit) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::sync::Arc;
 
@@ -235,9 +280,14 @@ mod tests {
 
     /// One demo day of 5,000 rows: three pages of the time column.
     fn demo_day() -> (tempfile::TempDir, PathBuf) {
+        demo_file(5_000)
+    }
+
+    /// The file of one demo day of `rows` rows, in pages of 2,048 rows.
+    pub(in crate::source::parquet) fn demo_file(rows: u32) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let day = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
-        demo::generate(dir.path(), day, 1, 5_000, demo::DEMO_SEED, &|_, _| {}).unwrap();
+        demo::generate(dir.path(), day, 1, rows, demo::DEMO_SEED, &|_, _| {}).unwrap();
         let path = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -278,6 +328,36 @@ mod tests {
         );
         assert_eq!(last[0].first_row + n, rows);
         assert!(file.runs(day_end, i64::MAX).is_empty());
+    }
+
+    #[test]
+    fn pages_are_in_time_order_only_when_none_goes_back() {
+        let span = |min: Option<i64>, max: Option<i64>, rows: usize| TimeSpan {
+            run: PageRun {
+                row_group: 0,
+                first_row: 0,
+                rows,
+            },
+            min_us: min,
+            max_us: max,
+        };
+        // Equal times may span two pages; an empty page has no bounds.
+        let ordered = [
+            span(Some(1), Some(5), 10),
+            span(None, None, 0),
+            span(Some(5), Some(9), 10),
+        ];
+        assert!(time_ordered(&ordered));
+        assert!(!time_ordered(&[
+            span(Some(1), Some(5), 10),
+            span(Some(4), Some(9), 10)
+        ]));
+        assert!(!time_ordered(&[span(Some(1), None, 10)]));
+        let (_dir, path) = demo_day();
+        let file = IndexedFile::open(&path, "ts").unwrap();
+        let pages = file.ordered_pages(i64::MIN, i64::MAX).unwrap();
+        assert_eq!(pages.iter().map(|p| p.rows).sum::<usize>(), 5_000);
+        assert_eq!(pages.len(), 3);
     }
 
     #[test]

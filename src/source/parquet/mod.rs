@@ -9,6 +9,7 @@ mod exec;
 mod index;
 mod layout;
 mod page_cache;
+mod parts;
 mod regex_match;
 #[cfg(test)]
 mod tests;
@@ -25,8 +26,9 @@ use futures::StreamExt;
 use self::exec::{CHANNEL_BATCHES, Job};
 use self::layout::{Segment, read_layout};
 use self::page_cache::PageCache;
+use self::parts::{FIRST_WINDOWS, Part, WINDOW_ROWS, WindowRows, first_windows, row_windows};
 use self::translate::{column, time_compare, translate};
-use self::window::{DirectRead, FIRST_WINDOWS, Part, first_windows};
+use self::window::DirectRead;
 use super::stream::spawn_row_stream;
 use super::{
     AwaitingFirstRows, Lane, QueryRuntime, QuerySource, RowStream, SourceError, SourceQuery,
@@ -48,6 +50,8 @@ pub struct ParquetSource {
     /// Whether time windows are read without the planner (`window`); off
     /// only in tests that compare the two paths.
     direct_windows: bool,
+    /// The size of directly read windows.
+    window_rows: WindowRows,
     /// Pages those reads decoded, shared by concurrent jobs.
     pages: Arc<PageCache>,
     /// Where queries run.
@@ -90,13 +94,15 @@ impl ParquetSource {
             segments: layout.segments,
             ctx: SessionContext::new_with_config(engine_config()?),
             direct_windows: true,
+            window_rows: WINDOW_ROWS,
             pages: Arc::new(PageCache::new(DEFAULT_PAGE_CACHE_BYTES)),
             runtime: runtime.clone(),
             regexes: RegexCache::default(),
         })
     }
 
-    /// Keeps at most `bytes` of decoded pages for first windows (0: none).
+    /// Keeps at most `bytes` of decoded pages for the windows first chunks
+    /// wait for (0: none).
     pub fn with_page_cache_bytes(mut self, bytes: usize) -> ParquetSource {
         self.pages = Arc::new(PageCache::new(bytes));
         self
@@ -106,6 +112,29 @@ impl ParquetSource {
     pub fn with_regexes(mut self, regexes: RegexCache) -> ParquetSource {
         self.regexes = regexes;
         self
+    }
+
+    /// What a query over `segments` (in the order results come) runs, in
+    /// order. The first segment, where a first chunk comes from, is cut into
+    /// windows: by rows when it is read directly and its pages are in time
+    /// order (`row_windows`), else by time. The others run whole, planned:
+    /// DataFusion scans a whole day faster than windows read directly
+    /// (docs/PERFORMANCE.md, target 7).
+    fn parts(&self, segments: Vec<Segment>, range: (i64, i64), asc: bool) -> Vec<Part> {
+        let mut parts = Vec::with_capacity(segments.len() + FIRST_WINDOWS as usize);
+        let mut segments = segments.into_iter();
+        if let Some(first) = segments.next() {
+            let by_rows = self
+                .direct_windows
+                .then(|| row_windows(&first, range, asc, self.window_rows))
+                .flatten();
+            parts.extend(by_rows.unwrap_or_else(|| first_windows(&first, range.0, range.1, asc)));
+        }
+        parts.extend(segments.map(|segment| Part {
+            segment,
+            window: None,
+        }));
+        parts
     }
 
     /// Number of time-disjoint file groups (for diagnostics and tests).
@@ -182,15 +211,7 @@ impl QuerySource for ParquetSource {
         if !asc {
             segments.reverse();
         }
-        let mut parts = Vec::with_capacity(segments.len() + FIRST_WINDOWS as usize);
-        let mut segments = segments.into_iter();
-        if let Some(first) = segments.next() {
-            parts.extend(first_windows(&first, q.from_us, q.to_us, asc));
-        }
-        parts.extend(segments.map(|segment| Part {
-            segment,
-            window: None,
-        }));
+        let parts = self.parts(segments, (q.from_us, q.to_us), asc);
         let direct = if self.direct_windows {
             Some(DirectRead::new(
                 &self.arrow_schema,

@@ -1,16 +1,14 @@
-//! A job's first time windows: how the first segment is cut into them, and
-//! how they are read straight from the Parquet files, without DataFusion's
-//! planner.
+//! Time windows read straight from the Parquet files, without DataFusion's
+//! planner (how segments are cut into windows is `parts`).
 //!
-//! A first window is a thin slice of the newest (or oldest) day: a page or
-//! two of rows. Planning it through DataFusion (listing, schema checks, a
-//! dozen optimiser passes, a physical plan) cost more CPU than reading it,
-//! and a hundred concurrent jobs each plan four of them before their first
-//! chunk. Here each file's footer and page index are read once, when the
-//! source opens; a window then takes just the pages whose time range
-//! overlaps it, decoded once for all jobs ([`PageCache`]), evaluates the
-//! filter (the same DataFusion expression, made physical without a plan),
-//! and sorts in memory with Arrow's kernels.
+//! Planning a window through DataFusion (listing, schema checks, a dozen
+//! optimiser passes, a physical plan) cost more CPU than reading it, and a
+//! hundred concurrent jobs each plan several before their first chunk.
+//! Here each file's footer and page index are read once, when the source
+//! opens; a window then takes just the pages whose time range overlaps it
+//! (those a first chunk waits for decoded once for all jobs, through the
+//! [`PageCache`]), evaluates the filter (the same DataFusion expression,
+//! made physical without a plan), and sorts in memory with Arrow's kernels.
 //!
 //! The result is the one DataFusion gives for the same part: same filter,
 //! same sort keys and options (see `Job::segment_frame`); the source's tests
@@ -30,59 +28,8 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::error::arrow_err;
 use super::index::IndexedFile;
-use super::layout::Segment;
 use super::page_cache::{PageCache, PageKey};
 use crate::source::SourceError;
-
-/// How many time windows the first segment of a query is cut into, newest
-/// (or oldest, ascending) first and growing by `FIRST_WINDOW_GROWTH` each:
-/// the first chunk then waits for a small slice of a day instead of the whole
-/// day, while files sorted by time let the page index skip the rest.
-pub(super) const FIRST_WINDOWS: u32 = 4;
-const FIRST_WINDOW_GROWTH: i64 = 4;
-
-/// One query of a job: a segment, optionally narrowed to `[from_us, to_us)`.
-pub(super) struct Part {
-    pub(super) segment: Segment,
-    pub(super) window: Option<(i64, i64)>,
-}
-
-/// Cuts `seg`, restricted to `[from_us, to_us)`, into windows that grow away
-/// from the end results start at. Windows are half-open and disjoint, so
-/// rows with equal times always fall in the same one and order is kept.
-pub(super) fn first_windows(seg: &Segment, from_us: i64, to_us: i64, asc: bool) -> Vec<Part> {
-    let lo = seg.min_us.max(from_us);
-    let hi = seg.max_us.saturating_add(1).min(to_us);
-    let span = hi.saturating_sub(lo);
-    let total: i64 = (0..FIRST_WINDOWS).map(|k| FIRST_WINDOW_GROWTH.pow(k)).sum();
-    let unit = span / total;
-    if unit < 1 {
-        return vec![Part {
-            segment: seg.clone(),
-            window: None,
-        }];
-    }
-    let mut parts = Vec::new();
-    let mut covered = 0i64;
-    for k in 0..FIRST_WINDOWS {
-        let width = if k + 1 == FIRST_WINDOWS {
-            span - covered
-        } else {
-            unit * FIRST_WINDOW_GROWTH.pow(k)
-        };
-        let window = if asc {
-            (lo + covered, lo + covered + width)
-        } else {
-            (hi - covered - width, hi - covered)
-        };
-        covered += width;
-        parts.push(Part {
-            segment: seg.clone(),
-            window: Some(window),
-        });
-    }
-    parts
-}
 
 /// What reading a job's time windows directly (see the module doc) needs:
 /// the same columns, filter and sort as the planned query.
@@ -153,11 +100,13 @@ pub(super) struct WindowRead<'a> {
 
 /// The matching rows of `files` in the window, unsorted, as one batch;
 /// `None` when a file changed since the source opened (the caller then
-/// plans the part instead).
+/// plans the part instead). Pages are decoded through `cache` when given;
+/// otherwise each decoded batch is filtered as it comes, so a window holds
+/// its matches, not all its rows.
 pub(super) async fn read_window(
     files: &[Arc<IndexedFile>],
     read: &WindowRead<'_>,
-    cache: &PageCache,
+    cache: Option<&PageCache>,
 ) -> Result<Option<RecordBatch>, SourceError> {
     let mut matched = Vec::new();
     for indexed in files {
@@ -180,28 +129,33 @@ pub(super) async fn read_window(
             .iter()
             .map(|r| sorted_roots.binary_search(r).unwrap_or_default())
             .collect();
+        let mut keep = |batch: &RecordBatch| {
+            let batch = RecordBatch::try_new(
+                Arc::clone(read.schema),
+                order.iter().map(|&i| Arc::clone(batch.column(i))).collect(),
+            )
+            .map_err(arrow_err)?;
+            let kept = filtered(&batch, read.filter)?;
+            if kept.num_rows() > 0 {
+                matched.push(kept);
+            }
+            Ok::<_, SourceError>(())
+        };
         for run in indexed.runs(read.window.0, read.window.1) {
-            let key = PageKey::new(indexed, &run, &sorted_roots);
-            let decoded = cache
-                .get_or_decode(key, || indexed.decode(&file, &run, &sorted_roots))
-                .await?;
-            for batch in decoded.iter() {
-                let batch = RecordBatch::try_new(
-                    Arc::clone(read.schema),
-                    order.iter().map(|&i| Arc::clone(batch.column(i))).collect(),
-                )
-                .map_err(arrow_err)?;
-                let keep = read.filter.evaluate(&batch)?.into_array(batch.num_rows())?;
-                let keep = keep.as_boolean_opt().ok_or_else(|| {
-                    SourceError::Internal(format!(
-                        "filter gave {} instead of booleans",
-                        keep.data_type()
-                    ))
-                })?;
-                // Nulls (unknown) do not match, as in a plan's filter.
-                let kept = filter_record_batch(&batch, keep).map_err(arrow_err)?;
-                if kept.num_rows() > 0 {
-                    matched.push(kept);
+            match cache {
+                Some(cache) => {
+                    let key = PageKey::new(indexed, &run, &sorted_roots);
+                    let decoded = cache
+                        .get_or_decode(key, || {
+                            indexed.read_run(&file, &run, &sorted_roots)?.collect()
+                        })
+                        .await?;
+                    decoded.iter().try_for_each(&mut keep)?;
+                }
+                None => {
+                    for batch in indexed.read_run(&file, &run, &sorted_roots)? {
+                        keep(&batch?)?;
+                    }
                 }
             }
         }
@@ -209,6 +163,22 @@ pub(super) async fn read_window(
     concat_batches(read.schema, &matched)
         .map(Some)
         .map_err(arrow_err)
+}
+
+/// The rows of `batch` for which `filter` holds; nulls (unknown) do not
+/// match, as in a plan's filter.
+fn filtered(
+    batch: &RecordBatch,
+    filter: &Arc<dyn PhysicalExpr>,
+) -> Result<RecordBatch, SourceError> {
+    let keep = filter.evaluate(batch)?.into_array(batch.num_rows())?;
+    let keep = keep.as_boolean_opt().ok_or_else(|| {
+        SourceError::Internal(format!(
+            "filter gave {} instead of booleans",
+            keep.data_type()
+        ))
+    })?;
+    filter_record_batch(batch, keep).map_err(arrow_err)
 }
 
 /// A sort key: a column of the batch and its direction.
@@ -264,37 +234,6 @@ pub(super) fn sort_window(
 mod tests {
     use super::*;
     use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
-
-    #[test]
-    fn first_windows_cover_the_range_in_order_growing() {
-        let seg = Segment {
-            min_us: 1_000,
-            max_us: 100_000,
-            urls: vec![],
-            files: vec![],
-        };
-        for asc in [false, true] {
-            let parts = first_windows(&seg, 5_000, 90_000, asc);
-            let windows: Vec<(i64, i64)> = parts.iter().map(|p| p.window.unwrap()).collect();
-            assert_eq!(windows.len(), FIRST_WINDOWS as usize);
-            let mut sorted = windows.clone();
-            sorted.sort();
-            assert_eq!(sorted.first().unwrap().0, 5_000);
-            assert_eq!(sorted.last().unwrap().1, 90_000);
-            assert!(sorted.windows(2).all(|w| w[0].1 == w[1].0), "{sorted:?}");
-            if asc {
-                assert_eq!(windows, sorted);
-            } else {
-                assert_eq!(windows.iter().rev().copied().collect::<Vec<_>>(), sorted);
-            }
-            let widths: Vec<i64> = windows.iter().map(|(a, b)| b - a).collect();
-            assert!(widths.windows(2).all(|w| w[0] <= w[1]), "{widths:?}");
-        }
-        // Too narrow to cut: one part, unrestricted.
-        let parts = first_windows(&seg, 5_000, 5_010, false);
-        assert_eq!(parts.len(), 1);
-        assert!(parts[0].window.is_none());
-    }
 
     #[test]
     fn sorting_keeps_nulls_last_both_ways_and_pages_by_skip() {
