@@ -38,15 +38,18 @@ const READ_AHEAD: usize = 2;
 /// `skip + fetch` arithmetic far from overflow. Larger limits are enforced here.
 const MAX_ENGINE_ROWS: u64 = 1 << 40;
 
-/// Rows per batch sent from a directly read window: small, so the first
-/// chunk's rows are encoded and on their way before the rest.
+/// Rows per batch sent from a directly read window past the first chunk:
+/// few enough that a reader of the query waits little for the next ones.
 const SEND_ROWS: usize = 1024;
 
 /// Rows a new query sends before its work counts as bulk: a first chunk's
 /// worth (the default chunk is 10 rows). Until then every part it starts
 /// runs in the prompt lane and takes no bulk permit, so a first chunk that
 /// needs more than the first window (a sparse filter, a range ending just
-/// after midnight) does not queue behind the long queries' bulk work.
+/// after midnight) does not queue behind the long queries' bulk work. It
+/// is also the batch a window sends until then. Both go by the rows the
+/// query's driver has received, so a window may send one batch more
+/// before it sees them.
 const PROMPT_ROWS: u64 = 10;
 
 /// Everything a running query owns, so its stream can be `'static`.

@@ -3,9 +3,9 @@
 //!
 //! Where the files' pages are in time order (the page index says), the
 //! first segment is cut into windows by rows (`row_windows`): a page or so
-//! first, growing to at most `WindowRows::max`. A first chunk then waits
-//! for a page of decoding whatever the data's density. Otherwise it is cut
-//! by time (`first_windows`). The other segments run whole.
+//! first, growing to about `WindowRows::max`. A first chunk then waits for
+//! a page of decoding whatever the data's density. Otherwise it is cut by
+//! time (`first_windows`). The other segments run whole.
 
 use super::layout::Segment;
 
@@ -18,7 +18,10 @@ const FIRST_WINDOW_GROWTH: i64 = 4;
 
 /// How many rows a query's windows hold, where the files' pages are in time
 /// order: `first` for the first, each next `ROW_WINDOW_GROWTH` times the one
-/// before, up to `max`. Counted in the files' rows, before the filter.
+/// before, up to `max`. Counted in the files' rows, before the filter, and
+/// a window ends at the first page edge past its size: where pages are
+/// large (a file without a page index has one per row group), files of the
+/// segment overlap in time, or many rows share a time, windows hold more.
 ///
 /// Cut by time, a first window held ten times the rows at ten times the
 /// rows a day, and the first chunk waited for them; cut by rows, it costs

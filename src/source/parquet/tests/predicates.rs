@@ -50,12 +50,15 @@ async fn direct_windows_match_the_planner() {
     assert_eq!(full, run(&planned, query(all())).await);
     assert_eq!(full, run(&by_page, query(all())).await);
     let day_start = micros(&full[0]["ts"]);
-    let shapes: [(Order, Vec<&str>, u64, u64); 5] = [
+    let shapes: [(Order, Vec<&str>, u64, u64); 7] = [
         (Order::Desc, vec![], 0, u64::MAX),
         (Order::Asc, vec![], 0, u64::MAX),
         (Order::Desc, vec!["status", "service"], 7, 300),
         (Order::Asc, vec!["message"], 0, 25),
         (Order::Desc, vec!["latency_ms", "ts", "cached"], 2_000, 40),
+        (Order::Asc, vec![], 2_500, 30),
+        // Past every window of the first day, into the planned one.
+        (Order::Desc, vec!["status"], 6_000, 50),
     ];
     for p in sample_predicates(&full) {
         for (order, fields, skip, limit) in &shapes {
