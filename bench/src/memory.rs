@@ -18,6 +18,7 @@ use crate::BenchArgs;
 use crate::client::last_90_days;
 use crate::raw_delivery::query_only;
 use crate::report::{Figure, Table};
+use crate::scenarios::whole_filter;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -31,10 +32,7 @@ pub(crate) async fn per_query(
 ) -> anyhow::Result<()> {
     let queries = args.memory_queries.max(1);
     let range = last_90_days();
-    let selective = format!(
-        "endpoint ~ \"^/api/v[12]/(orders|cart)\" and message !~ \"cache hit 0$\" and latency_ms > {}",
-        args.whole_scan_latency
-    );
+    let selective = whole_filter(args.whole_scan_latency);
     for (what, filter, limit) in [
         (
             "selective (the whole result's scan over every day)",

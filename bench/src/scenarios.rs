@@ -364,6 +364,15 @@ pub(crate) async fn whole_result(
     Ok(())
 }
 
+/// The whole result's regexes: an endpoint family, and a message ending.
+const WHOLE_REGEXES: (&str, &str) = ("^/api/v[12]/(orders|cart)", "cache hit 0$");
+
+/// The whole result's filter, keeping rows with `latency_ms` above `latency`.
+pub(crate) fn whole_filter(latency: f64) -> String {
+    let (re1, re2) = WHOLE_REGEXES;
+    format!("endpoint ~ \"{re1}\" and message !~ \"{re2}\" and latency_ms > {latency}")
+}
+
 async fn whole_query(
     client: &Client,
     demo: &std::path::Path,
@@ -372,11 +381,11 @@ async fn whole_query(
     ending: &str,
     table: &mut Table,
 ) -> anyhow::Result<()> {
-    let (re1, re2) = ("^/api/v[12]/(orders|cart)", "cache hit 0$");
+    let (re1, re2) = WHOLE_REGEXES;
     let (from, to) = last_90_days();
     eprintln!("whole result ({ending}): 90-day regex query, ours then DuckDB");
     let body = json!({
-        "filter": format!("endpoint ~ \"{re1}\" and message !~ \"{re2}\" and latency_ms > {latency}"),
+        "filter": whole_filter(latency),
         "timeRange": {"from": rfc3339(from), "to": rfc3339(to)},
         "maxRows": args.whole_rows,
     });

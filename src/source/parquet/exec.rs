@@ -87,6 +87,12 @@ impl Job {
         self.skip == 0 && self.sent.load(Ordering::Relaxed) < PROMPT_ROWS
     }
 
+    /// Whether part `n` is a time window read without the planner (unless
+    /// its files changed since the source opened).
+    fn reads_directly(&self, n: usize) -> bool {
+        self.direct.is_some() && self.parts[n].window.is_some()
+    }
+
     /// A bulk permit when the query is past its first chunk, else none.
     async fn permit_unless_prompt(&self) -> Option<SemaphorePermit<'_>> {
         if self.prompt() {
@@ -220,7 +226,7 @@ impl Job {
         } else {
             Lane::Bulk
         };
-        let capacity = if self.direct.is_some() && self.parts[n].window.is_some() {
+        let capacity = if self.reads_directly(n) {
             WINDOW_CHANNEL_BATCHES
         } else {
             CHANNEL_BATCHES
@@ -308,7 +314,7 @@ impl Job {
     ) -> Result<Option<(RecordBatch, u64)>, SourceError> {
         let part = &self.parts[n];
         let (Some(direct), Some(window)) = (&self.direct, part.window) else {
-            return Ok(None);
+            return Ok(None); // not `reads_directly`
         };
         let permit = self.permit_unless_prompt().await;
         // Pages a first chunk waits for are shared through the cache (many

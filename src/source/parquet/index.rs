@@ -34,9 +34,6 @@ pub(super) struct IndexedFile {
     pub(super) meta: ArrowReaderMetadata,
     /// The time column's range per page, in file order.
     time_spans: Vec<TimeSpan>,
-    /// Whether every page has both time bounds and starts no earlier than
-    /// the one before it ends: only then can windows be cut by rows.
-    time_ordered: bool,
 }
 
 /// Where a page's rows are, and the range of its times.
@@ -44,6 +41,16 @@ struct TimeSpan {
     run: PageRun,
     min_us: Option<i64>,
     max_us: Option<i64>,
+}
+
+impl TimeSpan {
+    /// Whether the page has rows whose time may lie in `[from_us, to_us)`;
+    /// a missing bound may be anything.
+    fn overlaps(&self, from_us: i64, to_us: i64) -> bool {
+        self.run.rows > 0
+            && self.min_us.is_none_or(|v| v < to_us)
+            && self.max_us.is_none_or(|v| v >= from_us)
+    }
 }
 
 impl std::fmt::Debug for IndexedFile {
@@ -69,10 +76,8 @@ impl IndexedFile {
             modified: stat.modified().ok(),
             meta,
             time_spans: Vec::new(),
-            time_ordered: false,
         };
         indexed.time_spans = indexed.time_spans(time)?;
-        indexed.time_ordered = time_ordered(&indexed.time_spans);
         Ok(indexed)
     }
 
@@ -164,11 +169,7 @@ impl IndexedFile {
         let mut runs: Vec<PageRun> = Vec::new();
         let mut joins_last = false;
         for span in &self.time_spans {
-            // A missing bound may be anything.
-            let overlaps = span.run.rows > 0
-                && span.min_us.is_none_or(|v| v < to_us)
-                && span.max_us.is_none_or(|v| v >= from_us);
-            if !overlaps {
+            if !span.overlaps(from_us, to_us) {
                 joins_last = false;
                 continue;
             }
@@ -186,18 +187,23 @@ impl IndexedFile {
     /// The pages whose time may lie in `[from_us, to_us)`, as (first time,
     /// last time, rows); `None` unless the file's pages are in time order.
     pub(super) fn ordered_pages(&self, from_us: i64, to_us: i64) -> Option<Vec<PageTimes>> {
-        if !self.time_ordered {
+        if !time_ordered(&self.time_spans) {
             return None;
         }
-        let pages = self.time_spans.iter().filter_map(|span| {
-            let (min_us, max_us) = (span.min_us?, span.max_us?);
-            (span.run.rows > 0 && min_us < to_us && max_us >= from_us).then_some(PageTimes {
-                min_us,
-                max_us,
-                rows: span.run.rows,
+        let pages = self
+            .time_spans
+            .iter()
+            .filter(|s| s.overlaps(from_us, to_us));
+        // In time order, every page with rows has both bounds.
+        pages
+            .map(|span| {
+                Some(PageTimes {
+                    min_us: span.min_us?,
+                    max_us: span.max_us?,
+                    rows: span.run.rows,
+                })
             })
-        });
-        Some(pages.collect())
+            .collect()
     }
 
     /// Decodes a run's rows of the root columns `roots` (ascending), a

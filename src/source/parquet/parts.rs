@@ -47,12 +47,19 @@ pub(super) struct Part {
     pub(super) window: Option<(i64, i64)>,
 }
 
+/// The part of `[from_us, to_us)` that `seg` covers, half-open.
+fn bounds(seg: &Segment, from_us: i64, to_us: i64) -> (i64, i64) {
+    (
+        seg.min_us.max(from_us),
+        seg.max_us.saturating_add(1).min(to_us),
+    )
+}
+
 /// Cuts `seg`, restricted to `[from_us, to_us)`, into windows that grow away
 /// from the end results start at. Windows are half-open and disjoint, so
 /// rows with equal times always fall in the same one and order is kept.
 pub(super) fn first_windows(seg: &Segment, from_us: i64, to_us: i64, asc: bool) -> Vec<Part> {
-    let lo = seg.min_us.max(from_us);
-    let hi = seg.max_us.saturating_add(1).min(to_us);
+    let (lo, hi) = bounds(seg, from_us, to_us);
     let span = hi.saturating_sub(lo);
     let total: i64 = (0..FIRST_WINDOWS).map(|k| FIRST_WINDOW_GROWTH.pow(k)).sum();
     let unit = span / total;
@@ -99,8 +106,7 @@ pub(super) fn row_windows(
     asc: bool,
     rows: WindowRows,
 ) -> Option<Vec<Part>> {
-    let lo = seg.min_us.max(from_us);
-    let hi = seg.max_us.saturating_add(1).min(to_us);
+    let (lo, hi) = bounds(seg, from_us, to_us);
     let mut pages = Vec::new();
     for file in &seg.files {
         pages.extend(file.ordered_pages(lo, hi)?);
