@@ -15,7 +15,7 @@ use tokio::sync::{SemaphorePermit, mpsc};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::page_cache::PageCache;
-use super::parts::Part;
+use super::parts::{Part, Selectivity, later_windows};
 use super::translate::{column, time_compare};
 use super::window::{self, DirectRead, WindowRead};
 use crate::filter::CompareOp;
@@ -56,7 +56,16 @@ const PROMPT_ROWS: u64 = 10;
 pub(super) struct Job {
     pub(super) ctx: SessionContext,
     pub(super) arrow_schema: SchemaRef,
+    /// The first segment's windows, then the other segments whole; a later
+    /// segment is cut into windows when it starts (`later_windows`).
     pub(super) parts: Vec<Part>,
+    /// The query's `[from_us, to_us)` and direction.
+    pub(super) range: (i64, i64),
+    pub(super) asc: bool,
+    /// Matches a window of a later segment aims at.
+    pub(super) window_matches: usize,
+    /// Rows the windows read directly matched and scanned so far.
+    pub(super) selectivity: Selectivity,
     pub(super) time: String,
     pub(super) time_type: DataType,
     pub(super) filter: Expr,
@@ -87,10 +96,10 @@ impl Job {
         self.skip == 0 && self.sent.load(Ordering::Relaxed) < PROMPT_ROWS
     }
 
-    /// Whether part `n` is a time window read without the planner (unless
+    /// Whether `part` is a time window read without the planner (unless
     /// its files changed since the source opened).
-    fn reads_directly(&self, n: usize) -> bool {
-        self.direct.is_some() && self.parts[n].window.is_some()
+    fn reads_directly(&self, part: &Part) -> bool {
+        self.direct.is_some() && part.window.is_some()
     }
 
     /// A bulk permit when the query is past its first chunk, else none.
@@ -142,9 +151,11 @@ impl Job {
     /// matches and one batch), and computes only under a bulk permit (as
     /// many as query threads, shared by every query).
     pub(super) async fn run(self: Arc<Self>, tx: mpsc::Sender<Batch>) -> Result<(), SourceError> {
+        let mut parts = self.parts.clone();
         let (mut skip_left, mut remaining) = (self.skip, self.limit);
         let mut ahead: VecDeque<(usize, PartRun)> = VecDeque::new();
-        for n in 0..self.parts.len() {
+        let mut n = 0;
+        while n < parts.len() {
             if remaining == 0 {
                 break;
             }
@@ -152,7 +163,7 @@ impl Job {
                 Some((m, run)) if m == n => run,
                 _ => {
                     ahead.clear();
-                    self.start_part(n, skip_left, remaining)
+                    self.start_part(&mut parts, n, skip_left, remaining)
                 }
             };
             let read_ahead = skip_left == 0;
@@ -164,8 +175,8 @@ impl Job {
                 if read_ahead {
                     let depth = if self.prompt() { 1 } else { READ_AHEAD };
                     let mut m = ahead.back().map_or(n + 1, |(m, _)| m + 1);
-                    while ahead.len() < depth && m < self.parts.len() {
-                        ahead.push_back((m, self.start_part(m, 0, remaining)));
+                    while ahead.len() < depth && m < parts.len() {
+                        ahead.push_back((m, self.start_part(&mut parts, m, 0, remaining)));
                         m += 1;
                     }
                 }
@@ -198,35 +209,57 @@ impl Job {
                 // counted now (a scan, but no sort).
                 let matched = match counted {
                     Some(matched) => matched,
-                    None => self.count_matches(n).await?,
+                    None => self.count_matches(&parts[n]).await?,
                 };
                 skip_left = skip_left.saturating_sub(matched);
             }
+            n += 1;
         }
         Ok(())
     }
 
-    /// How many rows of part `n` match, planned: for a part skipped whole
+    /// How many rows of `part` match, planned: for a part skipped whole
     /// that was not read directly.
-    async fn count_matches(&self, n: usize) -> Result<u64, SourceError> {
-        let sorted = self.segment_frame(&self.parts[n]).await?;
+    async fn count_matches(&self, part: &Part) -> Result<u64, SourceError> {
+        let sorted = self.segment_frame(part).await?;
         let _permit = self.runtime.bulk_permit().await;
         // A whole segment's scan is bulk work, whoever drives it.
         let count = self.runtime.spawn(Lane::Bulk, sorted.count());
         Ok(joined(AbortOnDropHandle::new(count)).await?? as u64)
     }
 
-    /// Starts part `n` on its own task: its rows after `skip`, at most
-    /// `fetch`; in the prompt lane while the query works towards its first
-    /// chunk, else in bulk.
-    fn start_part(self: &Arc<Self>, n: usize, skip: u64, fetch: u64) -> PartRun {
+    /// Starts part `n` of `parts` on its own task: its rows after `skip`,
+    /// at most `fetch`; in the prompt lane while the query works towards
+    /// its first chunk, else in bulk. A whole segment past the first is
+    /// first cut into windows when the query's selectivity so far says it
+    /// would hold more than a window's matches.
+    fn start_part(
+        self: &Arc<Self>,
+        parts: &mut Vec<Part>,
+        n: usize,
+        skip: u64,
+        fetch: u64,
+    ) -> PartRun {
+        if n > 0 && self.direct.is_some() && parts[n].window.is_none() {
+            let cut = later_windows(
+                &parts[n].segment,
+                self.range,
+                self.asc,
+                &self.selectivity,
+                self.window_matches,
+            );
+            if let Some(windows) = cut {
+                parts.splice(n..=n, windows);
+            }
+        }
+        let part = parts[n].clone();
         let job = Arc::clone(self);
         let lane = if self.prompt() {
             Lane::Prompt
         } else {
             Lane::Bulk
         };
-        let capacity = if self.reads_directly(n) {
+        let capacity = if self.reads_directly(&part) {
             WINDOW_CHANNEL_BATCHES
         } else {
             CHANNEL_BATCHES
@@ -234,7 +267,8 @@ impl Job {
         let matched = Arc::new(OnceLock::new());
         let counted = Arc::clone(&matched);
         let (rows, task) = spawn_producer(self.runtime.handle(lane), capacity, |tx| async move {
-            job.produce_part(n, skip, fetch, &counted, &tx).await
+            job.produce_part(&part, n == 0, skip, fetch, &counted, &tx)
+                .await
         });
         PartRun {
             rows,
@@ -243,11 +277,13 @@ impl Job {
         }
     }
 
-    /// Sends part `n`'s rows after `skip`, at most `fetch`; notes in
+    /// Sends `part`'s rows after `skip`, at most `fetch`; notes in
     /// `matched` how many rows it matched when it knows (read directly).
+    /// The query's `first` part ends its wait for first rows.
     async fn produce_part(
         &self,
-        n: usize,
+        part: &Part,
+        first: bool,
         skip: u64,
         fetch: u64,
         matched: &OnceLock<u64>,
@@ -258,7 +294,7 @@ impl Job {
         // every batch: a part started for the first chunk goes on as bulk.
         // Released once its first batch is computed (the sort is done by
         // then), not while the batch waits for the consumer.
-        let mut first = if n == 0 {
+        let mut first = if first {
             self.waiting_for_first_rows
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -266,7 +302,7 @@ impl Job {
         } else {
             None
         };
-        if let Some((sorted, count)) = self.read_window(n, skip, fetch).await? {
+        if let Some((sorted, count)) = self.read_window(part, skip, fetch).await? {
             let _ = matched.set(count);
             return self.send_sorted(&sorted, first, tx).await;
         }
@@ -274,7 +310,7 @@ impl Job {
         // as much as reading a first window), so bulk parts plan under a
         // permit as well, after the running first windows.
         let planning = self.permit_unless_prompt().await;
-        let sorted = self.segment_frame(&self.parts[n]).await?;
+        let sorted = self.segment_frame(part).await?;
         let engine_skip = usize::try_from(skip.min(MAX_ENGINE_ROWS)).unwrap_or(usize::MAX);
         let engine_fetch = usize::try_from(fetch.min(MAX_ENGINE_ROWS)).unwrap_or(usize::MAX);
         // Offset and fetch on top of the sort let DataFusion use a TopK sort.
@@ -303,16 +339,15 @@ impl Job {
 }
 
 impl Job {
-    /// Part `n`'s rows after `skip`, at most `fetch`, and how many rows it
+    /// `part`'s rows after `skip`, at most `fetch`, and how many rows it
     /// matched in all, read directly when it is a time window and its files
     /// are unchanged; `None` otherwise.
     async fn read_window(
         &self,
-        n: usize,
+        part: &Part,
         skip: u64,
         fetch: u64,
     ) -> Result<Option<(RecordBatch, u64)>, SourceError> {
-        let part = &self.parts[n];
         let (Some(direct), Some(window)) = (&self.direct, part.window) else {
             return Ok(None); // not `reads_directly`
         };
@@ -329,11 +364,14 @@ impl Job {
             window,
             filter: &filter,
         };
-        let Some(matched) = window::read_window(&part.segment.files, &read, pages).await? else {
+        let Some((matched, scanned)) =
+            window::read_window(&part.segment.files, &read, pages).await?
+        else {
             tracing::debug!("a source file changed since it was opened; planning the window");
             return Ok(None);
         };
         let count = matched.num_rows() as u64;
+        self.selectivity.add(count, scanned);
         let skip = usize::try_from(skip).unwrap_or(usize::MAX);
         let fetch = usize::try_from(fetch).unwrap_or(usize::MAX);
         let sorted = window::sort_window(&matched, &direct.sort_keys, skip, fetch, &direct.output)?;

@@ -26,7 +26,9 @@ use futures::StreamExt;
 use self::exec::{CHANNEL_BATCHES, Job};
 use self::layout::{Segment, read_layout};
 use self::page_cache::PageCache;
-use self::parts::{FIRST_WINDOWS, Part, WINDOW_ROWS, WindowRows, first_windows, row_windows};
+use self::parts::{
+    FIRST_WINDOWS, Part, Selectivity, WINDOW_ROWS, WindowRows, first_windows, row_windows,
+};
 use self::translate::{column, time_compare, translate};
 use self::window::DirectRead;
 use super::stream::spawn_row_stream;
@@ -117,9 +119,9 @@ impl ParquetSource {
     /// What a query over `segments` (in the order results come) runs, in
     /// order. The first segment, where a first chunk comes from, is cut into
     /// windows: by rows when it is read directly and its pages are in time
-    /// order (`row_windows`), else by time. The others run whole, planned:
-    /// DataFusion scans a whole day faster than windows read directly
-    /// (docs/PERFORMANCE.md, target 7).
+    /// order (`row_windows`), else by time. The others are whole segments,
+    /// cut into windows only when they start, by the matches seen so far
+    /// (`exec`, `later_windows`).
     fn parts(&self, segments: Vec<Segment>, range: (i64, i64), asc: bool) -> Vec<Part> {
         let mut parts = Vec::with_capacity(segments.len() + FIRST_WINDOWS as usize);
         let mut segments = segments.into_iter();
@@ -143,11 +145,25 @@ impl ParquetSource {
     }
 }
 
-/// DataFusion's settings: its defaults, overridden by any `DATAFUSION_*`
-/// environment variable (e.g. `DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS=true`).
+/// DataFusion's settings: its defaults but one partition per plan,
+/// overridden by any `DATAFUSION_*` environment variable (e.g.
+/// `DATAFUSION_EXECUTION_TARGET_PARTITIONS=2`).
+///
+/// One partition: a query already runs `READ_AHEAD` parts at once (`exec`),
+/// and a service runs many queries, so a second partition per part buys
+/// one query's scan little speed and costs every query memory: at 10× rows
+/// a day, a selective scan held 5.3 MiB with two partitions and 1.1 MiB
+/// with one, for a scan 7 % slower alone (docs/PERFORMANCE.md, target 7).
 fn engine_config() -> Result<SessionConfig, SourceError> {
-    SessionConfig::from_env()
-        .map_err(|e| SourceError::Internal(format!("bad DATAFUSION_* environment variable: {e}")))
+    const PARTITIONS: &str = "DATAFUSION_EXECUTION_TARGET_PARTITIONS";
+    let config = SessionConfig::from_env().map_err(|e| {
+        SourceError::Internal(format!("bad DATAFUSION_* environment variable: {e}"))
+    })?;
+    Ok(if std::env::var_os(PARTITIONS).is_some() {
+        config
+    } else {
+        config.with_target_partitions(1)
+    })
 }
 
 #[async_trait::async_trait]
@@ -237,6 +253,10 @@ impl QuerySource for ParquetSource {
             ctx: self.ctx.clone(),
             arrow_schema: Arc::clone(&self.arrow_schema),
             parts,
+            range: (q.from_us, q.to_us),
+            asc,
+            window_matches: self.window_rows.max,
+            selectivity: Selectivity::default(),
             time: time.clone(),
             time_type: self.time_type.clone(),
             filter,

@@ -5,7 +5,12 @@
 //! first segment is cut into windows by rows (`row_windows`): a page or so
 //! first, growing to about `WindowRows::max`. A first chunk then waits for
 //! a page of decoding whatever the data's density. Otherwise it is cut by
-//! time (`first_windows`). The other segments run whole.
+//! time (`first_windows`). A later segment is cut by rows too when the
+//! query's filter matches so many of the rows read so far that the segment
+//! whole would hold more than a window's worth (`later_windows`); else it
+//! runs whole.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::layout::Segment;
 
@@ -32,16 +37,17 @@ pub(super) struct WindowRows {
     pub(super) max: usize,
 }
 
-/// A page of the demo data (2,048 rows) first, then 8,192 and 16,384 rows
-/// at most (about 2 MiB decoded, all columns): a query holds the matches
-/// of at most three windows (the one it sends from and `READ_AHEAD`).
+/// A page of the demo data (2,048 rows) first, then 8,192 rows at most
+/// (about 1 MiB decoded, all columns): a query holds the matches of at
+/// most three windows (the one it sends from and `READ_AHEAD`).
 pub(super) const WINDOW_ROWS: WindowRows = WindowRows {
     first: 2 * 1024,
-    max: 16 * 1024,
+    max: 8 * 1024,
 };
 const ROW_WINDOW_GROWTH: usize = 4;
 
 /// One query of a job: a segment, optionally narrowed to `[from_us, to_us)`.
+#[derive(Clone)]
 pub(super) struct Part {
     pub(super) segment: Segment,
     pub(super) window: Option<(i64, i64)>,
@@ -154,6 +160,68 @@ pub(super) fn row_windows(
     Some(parts)
 }
 
+/// How many rows a query's windows read directly have matched and
+/// scanned so far (counted before the filter, whole pages): how selective
+/// its filter is, for cutting the segments after the first.
+#[derive(Debug, Default)]
+pub(super) struct Selectivity {
+    matched: AtomicU64,
+    scanned: AtomicU64,
+}
+
+impl Selectivity {
+    pub(super) fn add(&self, matched: u64, scanned: u64) {
+        self.matched.fetch_add(matched, Ordering::Relaxed);
+        self.scanned.fetch_add(scanned, Ordering::Relaxed);
+    }
+
+    /// Rows a window should span to match about `matches` of them, at
+    /// least `matches`; that many when nothing was scanned yet (no sign
+    /// the filter is selective), unbounded when nothing matched.
+    fn rows_for(&self, matches: usize) -> usize {
+        let matched = self.matched.load(Ordering::Relaxed);
+        let scanned = self.scanned.load(Ordering::Relaxed);
+        if scanned == 0 {
+            return matches;
+        }
+        if matched == 0 {
+            return usize::MAX;
+        }
+        let rows = u128::from(scanned) * matches as u128 / u128::from(matched);
+        usize::try_from(rows).unwrap_or(usize::MAX).max(matches)
+    }
+}
+
+/// Cuts a segment after the first, restricted to `[from_us, to_us)`, into
+/// windows of rows sized so each matches about `matches` rows, judging by
+/// `seen`; `None` when one window would span the whole segment (it then
+/// runs whole, planned: DataFusion scans a whole day faster than windows
+/// read directly) or its pages are not in time order.
+///
+/// A part holds its matches sorted until they are sent, and a query runs
+/// `READ_AHEAD` parts ahead: an unselective query's whole days held 62 MiB
+/// a query, its windows hold about 5 (docs/PERFORMANCE.md, target 7),
+/// while a selective one's days still run whole.
+pub(super) fn later_windows(
+    seg: &Segment,
+    range: (i64, i64),
+    asc: bool,
+    seen: &Selectivity,
+    matches: usize,
+) -> Option<Vec<Part>> {
+    let rows = seen.rows_for(matches.max(1));
+    let parts = row_windows(
+        seg,
+        range,
+        asc,
+        WindowRows {
+            first: rows,
+            max: rows,
+        },
+    )?;
+    (parts.len() > 1).then_some(parts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,5 +317,34 @@ mod tests {
         let parts = row_windows(&seg, (from, from + 10), false, rows).unwrap();
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].window, Some((from, from + 10)));
+    }
+
+    #[test]
+    fn later_segments_are_cut_only_where_a_whole_one_would_hold_too_many_matches() {
+        let (_dir, seg) = demo_segment(40_000);
+        let range = (seg.min_us, seg.max_us + 1);
+        let windows = |seen: &Selectivity, matches: usize| {
+            later_windows(&seg, range, false, seen, matches).map(|p| p.len())
+        };
+        // Nothing read yet: windows of `matches` rows, as if every row matched.
+        let unknown = Selectivity::default();
+        assert!(windows(&unknown, 8_192).is_some_and(|n| n >= 4));
+        // Every row matched so far: the same.
+        let unselective = Selectivity::default();
+        unselective.add(10_000, 10_000);
+        assert_eq!(windows(&unselective, 8_192), windows(&unknown, 8_192));
+        // A tenth matched: windows ten times longer, so two cover the day.
+        let tenth = Selectivity::default();
+        tenth.add(1_000, 10_000);
+        assert_eq!(windows(&tenth, 2_048), Some(2));
+        // One row in a hundred, or none: the day runs whole.
+        let selective = Selectivity::default();
+        selective.add(100, 10_000);
+        assert_eq!(windows(&selective, 8_192), None);
+        let none = Selectivity::default();
+        none.add(0, 10_000);
+        assert_eq!(windows(&none, 1), None);
+        // A day that holds fewer rows than a window: whole.
+        assert_eq!(windows(&unselective, 40_000), None);
     }
 }

@@ -98,8 +98,8 @@ pub(super) struct WindowRead<'a> {
     pub(super) filter: &'a Arc<dyn PhysicalExpr>,
 }
 
-/// The matching rows of `files` in the window, unsorted, as one batch;
-/// `None` when a file changed since the source opened (the caller then
+/// The matching rows of `files` in the window, unsorted, as one batch, and
+/// how many rows were read to find them; `None` when a file changed since the source opened (the caller then
 /// plans the part instead). Pages are decoded through `cache` when given;
 /// otherwise each decoded batch is filtered as it comes, so a window holds
 /// its matches, not all its rows.
@@ -107,8 +107,9 @@ pub(super) async fn read_window(
     files: &[Arc<IndexedFile>],
     read: &WindowRead<'_>,
     cache: Option<&PageCache>,
-) -> Result<Option<RecordBatch>, SourceError> {
+) -> Result<Option<(RecordBatch, u64)>, SourceError> {
     let mut matched = Vec::new();
+    let mut scanned = 0;
     for indexed in files {
         let Some(file) = indexed.reopen()? else {
             return Ok(None);
@@ -142,6 +143,7 @@ pub(super) async fn read_window(
             Ok::<_, SourceError>(())
         };
         for run in indexed.runs(read.window.0, read.window.1) {
+            scanned += run.rows as u64;
             match cache {
                 Some(cache) => {
                     let key = PageKey::new(indexed, &run, &sorted_roots);
@@ -160,9 +162,8 @@ pub(super) async fn read_window(
             }
         }
     }
-    concat_batches(read.schema, &matched)
-        .map(Some)
-        .map_err(arrow_err)
+    let matched = concat_batches(read.schema, &matched).map_err(arrow_err)?;
+    Ok(Some((matched, scanned)))
 }
 
 /// The rows of `batch` for which `filter` holds; nulls (unknown) do not

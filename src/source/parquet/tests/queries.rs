@@ -290,3 +290,14 @@ async fn first_row_arrives_and_drop_stops() {
     .await;
     assert_eq!(again.len(), 3);
 }
+
+/// A query's parts are planned in one partition each unless
+/// `DATAFUSION_EXECUTION_TARGET_PARTITIONS` says otherwise (`engine_config`).
+#[test]
+fn plans_run_in_one_partition_unless_configured() {
+    let config = super::super::engine_config().unwrap();
+    match std::env::var("DATAFUSION_EXECUTION_TARGET_PARTITIONS") {
+        Ok(n) => assert_eq!(config.target_partitions().to_string(), n),
+        Err(_) => assert_eq!(config.target_partitions(), 1),
+    }
+}
