@@ -56,9 +56,6 @@ const PROMPT_ROWS: u64 = 10;
 pub(super) struct Job {
     pub(super) ctx: SessionContext,
     pub(super) arrow_schema: SchemaRef,
-    /// The first segment's windows, then the other segments whole; a later
-    /// segment is cut into windows when it starts (`later_windows`).
-    pub(super) parts: Vec<Part>,
     /// The query's `[from_us, to_us)` and direction.
     pub(super) range: (i64, i64),
     pub(super) asc: bool,
@@ -150,8 +147,15 @@ impl Job {
     /// part holds a few batches of rows ready (a window read directly, its
     /// matches and one batch), and computes only under a bulk permit (as
     /// many as query threads, shared by every query).
-    pub(super) async fn run(self: Arc<Self>, tx: mpsc::Sender<Batch>) -> Result<(), SourceError> {
-        let mut parts = self.parts.clone();
+    ///
+    /// `parts` are the first segment's windows, then the other segments
+    /// whole; a later segment is cut into windows when it starts
+    /// (`start_part`).
+    pub(super) async fn run(
+        self: Arc<Self>,
+        mut parts: Vec<Part>,
+        tx: mpsc::Sender<Batch>,
+    ) -> Result<(), SourceError> {
         let (mut skip_left, mut remaining) = (self.skip, self.limit);
         let mut ahead: VecDeque<(usize, PartRun)> = VecDeque::new();
         let mut n = 0;

@@ -252,7 +252,6 @@ impl QuerySource for ParquetSource {
             pages: Arc::clone(&self.pages),
             ctx: self.ctx.clone(),
             arrow_schema: Arc::clone(&self.arrow_schema),
-            parts,
             range: (q.from_us, q.to_us),
             asc,
             window_matches: self.window_rows.max,
@@ -272,7 +271,7 @@ impl QuerySource for ParquetSource {
         Ok(spawn_row_stream(
             self.runtime.handle(Lane::Prompt),
             CHANNEL_BATCHES,
-            |tx| job.run(tx),
+            |tx| job.run(parts, tx),
         ))
     }
 }

@@ -99,8 +99,8 @@ pub(super) struct WindowRead<'a> {
 }
 
 /// The matching rows of `files` in the window, unsorted, as one batch, and
-/// how many rows were read to find them; `None` when a file changed since the source opened (the caller then
-/// plans the part instead). Pages are decoded through `cache` when given;
+/// how many rows were read to find them; `None` when a file changed since
+/// the source opened (the caller then plans the part instead). Pages are decoded through `cache` when given;
 /// otherwise each decoded batch is filtered as it comes, so a window holds
 /// its matches, not all its rows.
 pub(super) async fn read_window(
