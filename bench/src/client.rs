@@ -143,6 +143,18 @@ impl Client {
         }
     }
 
+    /// Waits, without reading a chunk, until the job finished; returns its
+    /// rows and its time from submission to finish, by its own record.
+    pub(crate) async fn wait_until_finished(&self, job: &str) -> anyhow::Result<(u64, f64)> {
+        loop {
+            let view: Value = self.get_json(&format!("/v1/jobs/{job}")).await?;
+            if let Some(secs) = view["timings"]["totalSeconds"].as_f64() {
+                return Ok((view["rows"].as_u64().unwrap_or(0), secs));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Reads a job to its last chunk: (rows, chunks, bytes of chunk pages, status).
     pub(crate) async fn read_all(&self, job: &str) -> anyhow::Result<(u64, u64, u64, String)> {
         let (mut from, mut bytes) = (0, 0u64);
