@@ -7,12 +7,17 @@ use crate::support::*;
 #[tokio::test]
 async fn submit_poll_until_last_then_read_the_offset() {
     let server = Server::start().await;
-    let accepted = server
-        .submit(
+    let (status, accepted) = server
+        .post(
             ALICE,
-            r#"status >= 500 and service in ("checkout", "payments")"#,
+            "/v1/jobs",
+            json!({
+                "filter": r#"status >= 500 and service in ("checkout", "payments")"#,
+                "timeRange": dataset_range(),
+            }),
         )
         .await;
+    assert_eq!(status, 202, "{accepted}");
     assert_eq!(accepted["deduplicated"], false);
     assert!(["queued", "running", "completed"].contains(&accepted["status"].as_str().unwrap()));
     let job_id = accepted["jobId"].as_str().unwrap();

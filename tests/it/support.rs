@@ -51,6 +51,24 @@ pub fn dataset() -> &'static PathBuf {
 }
 
 /// Test settings: small dataset, no rate limit, ephemeral port.
+/// The whole test dataset's time range, `{from, to}`: from its first day's
+/// midnight to tomorrow's. Unlike `last: 7d`, it holds every row at any hour:
+/// just after midnight UTC, the part of today's file already in the past
+/// holds few rows, so a rare filter may match none of the last 7 days.
+pub fn dataset_range() -> Value {
+    let today = chrono::Utc::now().date_naive();
+    let midnight = |day: chrono::NaiveDate| {
+        day.and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    json!({
+        "from": midnight(today - chrono::Days::new(u64::from(DEMO_DAYS) - 1)),
+        "to": midnight(today + chrono::Days::new(1)),
+    })
+}
+
 pub fn config() -> Config {
     let mut config = Config::defaults();
     config.listen = "127.0.0.1:0".parse().unwrap();
