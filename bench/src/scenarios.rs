@@ -332,6 +332,13 @@ pub(crate) async fn delivery(
     let (unread_rows, unread_secs) = client.wait_until_finished(&unread.job_id).await?;
     let unread_cpu = unread_cpu.seconds();
     let unread_rate = unread_rows as f64 / unread_secs.max(1e-9);
+    // The reader alone: that job read back once it has finished, so no
+    // query runs beside it.
+    let reading = Instant::now();
+    let read_cpu = ProcessCpu::start();
+    let (read_rows, ..) = client.read_all(&unread.job_id).await?;
+    let (read_secs, read_cpu) = (reading.elapsed().as_secs_f64(), read_cpu.seconds());
+    let read_rate = read_rows as f64 / read_secs.max(1e-9);
     // The same query with nothing published, and DuckDB writing its rows as
     // JSON: what the query part alone costs.
     let query_cpu = ProcessCpu::start();
@@ -371,6 +378,15 @@ pub(crate) async fn delivery(
         ),
         baseline: format!("{query_rate:.0} rows/s"),
         ratio: format!("{:.1} %", 100.0 * unread_rate / query_rate.max(1e-9)),
+        target: "-".into(),
+    });
+    table.push(Figure {
+        what: format!(
+            "delivery, the reader alone: that job's {read_rows} rows read back over HTTP after it finished (pages of up to 1,000 chunks, parsed by the bench's client), vs the query alone"
+        ),
+        ours: format!("{read_rate:.0} rows/s ({read_secs:.2} s; {read_cpu:.2} s of CPU)"),
+        baseline: format!("{query_rate:.0} rows/s"),
+        ratio: format!("{:.1} %", 100.0 * read_rate / query_rate.max(1e-9)),
         target: "-".into(),
     });
     table.push(Figure {
