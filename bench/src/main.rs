@@ -174,6 +174,8 @@ async fn run(base: Config, args: BenchArgs) -> anyhow::Result<()> {
     if wants("first-chunk") {
         scenarios::first_chunk(&client, args.concurrency, &mut table).await?;
         table.push(rss_line("after first-chunk"));
+        // Its hundred cancelled jobs wind down before the next measurement.
+        settle(&running.jobs).await?;
     }
     if wants("under-load") {
         under_load::first_chunk_under_load(&client, &demo, &args, &mut table).await?;
