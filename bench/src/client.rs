@@ -146,10 +146,14 @@ impl Client {
     /// Waits, without reading a chunk, until the job finished; returns its
     /// rows and its time from submission to finish, by its own record.
     pub(crate) async fn wait_until_finished(&self, job: &str) -> anyhow::Result<(u64, f64)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
             let view: Value = self.get_json(&format!("/v1/jobs/{job}")).await?;
             if let Some(secs) = view["timings"]["totalSeconds"].as_f64() {
                 return Ok((view["rows"].as_u64().unwrap_or(0), secs));
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("job {job} did not finish within two minutes");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -50,7 +50,6 @@ pub fn dataset() -> &'static PathBuf {
     })
 }
 
-/// Test settings: small dataset, no rate limit, ephemeral port.
 /// The whole test dataset's time range, `{from, to}`: from its first day's
 /// midnight to tomorrow's. Unlike `last: 7d`, it holds every row at any hour:
 /// just after midnight UTC, the part of today's file already in the past
@@ -69,6 +68,7 @@ pub fn dataset_range() -> Value {
     })
 }
 
+/// Test settings: small dataset, no rate limit, ephemeral port.
 pub fn config() -> Config {
     let mut config = Config::defaults();
     config.listen = "127.0.0.1:0".parse().unwrap();
