@@ -19,7 +19,9 @@
 //!    the result topic's settings re-sending the job's own chunks) and the
 //!    query alone (the same query through the source, rows encoded into
 //!    chunks, nothing published); and the query alone against DuckDB
-//!    writing the same rows as JSON;
+//!    writing the same rows as JSON. Beside them, the same job with nobody
+//!    reading it and that job read back alone, with each one's CPU, show
+//!    whether the query, publishing or the reader sets the pace;
 //! 5. time to the whole result of two 90-day regex queries against DuckDB
 //!    (`python3 -c`, two threads, same Parquet files, equivalent filter,
 //!    `ORDER BY ts DESC`): one the row cap stops, one that scans every day.
