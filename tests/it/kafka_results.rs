@@ -3,12 +3,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use pseudostream::coord::redis::RedisChunkIndex;
+use pseudostream::coord::{ChunkIndex, ChunkPlace, CoordError, IndexedChunks, Recorded};
 use pseudostream::model::{Chunk, JobId, JobStatus, Offset};
-use pseudostream::results::ResultTopic;
 use pseudostream::results::kafka::{Compression, KafkaResultTopic};
+use pseudostream::results::{ResultError, ResultTopic};
 use pseudostream::source::Row;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -300,4 +303,109 @@ async fn a_dashboard_connector_reads_an_offset_straight_from_kafka() {
         seqs(&topic.read(other, neighbour, 0, 10).await.unwrap()),
         [0, 1, 2, 3]
     );
+}
+
+/// A chunk index that counts the looks a publish takes before it sends
+/// (`count`, `probe`, `places`).
+struct CountingIndex {
+    inner: RedisChunkIndex,
+    looks: AtomicUsize,
+}
+
+impl CountingIndex {
+    fn looks(&self) -> usize {
+        self.looks.load(Ordering::SeqCst)
+    }
+
+    fn look(&self) {
+        self.looks.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl ChunkIndex for CountingIndex {
+    async fn count(&self, job: JobId) -> Result<u64, CoordError> {
+        self.look();
+        self.inner.count(job).await
+    }
+
+    async fn probe(&self, job: JobId, seq: u64) -> Result<IndexedChunks, CoordError> {
+        self.look();
+        self.inner.probe(job, seq).await
+    }
+
+    async fn record(
+        &self,
+        job: JobId,
+        landed: &[(u64, ChunkPlace)],
+    ) -> Result<Recorded, CoordError> {
+        self.inner.record(job, landed).await
+    }
+
+    async fn places(
+        &self,
+        job: JobId,
+        seqs: std::ops::Range<u64>,
+    ) -> Result<Vec<Option<ChunkPlace>>, CoordError> {
+        self.look();
+        self.inner.places(job, seqs).await
+    }
+
+    async fn forget(&self, job: JobId) -> Result<(), CoordError> {
+        self.inner.forget(job).await
+    }
+}
+
+/// A first attempt's first chunk, and each batch right after one this
+/// process published, go out without a look at the index (a Redis round
+/// trip the dashboard would wait for); anything else still looks, so a
+/// stored seq is not sent again and a superseded attempt is refused.
+#[tokio::test]
+#[ignore = "needs Kafka at PSEUDOSTREAM_TEST_KAFKA_BROKERS (default 127.0.0.1:9092) and Redis"]
+async fn a_publish_after_this_processs_own_skips_the_index_look() {
+    let names = Names::fresh();
+    let index = Arc::new(CountingIndex {
+        inner: RedisChunkIndex::connect(&redis_url(), &names.prefix)
+            .await
+            .expect("connecting to Redis"),
+        looks: AtomicUsize::new(0),
+    });
+    let topic = KafkaResultTopic::connect(
+        &brokers(),
+        &names.topic,
+        PARTITIONS,
+        Compression::None,
+        index.clone(),
+    )
+    .await
+    .expect("connecting to Kafka");
+    let (job, offset) = (JobId::new(), Offset(2));
+    let batch = |seqs: std::ops::Range<u64>| -> Vec<Chunk> {
+        seqs.map(|seq| chunk(job, offset, seq, false)).collect()
+    };
+
+    topic.publish(&chunk(job, offset, 0, false)).await.unwrap();
+    topic.publish_batch(&batch(1..5)).await.unwrap();
+    assert_eq!(index.looks(), 0, "nothing this process did not write");
+
+    // A stored seq published again (a retry) looks, and is a no-op.
+    topic.publish(&chunk(job, offset, 4, false)).await.unwrap();
+    assert_eq!(index.looks(), 1);
+
+    // A takeover, attempt 2, replaces seq 3 from another process; the
+    // first attempt then publishing seq 3 again looks and is refused.
+    let mut taken = chunk(job, offset, 3, false);
+    taken.attempt = 2;
+    names.connect().await.publish(&taken).await.unwrap();
+    let refused = topic.publish(&chunk(job, offset, 3, false)).await;
+    assert!(
+        matches!(refused, Err(ResultError::Superseded { newer: 2, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(index.looks(), 2);
+
+    let read = topic.read(job, offset, 0, 10).await.unwrap();
+    assert_eq!(seqs(&read), [0, 1, 2, 3, 4]);
+    assert_eq!(&*read[3], taken.to_json());
+    topic.flush(Duration::from_secs(5)).await.unwrap();
 }

@@ -11,9 +11,11 @@
 //! records where each chunk landed — `(partition, KafkaPosition)` per
 //! `(jobId, chunkSeq)`, with the attempt that wrote it — and doubles as the
 //! "already stored" check that makes re-publishing a stored seq a no-op
-//! (or, from a newer attempt, a replacement). Reads seek to the recorded
-//! positions with a small pool of assign-only consumers: no consumer
-//! groups, so no rebalancing and no committed offsets to look after.
+//! (or, from a newer attempt, a replacement); a publish this process knows
+//! the index cannot hold yet skips that check (`recorded.rs`). Reads seek
+//! to the recorded positions with a small pool of assign-only consumers:
+//! no consumer groups, so no rebalancing and no committed offsets to look
+//! after.
 //!
 //! A chunk whose send failed may still have landed; the job's next publish
 //! looks for it at the partition's tail before sending it again
@@ -38,6 +40,7 @@ mod loss;
 mod producer;
 mod publish;
 mod reader;
+mod recorded;
 
 pub use self::admin::ensure_topic;
 pub(crate) use self::admin::ensure_topic_with_policy;
@@ -46,6 +49,7 @@ use self::doubt::{Doubts, Tails};
 use self::loss::Incarnations;
 use self::producer::ReplaceableProducer;
 use self::reader::{Fetch, Needed, ReaderPool};
+use self::recorded::OwnRecords;
 use super::{ChunkJson, ResultError, ResultTopic};
 use crate::coord::{ChunkIndex, ChunkPlace, CoordError};
 use crate::model::{Chunk, JobId, Offset};
@@ -116,6 +120,8 @@ pub struct KafkaResultTopic {
     /// The topic's incarnation (one per loss of its data), and each
     /// running job's.
     incarnations: Incarnations,
+    /// Jobs whose next publish needs no look at the index first.
+    own_records: OwnRecords,
     /// When the topic was last looked at for a loss; held while looking.
     last_look: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -158,6 +164,7 @@ impl KafkaResultTopic {
             tails: Tails::new(&ends),
             doubts: Doubts::default(),
             incarnations: Incarnations::default(),
+            own_records: OwnRecords::default(),
             last_look: tokio::sync::Mutex::new(None),
         };
         // An idempotent producer holds its first messages until it has a
@@ -227,44 +234,9 @@ impl ResultTopic for KafkaResultTopic {
     /// in one index write, so readers never see a gap.
     async fn publish_batch(&self, chunks: &[Chunk]) -> Result<Vec<ChunkJson>, ResultError> {
         let encoded: Vec<ChunkJson> = chunks.iter().map(|c| c.to_json().into()).collect();
-        let (Some(first), true) = (chunks.first(), chunks.len() > 1) else {
-            for (chunk, json) in chunks.iter().zip(&encoded) {
-                self.publish_one(chunk, json).await?;
-            }
-            return Ok(encoded);
-        };
-        let expected = self.index.count(first.job_id).await?;
-        if first.chunk_seq > expected {
-            return Err(ResultError::OutOfSequence {
-                job: first.job_id,
-                seq: first.chunk_seq,
-                expected,
-            });
-        }
-        // Chunks already indexed (a resumed job) are skipped, as in
-        // `publish_one`, unless an older attempt wrote them.
-        let indexed = if first.chunk_seq < expected {
-            let end = expected.min(first.chunk_seq + chunks.len() as u64);
-            self.index
-                .places(first.job_id, first.chunk_seq..end)
-                .await?
-        } else {
-            Vec::new()
-        };
-        let mut fresh: Vec<(&Chunk, &ChunkJson)> = Vec::with_capacity(chunks.len());
-        for (n, (chunk, json)) in chunks.iter().zip(&encoded).enumerate() {
-            match indexed.get(n).copied().flatten() {
-                Some(place) if place.attempt >= chunk.attempt => {
-                    superseded_if_newer(chunk, place.attempt)?;
-                }
-                _ => fresh.push((chunk, json)),
-            }
-        }
-        if !fresh.is_empty() {
-            self.publish_fresh(first.job_id, first.offset, &fresh)
-                .await?;
-        }
-        Ok(encoded)
+        let outcome = self.publish_encoded(chunks, &encoded).await;
+        self.own_records.after(chunks, &outcome);
+        outcome.map(|()| encoded)
     }
 
     async fn read(
@@ -333,6 +305,7 @@ impl ResultTopic for KafkaResultTopic {
         }
         self.index.forget(job).await?;
         self.incarnations.forget(job);
+        self.own_records.forget(job);
         self.doubts.take(job);
         Ok(())
     }

@@ -86,33 +86,71 @@ impl KafkaResultTopic {
         }
     }
 
-    /// Publishes one chunk, already encoded as `json`.
-    pub(super) async fn publish_one(
+    /// Publishes consecutive chunks of one job, encoded as `encoded`,
+    /// skipping those the index already holds.
+    pub(super) async fn publish_encoded(
         &self,
-        chunk: &Chunk,
-        json: &ChunkJson,
+        chunks: &[Chunk],
+        encoded: &[ChunkJson],
     ) -> Result<(), ResultError> {
-        let seq = chunk.chunk_seq;
-        // Chunks are indexed without gaps, so the count is the next seq.
-        let probe = self.index.probe(chunk.job_id, seq).await?;
-        let expected = probe.count;
-        if let Some(by) = probe.written_by
-            && by >= chunk.attempt
-        {
-            // Stored by this attempt (a job resumed after a crash
-            // re-publishes its last chunk), or by a newer one: refused.
-            return superseded_if_newer(chunk, by);
+        let Some(first) = chunks.first() else {
+            return Ok(());
+        };
+        let fresh: Vec<(&Chunk, &ChunkJson)> = if self.own_records.known_before(first) {
+            chunks.iter().zip(encoded).collect()
+        } else {
+            self.unindexed(chunks, encoded).await?
+        };
+        if fresh.is_empty() {
+            return Ok(());
         }
-        if seq > expected {
+        self.publish_fresh(first.job_id, first.offset, &fresh).await
+    }
+
+    /// The chunks the index does not hold yet (a resumed job re-publishes
+    /// what an earlier run stored): one stored by this attempt is skipped,
+    /// one stored by an older attempt published again, and one stored by a
+    /// newer attempt refused. Chunks are indexed without gaps, so the
+    /// index's count is the next seq: a batch past it is refused.
+    async fn unindexed<'c>(
+        &self,
+        chunks: &'c [Chunk],
+        encoded: &'c [ChunkJson],
+    ) -> Result<Vec<(&'c Chunk, &'c ChunkJson)>, ResultError> {
+        let Some(first) = chunks.first() else {
+            return Ok(Vec::new());
+        };
+        // The attempt that indexed each seq of the batch, if any.
+        let (expected, indexed) = if let [chunk] = chunks {
+            // One round trip: the seq's place and the count together.
+            let probe = self.index.probe(chunk.job_id, chunk.chunk_seq).await?;
+            (probe.count, vec![probe.written_by])
+        } else {
+            let expected = self.index.count(first.job_id).await?;
+            let indexed = if first.chunk_seq < expected {
+                let end = expected.min(first.chunk_seq + chunks.len() as u64);
+                let places = self.index.places(first.job_id, first.chunk_seq..end);
+                places.await?.iter().map(|p| p.map(|p| p.attempt)).collect()
+            } else {
+                Vec::new()
+            };
+            (expected, indexed)
+        };
+        if first.chunk_seq > expected {
             return Err(ResultError::OutOfSequence {
-                job: chunk.job_id,
-                seq,
+                job: first.job_id,
+                seq: first.chunk_seq,
                 expected,
             });
         }
-
-        self.publish_fresh(chunk.job_id, chunk.offset, &[(chunk, json)])
-            .await
+        let mut fresh = Vec::with_capacity(chunks.len());
+        for (n, (chunk, json)) in chunks.iter().zip(encoded).enumerate() {
+            match indexed.get(n).copied().flatten() {
+                Some(by) if by >= chunk.attempt => superseded_if_newer(chunk, by)?,
+                _ => fresh.push((chunk, json)),
+            }
+        }
+        Ok(fresh)
     }
 
     /// Publishes chunks of one job that the index does not have yet, in
