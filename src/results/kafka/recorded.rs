@@ -57,7 +57,7 @@ impl OwnRecords {
     }
 
     /// Learns from a publish of `chunks` (consecutive, of one job and attempt).
-    pub(super) fn after<T>(&self, chunks: &[Chunk], outcome: &Result<T, ResultError>) {
+    pub(super) fn after(&self, chunks: &[Chunk], outcome: &Result<(), ResultError>) {
         let (Some(first), Some(last)) = (chunks.first(), chunks.last()) else {
             return;
         };
@@ -139,7 +139,7 @@ mod tests {
         let own = OwnRecords::default();
         let job = JobId::new();
         let first = [chunk(job, 0, 1, false)];
-        own.after(&first, &Err::<(), _>(ResultError::Timeout));
+        own.after(&first, &Err(ResultError::Timeout));
         assert!(!own.known_before(&first[0]));
         own.after(&first, &Ok(()));
         assert!(own.known_before(&chunk(job, 1, 1, false)));
