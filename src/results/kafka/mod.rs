@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -41,6 +40,7 @@ mod producer;
 mod publish;
 mod reader;
 mod recorded;
+mod send;
 
 pub use self::admin::ensure_topic;
 pub(crate) use self::admin::ensure_topic_with_policy;
@@ -50,6 +50,7 @@ use self::loss::Incarnations;
 use self::producer::ReplaceableProducer;
 use self::reader::{Fetch, Needed, ReaderPool};
 use self::recorded::OwnRecords;
+use self::send::Outgoing;
 use super::{ChunkJson, ResultError, ResultTopic};
 use crate::coord::{ChunkIndex, ChunkPlace, CoordError};
 use crate::model::{Chunk, JobId, Offset};
@@ -172,9 +173,12 @@ impl KafkaResultTopic {
         // against tansu, which the first chunks after a start would wait
         // for. One tombstone (null value, no headers) takes that wait here;
         // compaction removes it like any other.
-        topic
-            .produce(0, WARM_UP_KEY, None, OwnedHeaders::new())
-            .await?;
+        let warm_up = Outgoing {
+            key: WARM_UP_KEY.to_owned(),
+            payload: None,
+            headers: OwnedHeaders::new(),
+        };
+        topic.produce(0, warm_up).await?;
         Ok(topic)
     }
 
@@ -293,14 +297,14 @@ impl ResultTopic for KafkaResultTopic {
         let partition = self.partition_of(offset);
         // Tombstones go first: the offset is re-leased only after delete
         // returns, so no new job's chunk can be shadowed by them.
-        let tombstones = (0..chunks.max(stored)).map(|seq| {
-            let key = chunk_key(offset, seq);
-            async move {
-                let headers = chunk_headers(job, seq, None);
-                self.produce(partition, &key, None, headers).await
-            }
-        });
-        for outcome in join_all(tombstones).await {
+        let tombstones = (0..chunks.max(stored))
+            .map(|seq| Outgoing {
+                key: chunk_key(offset, seq),
+                payload: None,
+                headers: chunk_headers(job, seq, None),
+            })
+            .collect();
+        for outcome in self.produce_all(partition, tombstones).await {
             outcome?;
         }
         self.index.forget(job).await?;

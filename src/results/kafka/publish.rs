@@ -1,91 +1,18 @@
-//! Sending chunks: a message and its acknowledgement (watching for a
-//! broker that lost the topic while it waits), and a job's fresh chunks in
-//! flight together, indexed once acknowledged.
+//! Publishing a job's chunks: skipping those the index already holds,
+//! sending the fresh ones in flight together, and indexing them once
+//! acknowledged.
 
 use std::collections::BTreeMap;
 
-use futures::future::join_all;
-use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::FutureRecord;
-
 use super::doubt::Doubt;
-use super::loss::{Continuity, Loss};
-use super::{
-    KafkaPosition, KafkaResultTopic, PUBLISH_TIMEOUT, STALLED_AFTER, chunk_headers, chunk_key,
-    kafka_error, superseded_if_newer,
-};
+use super::loss::Continuity;
+use super::send::{Landed, Outgoing};
+use super::{KafkaResultTopic, chunk_headers, chunk_key, superseded_if_newer};
 use crate::coord::ChunkPlace;
 use crate::model::{Chunk, JobId, Offset};
 use crate::results::{ChunkJson, ResultError};
 
 impl KafkaResultTopic {
-    /// Waits for a message's acknowledgement; returns where it landed.
-    pub(super) async fn produce(
-        &self,
-        partition: i32,
-        key: &str,
-        payload: Option<&str>,
-        headers: OwnedHeaders,
-    ) -> Result<(i32, KafkaPosition), ResultError> {
-        let mut record = FutureRecord::<str, str>::to(&self.topic)
-            .partition(partition)
-            .key(key)
-            .headers(headers);
-        if let Some(payload) = payload {
-            record = record.payload(payload);
-        }
-        // A full local queue is waited out within the same overall budget.
-        let (producer, generation) = self.producer.current();
-        let (floor, incarnation) = (self.tails.floor(partition), self.incarnations.current());
-        let send = async {
-            let send = producer.send(record, PUBLISH_TIMEOUT);
-            tokio::pin!(send);
-            loop {
-                if let Ok(outcome) = tokio::time::timeout(STALLED_AFTER, &mut send).await {
-                    break outcome;
-                }
-                // A broker that lost the topic lets messages wait: look at
-                // it, while still waiting.
-                let loss = tokio::select! {
-                    outcome = &mut send => break outcome,
-                    loss = self.look_for_loss() => loss,
-                };
-                if let Some(loss) = loss {
-                    self.recover_from_loss(loss).await;
-                }
-            }
-        };
-        match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
-            Err(_) => Err(ResultError::Timeout),
-            Ok(Err((e, _))) => {
-                // Retried by the caller, on a new producer if this one is done.
-                if !self.producer.replace_after(&e, generation)
-                    && let Some(loss) = self.look_for_loss().await
-                {
-                    self.recover_from_loss(loss).await;
-                }
-                Err(kafka_error(e))
-            }
-            Ok(Ok(delivery)) => {
-                // A position is unknown (-1) when the broker did not say.
-                if (0..=floor).contains(&delivery.offset) {
-                    // Before a position acknowledged before it was sent.
-                    let why = format!(
-                        "a message landed at position {} of partition {partition}, at or before {floor}, acknowledged earlier",
-                        delivery.offset
-                    );
-                    self.recover_from_loss(Loss {
-                        seen: incarnation,
-                        why,
-                    })
-                    .await;
-                }
-                self.tails.acknowledged(delivery.partition, delivery.offset);
-                Ok((delivery.partition, delivery.offset))
-            }
-        }
-    }
-
     /// Publishes consecutive chunks of one job, encoded as `encoded`,
     /// skipping those the index already holds.
     pub(super) async fn publish_encoded(
@@ -186,25 +113,24 @@ impl KafkaResultTopic {
         let floor = earlier.map_or(self.tails.floor(partition), |doubt| {
             doubt.floor.min(self.tails.floor(partition))
         });
-        let sends = fresh
+        let (seqs, messages): (Vec<u64>, Vec<Outgoing>) = fresh
             .iter()
             .filter(|(chunk, _)| !landed.contains_key(&chunk.chunk_seq))
             .map(|(chunk, json)| {
-                let headers = chunk_headers(job, chunk.chunk_seq, Some(chunk));
-                let key = chunk_key(offset, chunk.chunk_seq);
-                async move {
-                    let sent = self
-                        .produce(partition, &key, Some(json.as_ref()), headers)
-                        .await;
-                    (chunk.chunk_seq, sent)
-                }
-            });
-        let sent = join_all(sends).await;
-        let mut outcomes: BTreeMap<u64, Result<(i32, KafkaPosition), ResultError>> = landed
+                let message = Outgoing {
+                    key: chunk_key(offset, chunk.chunk_seq),
+                    payload: Some(json.as_ref()),
+                    headers: chunk_headers(job, chunk.chunk_seq, Some(chunk)),
+                };
+                (chunk.chunk_seq, message)
+            })
+            .unzip();
+        let sent = self.produce_all(partition, messages).await;
+        let mut outcomes: BTreeMap<u64, Landed> = landed
             .into_iter()
             .map(|(seq, position)| (seq, Ok((partition, position))))
             .collect();
-        outcomes.extend(sent);
+        outcomes.extend(seqs.into_iter().zip(sent));
 
         // Two publishers racing for one seq both land in Kafka with the same
         // key; the newest attempt's index entry wins (of one attempt's, the
@@ -281,13 +207,14 @@ impl KafkaResultTopic {
                 attempt,
                 ..(*chunk).clone()
             };
-            let headers = chunk_headers(copy.job_id, seq, Some(&copy));
-            let key = chunk_key(copy.offset, seq);
+            let json = copy.to_json();
+            let message = Outgoing {
+                key: chunk_key(copy.offset, seq),
+                payload: Some(&json),
+                headers: chunk_headers(copy.job_id, seq, Some(&copy)),
+            };
             let partition = self.partition_of(copy.offset);
-            if let Err(e) = self
-                .produce(partition, &key, Some(&copy.to_json()), headers)
-                .await
-            {
+            if let Err(e) = self.produce(partition, message).await {
                 tracing::warn!(job_id = %copy.job_id, seq, attempt, error = %e,
                     "could not write a chunk again after an older attempt's late copy");
             }
