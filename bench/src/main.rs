@@ -26,9 +26,13 @@
 //!    (`python3 -c`, two threads, same Parquet files, equivalent filter,
 //!    `ORDER BY ts DESC`): one the row cap stops, one that scans every day.
 //!
+//! `--compare BIN` runs this build and another one in turn instead
+//! (`compare.rs`).
+//!
 //! Nothing here asserts: it prints a table, and the figures go to the docs.
 
 mod client;
+mod compare;
 mod duckdb;
 mod memory;
 mod raw_delivery;
@@ -72,6 +76,11 @@ async fn main() -> anyhow::Result<()> {
         .mut_arg("data_dir", |a| a.long("service-data-dir").hide(true))
         .get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
+    if let Some(other) = &cli.bench.compare {
+        let args: Vec<_> = std::env::args_os().skip(1).collect();
+        let between = cli.bench.between.as_deref();
+        return compare::compare(other, cli.bench.rounds, between, &args).await;
+    }
     // Warnings only: a log line per job would cost what it measures.
     app::init_logging("warn");
     run(cli.config, cli.bench).await
@@ -134,6 +143,19 @@ pub struct BenchArgs {
     /// delivery, whole, memory.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Compare this build with another `pseudostream-bench` (built from
+    /// another commit): the two run in turn, `--rounds` times each, with
+    /// the other arguments given here; prints each measurement's median
+    /// and range for each build, and of the ratio within each round.
+    #[arg(long, value_name = "BIN")]
+    pub compare: Option<PathBuf>,
+    /// Rounds of `--compare`.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// A shell command `--compare` runs before every run, e.g. one that
+    /// restarts an in-memory Kafka broker and flushes Redis.
+    #[arg(long, value_name = "COMMAND")]
+    pub between: Option<String>,
 }
 
 async fn run(base: Config, args: BenchArgs) -> anyhow::Result<()> {
