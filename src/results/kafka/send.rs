@@ -5,7 +5,7 @@
 //! A batch's messages are all queued first and their acknowledgements then
 //! awaited in order, by the one task that sent them. Acknowledgements of a
 //! partition come back in order, so most are already there when their turn
-//! comes and costs no timer and no wake-up. A Kafka job's CPU goes largely
+//! comes, and cost no timer and no wake-up. A Kafka job's CPU goes largely
 //! to its messages (`docs/PERFORMANCE.md`), so what each one costs here is
 //! its record and its delivery report.
 
@@ -94,9 +94,10 @@ impl KafkaResultTopic {
                     }
                     Err(kafka_error(e))
                 }
-                Some(Ok((landed_in, position))) => {
-                    self.acknowledged(partition, floor, incarnation, (landed_in, position))
-                        .await
+                Some(Ok(place)) => {
+                    self.acknowledged(partition, floor, incarnation, place)
+                        .await;
+                    Ok(place)
                 }
             });
         }
@@ -149,7 +150,7 @@ impl KafkaResultTopic {
         floor: KafkaPosition,
         incarnation: u64,
         (landed_in, position): (i32, KafkaPosition),
-    ) -> Landed {
+    ) {
         // A position is unknown (-1) when the broker did not say.
         if (0..=floor).contains(&position) {
             let why = format!(
@@ -162,7 +163,6 @@ impl KafkaResultTopic {
             .await;
         }
         self.tails.acknowledged(landed_in, position);
-        Ok((landed_in, position))
     }
 }
 
