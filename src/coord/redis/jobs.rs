@@ -249,26 +249,41 @@ impl JobStore for RedisJobStore {
         // Registered before reading, so a change between the read and the
         // wait still wakes us.
         let mut registration = self.waiters.watch(id);
+        let Some(mut latest) = self.job(id).await? else {
+            return Ok(None);
+        };
         loop {
-            let Some(record) = self.job(id).await? else {
-                return Ok(None);
-            };
             let now = Instant::now();
-            if record.version > seen_version || now >= deadline {
-                return Ok(Some(record));
+            if latest.version > seen_version || now >= deadline {
+                return Ok(Some(latest));
             }
             let nap = if self.waiters.listening() {
                 deadline - now
             } else {
                 POLL_WITHOUT_SUBSCRIBER.min(deadline - now)
             };
-            tokio::select! {
-                changed = registration.changed.changed() => {
-                    if changed.is_err() {
+            let notice = tokio::select! {
+                changed = registration.changed.changed() => match changed {
+                    Ok(()) => registration.changed.borrow_and_update().clone(),
+                    Err(_) => {
                         tokio::time::sleep(POLL_WITHOUT_SUBSCRIBER.min(nap)).await;
+                        None
+                    }
+                },
+                _ = tokio::time::sleep(nap) => None,
+            };
+            match notice {
+                // Versions only grow, and a notice may overtake the read
+                // above: an older record than the latest tells nothing new.
+                Some(record) => {
+                    if record.version > latest.version {
+                        latest = JobRecord::clone(&record);
                     }
                 }
-                _ = tokio::time::sleep(nap) => {}
+                None => match self.job(id).await? {
+                    Some(record) => latest = record,
+                    None => return Ok(None),
+                },
             }
         }
     }

@@ -13,7 +13,7 @@
 //! | `{prefix}:user:{len}:{tenant}:{user}` | zset | `JobStore`   | the user's job ids, started or joined by dedup (score 0: ids sort by time) |
 //! | `{prefix}:joiners:{jobId}`       | set    | `JobStore`       | the user index keys of those who joined the job, for its expiry to clean |
 //! | `{prefix}:expiry`                | zset   | `JobStore`       | finished job ids scored by `expires_at` (µs)    |
-//! | `{prefix}:changes`               | pubsub | `JobStore`       | a job id, published on every change to it       |
+//! | `{prefix}:changes`               | pubsub | `JobStore`       | `{jobId}` on every change to the job, followed by ` {record JSON}` when the change wrote its record (insert, update), so long-polls woken by it need no read |
 //! | `{prefix}:idem:{key hash hex}`   | string | `IdempotencyKeys`| `reserved:{request hash}` (with a TTL) or `done:{request hash}:{0\|1 deduplicated}:{jobId}` (with the key TTL) |
 //! | `{prefix}:queue`                 | stream | `JobQueue`       | queued `JobSpec`s, consumer group `workers`    |
 //! | `{prefix}:rate:{user}`           | string | `RateLimiter`    | the user's GCRA theoretical arrival time (µs)  |

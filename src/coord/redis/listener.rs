@@ -1,7 +1,9 @@
 //! The process's one change subscriber and the long-polls it wakes: every
 //! change to a job is published on the changes channel, and one task per
 //! process forwards each to the local waiters for that job, so thousands of
-//! waiters cost one Redis connection.
+//! waiters cost one Redis connection. A change that wrote the job's record
+//! is announced with it (`{id} {record}`), and the waiters get it decoded,
+//! once for all of them: a woken long-poll then needs no read of its own.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,9 +17,9 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, warn};
 
-use super::conn::{ROUND_TRIP_TIMEOUT, timed};
+use super::conn::{ROUND_TRIP_TIMEOUT, decode_record, timed};
 use crate::coord::CoordError;
-use crate::model::JobId;
+use crate::model::{JobId, JobRecord};
 
 /// How often a long-poll re-reads its job while the change subscriber is down.
 pub const POLL_WITHOUT_SUBSCRIBER: Duration = Duration::from_millis(200);
@@ -44,16 +46,21 @@ pub async fn start(
     Ok((waiters, stop.drop_guard()))
 }
 
+/// What a waiter is woken with: the job's record as the change wrote it,
+/// or `None` when the change did not carry one (the job expired or was
+/// forgotten, or notices may have been missed) and the waiter must read it.
+pub type Notice = Option<Arc<JobRecord>>;
+
 /// The long-polls of this process, by job. One subscriber task feeds them,
 /// so thousands of waiters cost one Redis connection.
 pub struct Waiters {
-    by_job: Mutex<HashMap<JobId, watch::Sender<()>>>,
+    by_job: Mutex<HashMap<JobId, watch::Sender<Notice>>>,
     /// Whether the change subscriber is connected; waiters poll while not.
     listening: AtomicBool,
 }
 
 impl Waiters {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, watch::Sender<()>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, watch::Sender<Notice>>> {
         // The map is valid after any panic (inserts and removes are single
         // operations), so a poisoned lock is still usable.
         crate::lock(&self.by_job)
@@ -63,7 +70,7 @@ impl Waiters {
         let changed = self
             .lock()
             .entry(id)
-            .or_insert_with(|| watch::channel(()).0)
+            .or_insert_with(|| watch::channel(None).0)
             .subscribe();
         WaitRegistration {
             waiters: self.clone(),
@@ -72,15 +79,31 @@ impl Waiters {
         }
     }
 
-    fn notify(&self, id: JobId) {
+    /// Wakes the waiters of the job a notice names; `payload` is `{id}` or
+    /// `{id} {record}`. The record is decoded only when someone waits.
+    fn notify(&self, payload: &str) {
+        let (id, record) = match payload.split_once(' ') {
+            Some((id, record)) => (id, Some(record)),
+            None => (payload, None),
+        };
+        let Ok(id) = id.parse::<JobId>() else {
+            debug!("ignoring a malformed change notification");
+            return;
+        };
+        if !self.lock().contains_key(&id) {
+            return;
+        }
+        // Decoded outside the lock. An undecodable record still wakes the
+        // waiters: they read the record themselves.
+        let record = record.and_then(|json| decode_record(id, json).ok());
         if let Some(sender) = self.lock().get(&id) {
-            sender.send_replace(());
+            sender.send_replace(record.map(Arc::new));
         }
     }
 
     fn notify_all(&self) {
         for sender in self.lock().values() {
-            sender.send_replace(());
+            sender.send_replace(None);
         }
     }
 }
@@ -90,7 +113,7 @@ impl Waiters {
 pub struct WaitRegistration {
     waiters: Arc<Waiters>,
     id: JobId,
-    pub changed: watch::Receiver<()>,
+    pub changed: watch::Receiver<Notice>,
 }
 
 impl Drop for WaitRegistration {
@@ -157,9 +180,9 @@ async fn listen_for_changes(
             tokio::select! {
                 _ = stop.cancelled() => return,
                 message = messages.next() => match message {
-                    Some(message) => match message.get_payload::<String>().map(|p| p.parse::<JobId>()) {
-                        Ok(Ok(id)) => waiters.notify(id),
-                        _ => debug!("ignoring a malformed change notification"),
+                    Some(message) => match message.get_payload::<String>() {
+                        Ok(payload) => waiters.notify(&payload),
+                        Err(_) => debug!("ignoring a malformed change notification"),
                     },
                     None => break,
                 },
@@ -170,5 +193,77 @@ async fn listen_for_changes(
         // notification that cannot come.
         waiters.notify_all();
         warn!("change subscriber lost its connection; long-polls poll until it is back");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Fingerprint, JobSpec, Offset, Order};
+
+    fn waiters() -> Arc<Waiters> {
+        Arc::new(Waiters {
+            by_job: Mutex::new(HashMap::new()),
+            listening: AtomicBool::new(true),
+        })
+    }
+
+    fn record(version: u64) -> JobRecord {
+        let spec = JobSpec {
+            job_id: JobId::new(),
+            offset: Offset(7),
+            fingerprint: Fingerprint([1; 32]),
+            tenant: "t".into(),
+            user: "u".into(),
+            filter: "status = 200".into(),
+            from_us: 0,
+            to_us: 1,
+            fields: Vec::new(),
+            order: Order::default(),
+            max_rows: 10,
+        };
+        let mut record = JobRecord::new(spec, chrono::Utc::now());
+        record.version = version;
+        record
+    }
+
+    /// A notice with the record hands every waiter of the job that record,
+    /// decoded; a bare id wakes them to read it themselves.
+    #[test]
+    fn a_notice_carries_the_record_to_the_jobs_waiters() {
+        let waiters = waiters();
+        let job = record(3);
+        let mut first = waiters.watch(job.id());
+        let mut second = waiters.watch(job.id());
+        let json = serde_json::to_string(&job).unwrap();
+        waiters.notify(&format!("{} {json}", job.id()));
+        for registration in [&mut first, &mut second] {
+            assert!(registration.changed.has_changed().unwrap());
+            let notice = registration.changed.borrow_and_update().clone();
+            assert_eq!(notice.as_deref(), Some(&job));
+        }
+        waiters.notify(&job.id().to_string());
+        assert!(first.changed.has_changed().unwrap());
+        assert_eq!(*first.changed.borrow_and_update(), None);
+    }
+
+    /// A record that does not decode still wakes the waiters (to read it);
+    /// a notice for another job, or a malformed id, wakes nobody.
+    #[test]
+    fn an_unreadable_notice_wakes_only_the_named_jobs_waiters() {
+        let waiters = waiters();
+        let job = record(1);
+        let mut registration = waiters.watch(job.id());
+        waiters.notify(&format!("{} {{not json", job.id()));
+        assert!(registration.changed.has_changed().unwrap());
+        assert_eq!(*registration.changed.borrow_and_update(), None);
+        waiters.notify(&JobId::new().to_string());
+        waiters.notify("not-a-job-id {}");
+        assert!(!registration.changed.has_changed().unwrap());
+        drop(registration);
+        assert!(
+            waiters.lock().is_empty(),
+            "the last waiter's going removes the job"
+        );
     }
 }

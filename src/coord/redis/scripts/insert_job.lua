@@ -12,5 +12,5 @@ local t = redis.call('TIME')
 redis.call('DEL', KEYS[5])
 redis.call('HSET', KEYS[5], 'jobId', ARGV[2], 'status', ARGV[5], 'rows', 0, 'chunks', 0,
   'updatedAt', t[1] * 1000 + math.floor(t[2] / 1000))
-redis.call('PUBLISH', ARGV[4], ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[2] .. ' ' .. ARGV[1])
 return 0

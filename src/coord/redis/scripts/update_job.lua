@@ -3,7 +3,8 @@
 -- The record as read is named by its SHA-1, so the call carries the record
 -- once. Answers `{1, ''}` when written, `{-1, ''}` when the job is gone, and
 -- on a lost race `{0, current}`, the record to apply the update to instead
--- (saving the caller a `GET`).
+-- (saving the caller a `GET`). The change is announced with the record, so
+-- long-polls woken by it need no `GET` either.
 -- The offset's public view (`{prefix}:offset:{n}`, docs/REDIS.md) follows in
 -- the same step, while the offset is this job's.
 -- KEYS[1] job, KEYS[2] expiry index, KEYS[3] offset view
@@ -19,5 +20,5 @@ if redis.call('HGET', KEYS[3], 'jobId') == ARGV[3] then
   redis.call('HSET', KEYS[3], 'status', ARGV[6], 'rows', ARGV[7], 'chunks', ARGV[8],
     'updatedAt', t[1] * 1000 + math.floor(t[2] / 1000))
 end
-redis.call('PUBLISH', ARGV[5], ARGV[3])
+redis.call('PUBLISH', ARGV[5], ARGV[3] .. ' ' .. ARGV[2])
 return {1, ''}
