@@ -62,6 +62,33 @@ pub async fn case_records_places_and_counts<I: ChunkIndex>(index: I) {
     assert_eq!(index.places(job, 2..3).await.unwrap(), [Some(place(1, 40))]);
 }
 
+/// A batch far larger than a publish batch (512 chunks) is recorded whole,
+/// and recording it again changes nothing.
+pub async fn case_a_large_batch_is_recorded_whole<I: ChunkIndex>(index: I) {
+    let job = JobId::new();
+    let landed: Vec<_> = (0..2_500u64)
+        .map(|seq| (seq, place(3, 100 + seq as i64)))
+        .collect();
+    assert_eq!(
+        index.record(job, &landed).await.unwrap(),
+        Recorded::default()
+    );
+    assert_eq!(index.count(job).await.unwrap(), 2_500);
+    let places = index.places(job, 0..2_501).await.unwrap();
+    assert_eq!(places.len(), 2_501);
+    assert!(
+        landed
+            .iter()
+            .all(|(seq, p)| places[*seq as usize].as_ref() == Some(p))
+    );
+    assert_eq!(places[2_500], None);
+    assert_eq!(
+        index.record(job, &landed).await.unwrap(),
+        Recorded::default()
+    );
+    assert_eq!(index.count(job).await.unwrap(), 2_500);
+}
+
 pub async fn case_first_place_recorded_wins<I: ChunkIndex>(index: I) {
     let job = JobId::new();
     index.record(job, &[(0, place(2, 5))]).await.unwrap();
@@ -222,6 +249,7 @@ pub async fn case_policy_retries_within_its_budget<I: ChunkIndex>(index: I) {
 
 coord_suite!(embedded, MemoryChunkIndex::new();
     case_records_places_and_counts,
+    case_a_large_batch_is_recorded_whole,
     case_first_place_recorded_wins,
     case_the_newest_attempt_wins_a_seq,
     case_forget_drops_only_that_job,
@@ -232,6 +260,7 @@ coord_suite!(
     #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"],
     redis_chunk_index().await;
     case_records_places_and_counts,
+    case_a_large_batch_is_recorded_whole,
     case_first_place_recorded_wins,
     case_the_newest_attempt_wins_a_seq,
     case_forget_drops_only_that_job,
