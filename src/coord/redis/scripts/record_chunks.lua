@@ -7,9 +7,9 @@
 -- when some seq holds a newer attempt's place (the caller's attempt is
 -- superseded); each pair names a seq whose indexed copy (of `attempt`) lies
 -- before an older attempt's copy in the partition, and wants writing again.
--- A batch is read with one HMGET and written with one HSET (a batch's seqs
--- are distinct): a call per seq made a 512-chunk batch cost Redis ~1,000
--- calls while every other client waited.
+-- A batch is read with one HMGET and written with one HSET (its seqs are
+-- distinct): Redis runs a script on its one thread, and a call per seq
+-- (about 1,000 for a 512-chunk batch) would hold every other client.
 -- KEYS[1] the job's chunk index
 -- ARGV[1] TTL (s), then pairs: seq, entry
 local function parse(entry)
