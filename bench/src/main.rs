@@ -33,6 +33,7 @@
 
 mod client;
 mod compare;
+mod cpu;
 mod duckdb;
 mod memory;
 mod raw_delivery;
@@ -101,6 +102,11 @@ pub struct BenchArgs {
     /// Concurrent long queries for the first-chunk latency.
     #[arg(long, default_value_t = 100)]
     pub concurrency: usize,
+    /// Processes on this host, by name (`redis-server,tansu`), whose CPU
+    /// time over the first-chunk measurement is printed beside this
+    /// process's (Linux: read from `/proc`).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub cpu_of: Vec<String>,
     /// How long each side of the admission comparison is driven.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub admission_for: Duration,
@@ -196,7 +202,7 @@ async fn run(base: Config, args: BenchArgs) -> anyhow::Result<()> {
     let mut table = Table::default();
     scenarios::warm_up(&client).await?;
     if wants("first-chunk") {
-        scenarios::first_chunk(&client, args.concurrency, &mut table).await?;
+        scenarios::first_chunk(&client, args.concurrency, &args.cpu_of, &mut table).await?;
         table.push(rss_line("after first-chunk"));
         // Its hundred cancelled jobs wind down before the next measurement.
         settle(&running.jobs).await?;

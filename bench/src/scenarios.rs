@@ -13,15 +13,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::BenchArgs;
 use crate::client::{Client, KEY, last_90_days, rfc3339};
+use crate::cpu::{HostProcesses, ProcessCpu};
 use crate::report::{Figure, Table, ms, percentile};
 use crate::{duckdb, raw_delivery};
 
 pub(crate) async fn first_chunk(
     client: &Client,
     concurrency: usize,
+    cpu_of: &[String],
     table: &mut Table,
 ) -> anyhow::Result<()> {
     eprintln!("first chunk: {concurrency} concurrent 90-day regex queries");
+    // CPU is read when the last first chunk is in (by the task the
+    // barrier below names its leader): what producing them all cost.
+    let cpu_before = Arc::new((ProcessCpu::start(), HostProcesses::named(cpu_of)?));
+    let cpu_spent = Arc::new(std::sync::OnceLock::new());
     let client = Arc::new(Client::new(client.base.clone()));
     let (from, to) = last_90_days();
     // Every job keeps running until all have their first chunk, then all are cancelled.
@@ -29,6 +35,7 @@ pub(crate) async fn first_chunk(
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..concurrency {
         let (client, all_measured) = (client.clone(), all_measured.clone());
+        let (cpu_before, cpu_spent) = (cpu_before.clone(), cpu_spent.clone());
         let body = json!({
             "filter": format!("endpoint ~ \"^/api/v[12]/(orders|cart)\" and message !~ \"cache hit {n}$\" and latency_ms > 1"),
             "timeRange": {"from": rfc3339(from), "to": rfc3339(to)},
@@ -49,7 +56,10 @@ pub(crate) async fn first_chunk(
                 }
             }
             .await;
-            all_measured.wait().await;
+            if all_measured.wait().await.is_leader() {
+                let (own, others) = &*cpu_before;
+                let _ = cpu_spent.set((own.seconds(), others.seconds()));
+            }
             let (latency, job) = measured?;
             client.cancel(&job).await?;
             anyhow::Ok(latency)
@@ -59,6 +69,7 @@ pub(crate) async fn first_chunk(
     while let Some(done) = tasks.join_next().await {
         latencies.push(done??);
     }
+    let (own_cpu, others_cpu) = cpu_spent.get().cloned().unwrap_or_default();
     latencies.sort();
     for p in [50.0, 95.0, 99.0] {
         table.push(Figure {
@@ -72,6 +83,26 @@ pub(crate) async fn first_chunk(
                 "-".into()
             },
         });
+    }
+    // On one machine the first chunks share its cores with Redis and the
+    // broker: their CPU, beside this process's, says what a run cost.
+    let cpu_figure = |what: String, seconds: f64| Figure {
+        what: format!("first chunk, CPU until the last of the {concurrency}: {what}"),
+        ours: format!("{seconds:.3} s"),
+        baseline: "-".into(),
+        ratio: "-".into(),
+        target: "-".into(),
+    };
+    table.push(cpu_figure(
+        "this process, server and client".into(),
+        own_cpu,
+    ));
+    for (name, seconds) in &others_cpu {
+        table.push(cpu_figure(name.clone(), *seconds));
+    }
+    if !others_cpu.is_empty() {
+        let all = own_cpu + others_cpu.iter().map(|(_, s)| s).sum::<f64>();
+        table.push(cpu_figure("all of them".into(), all));
     }
     Ok(())
 }
@@ -241,30 +272,6 @@ pub(crate) async fn admission(
         target: "≥ 50 %".into(),
     });
     Ok(())
-}
-
-/// This process's CPU time (user + system) since `start`, from getrusage.
-struct ProcessCpu(f64);
-
-impl ProcessCpu {
-    fn now() -> f64 {
-        // SAFETY: getrusage fills the struct it is given and touches nothing else.
-        let usage = unsafe {
-            let mut usage = std::mem::zeroed::<libc::rusage>();
-            libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-            usage
-        };
-        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        secs(usage.ru_utime) + secs(usage.ru_stime)
-    }
-
-    fn start() -> ProcessCpu {
-        ProcessCpu(Self::now())
-    }
-
-    fn seconds(&self) -> f64 {
-        Self::now() - self.0
-    }
 }
 
 pub(crate) async fn delivery(
