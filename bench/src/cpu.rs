@@ -29,8 +29,15 @@ impl ProcessCpu {
 }
 
 /// Processes of this host found by name (`/proc/PID/comm`), with the CPU
-/// time (user + system) each had when found.
-pub(crate) struct HostProcesses(Vec<(String, u32, f64)>);
+/// time each had when found.
+pub(crate) struct HostProcesses(Vec<HostProcess>);
+
+struct HostProcess {
+    name: String,
+    pid: u32,
+    /// User + system, when found.
+    cpu_seconds: f64,
+}
 
 impl HostProcesses {
     /// The newest process of each name: a broker restarted before the run
@@ -38,22 +45,28 @@ impl HostProcesses {
     pub(crate) fn named(names: &[String]) -> anyhow::Result<HostProcesses> {
         let mut found = Vec::with_capacity(names.len());
         for name in names {
-            let pid = newest_named(name)?
-                .with_context(|| format!("no process named {name:?} on this host (--cpu-of)"))?;
-            let seconds = cpu_seconds(pid)
+            // The kernel keeps 15 characters of a command name.
+            let pid = newest_named(name)?.with_context(|| {
+                format!("no process named {name:?} on this host (--cpu-of; names are cut at 15 characters)")
+            })?;
+            let cpu_seconds = cpu_seconds(pid)
                 .with_context(|| format!("reading the CPU time of {name} ({pid})"))?;
-            found.push((name.clone(), pid, seconds));
+            found.push(HostProcess {
+                name: name.clone(),
+                pid,
+                cpu_seconds,
+            });
         }
         Ok(HostProcesses(found))
     }
 
-    /// Each process's CPU seconds since it was found; a process gone since
-    /// counts nothing.
-    pub(crate) fn seconds(&self) -> Vec<(String, f64)> {
+    /// Each process's CPU seconds since it was found, or `None` for one
+    /// that has exited since (its time is lost with it).
+    pub(crate) fn seconds(&self) -> Vec<(String, Option<f64>)> {
         (self.0.iter())
-            .map(|(name, pid, then)| {
-                let now = cpu_seconds(*pid).unwrap_or(*then);
-                (name.clone(), (now - then).max(0.0))
+            .map(|p| {
+                let now = cpu_seconds(p.pid).ok();
+                (p.name.clone(), now.map(|now| now - p.cpu_seconds))
             })
             .collect()
     }
@@ -85,7 +98,8 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     // The command name, in parentheses, may hold spaces: count fields after it.
     let after_name = stat.rsplit_once(')').context("no command name")?.1;
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    // utime and stime are fields 14 and 15 of the line: indices 11 and 12
+    // of the fields after the name (which start at field 3, the state).
     let ticks: f64 = fields
         .get(11..13)
         .context("a short stat line")?
@@ -108,7 +122,7 @@ mod tests {
         let seconds = found.seconds();
         assert_eq!(seconds.len(), 1);
         assert_eq!(seconds[0].0, name.trim_end());
-        assert!(seconds[0].1 >= 0.0);
+        assert!(seconds[0].1.is_some_and(|s| s >= 0.0));
         assert!(HostProcesses::named(&["no-such-process-here".into()]).is_err());
     }
 }

@@ -102,9 +102,10 @@ pub struct BenchArgs {
     /// Concurrent long queries for the first-chunk latency.
     #[arg(long, default_value_t = 100)]
     pub concurrency: usize,
-    /// Processes on this host, by name (`redis-server,tansu`), whose CPU
-    /// time over the first-chunk measurement is printed beside this
-    /// process's (Linux: read from `/proc`).
+    /// Processes on this host, by name (`redis-server,tansu`; the kernel
+    /// keeps 15 characters of a name), whose CPU time over the first-chunk
+    /// measurement is printed beside this process's (Linux: read from
+    /// `/proc`, in clock ticks of usually 10 ms).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub cpu_of: Vec<String>,
     /// How long each side of the admission comparison is driven.

@@ -26,7 +26,8 @@ pub(crate) async fn first_chunk(
     eprintln!("first chunk: {concurrency} concurrent 90-day regex queries");
     // CPU is read when the last first chunk is in (by the task the
     // barrier below names its leader): what producing them all cost.
-    let cpu_before = Arc::new((ProcessCpu::start(), HostProcesses::named(cpu_of)?));
+    let others = HostProcesses::named(cpu_of)?;
+    let cpu_before = Arc::new((ProcessCpu::start(), others));
     let cpu_spent = Arc::new(std::sync::OnceLock::new());
     let client = Arc::new(Client::new(client.base.clone()));
     let (from, to) = last_90_days();
@@ -86,23 +87,26 @@ pub(crate) async fn first_chunk(
     }
     // On one machine the first chunks share its cores with Redis and the
     // broker: their CPU, beside this process's, says what a run cost.
-    let cpu_figure = |what: String, seconds: f64| Figure {
+    // Another process's time comes from /proc in clock ticks (10 ms here).
+    let cpu_figure = |what: String, ours: String| Figure {
         what: format!("first chunk, CPU until the last of the {concurrency}: {what}"),
-        ours: format!("{seconds:.3} s"),
+        ours,
         baseline: "-".into(),
         ratio: "-".into(),
         target: "-".into(),
     };
-    table.push(cpu_figure(
-        "this process, server and client".into(),
-        own_cpu,
-    ));
-    for (name, seconds) in &others_cpu {
-        table.push(cpu_figure(name.clone(), *seconds));
+    let seconds = |s: f64| format!("{s:.3} s");
+    let this_process = "this process, server and client".to_owned();
+    table.push(cpu_figure(this_process, seconds(own_cpu)));
+    let mut all = Some(own_cpu);
+    for (name, spent) in others_cpu {
+        let ours = spent.map_or("gone: it exited during the run".to_owned(), seconds);
+        table.push(cpu_figure(name, ours));
+        all = all.zip(spent).map(|(a, s)| a + s);
     }
-    if !others_cpu.is_empty() {
-        let all = own_cpu + others_cpu.iter().map(|(_, s)| s).sum::<f64>();
-        table.push(cpu_figure("all of them".into(), all));
+    if !cpu_of.is_empty() {
+        let ours = all.map_or("- (a process exited)".to_owned(), seconds);
+        table.push(cpu_figure("all of them".into(), ours));
     }
     Ok(())
 }
