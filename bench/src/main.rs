@@ -36,6 +36,7 @@ mod compare;
 mod cpu;
 mod duckdb;
 mod memory;
+mod proc_stat;
 mod raw_delivery;
 mod report;
 mod scenarios;

@@ -25,6 +25,8 @@
 
 mod clients;
 mod clock;
+#[path = "../proc_stat.rs"]
+mod proc_stat;
 mod report;
 mod server;
 
@@ -41,7 +43,8 @@ use serde_json::{Value, json};
 
 use clients::Arrivals;
 use clock::SharedClock;
-use report::{ServerCpu, Times, cpu_seconds, readable_times, report, report_short_polls, rss_kib};
+use proc_stat::cpu_seconds;
+use report::{ServerCpu, Times, readable_times, report, report_short_polls, rss_kib};
 
 const KEY: &str = "push-bench-key-0001";
 

@@ -12,25 +12,6 @@ use super::Cli;
 use super::clients::{Arrivals, Sample};
 use super::clock::SharedClock;
 
-/// The server's CPU time (user and system) so far, in seconds.
-pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which ends at the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("/proc/<pid>/stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| -> anyhow::Result<f64> {
-        Ok(fields.get(i).context("/proc/<pid>/stat fields")?.parse()?)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok((ticks(11)? + ticks(12)?) / per_second)
-}
-
 /// The server's CPU over the measured rounds.
 pub struct ServerCpu {
     pub seconds: f64,
