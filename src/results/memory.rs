@@ -354,7 +354,7 @@ mod tests {
         // A read that starts on disk and one that spans memory and disk.
         let page = log.read(a, Offset(7), 1, 2).await.unwrap();
         assert_eq!(page.len(), 2);
-        assert_eq!(&*page[1], chunks(a, 2..3)[0].to_json());
+        assert_eq!(page[1].as_str(), chunks(a, 2..3)[0].to_json());
         let held = log.held_bytes();
         assert!(held.memory <= 3 * one, "{held:?}");
         assert!(held.disk >= 6 * one, "{held:?}");

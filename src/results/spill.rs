@@ -149,7 +149,7 @@ pub fn read(places: &[Spilled]) -> io::Result<Vec<ChunkJson>> {
             let to = from + place.len as usize;
             let text = std::str::from_utf8(&bytes[from..to])
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            chunks.push(ChunkJson::from(text));
+            chunks.push(ChunkJson::new(text.to_owned()));
             from = to;
         }
         rest = after;
@@ -162,7 +162,7 @@ mod tests {
     use super::*;
 
     fn chunk(text: &str) -> ChunkJson {
-        ChunkJson::from(text)
+        ChunkJson::new(text.to_owned())
     }
 
     #[test]
@@ -175,7 +175,7 @@ mod tests {
         let b = spill.append(&[chunk("{\"c\":333}")]).unwrap();
         let places: Vec<Spilled> = a.iter().chain(&b).rev().cloned().collect();
         let back = read(&places).unwrap();
-        let texts: Vec<&str> = back.iter().map(|c| &**c).collect();
+        let texts: Vec<&str> = back.iter().map(|c| c.as_str()).collect();
         assert_eq!(texts, ["{\"c\":333}", "{\"b\":22}", "{\"a\":1}"]);
         assert_eq!(spill.disk_bytes(), 24);
         // Nothing is left in the directory: segments are unlinked files.
