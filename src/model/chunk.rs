@@ -29,8 +29,17 @@ impl Chunk {
     /// hand because rows are already JSON text: serde would need each row
     /// re-parsed (`RawValue`) or rebuilt as a map.
     pub fn to_json(&self) -> String {
+        // Sized to hold the whole text: the buffer is what is stored, and
+        // the result log counts a chunk by its length, so a buffer that
+        // doubled when it overflowed would hold memory nobody counts.
         let rows: usize = self.rows.iter().map(|r| r.as_json().len() + 1).sum();
-        let mut out = String::with_capacity(rows + 160);
+        let ending = if self.is_last {
+            // Status, totalRows, truncated, and the error escaped.
+            80 + self.error.as_ref().map_or(0, |e| 16 + 2 * e.len())
+        } else {
+            0
+        };
+        let mut out = String::with_capacity(rows + 160 + ending);
         let _ = write!(
             out,
             r#"{{"jobId":"{}","offset":{},"chunkSeq":{},"attempt":{},"isLast":{},"rows":["#,
@@ -101,5 +110,36 @@ mod tests {
                    "rows": [], "status": "failed", "totalRows": 20, "truncated": false,
                    "error": "line\n\"quoted\""})
         );
+    }
+
+    /// The stored buffer is the encoding's own, and the result log counts
+    /// its length: the capacity sized up front must hold the whole text,
+    /// the largest last chunk's included, so it never doubles.
+    #[test]
+    fn the_encoding_fits_the_capacity_it_sizes() {
+        let row = Row::from_pairs([("message", &json!("x".repeat(200))), ("n", &json!(1))]);
+        let mut chunk = Chunk {
+            job_id: JobId::new(),
+            offset: Offset(999),
+            chunk_seq: u64::MAX,
+            attempt: u32::MAX,
+            is_last: false,
+            rows: vec![row; 10],
+            status: None,
+            total_rows: None,
+            truncated: None,
+            error: None,
+        };
+        let fits = |chunk: &Chunk| {
+            let json = chunk.to_json();
+            json.capacity() - json.len() < 200
+        };
+        assert!(fits(&chunk));
+        chunk.is_last = true;
+        chunk.status = Some(JobStatus::Cancelled);
+        chunk.total_rows = Some(u64::MAX);
+        chunk.truncated = Some(false);
+        chunk.error = Some("\"".repeat(100));
+        assert!(fits(&chunk));
     }
 }
