@@ -543,6 +543,41 @@ mod redis_across_instances {
         assert!(seen.cancel_requested);
     }
 
+    /// Writes a job's record and announces changes as the store's scripts
+    /// do, but behind its back.
+    struct BehindTheStore {
+        conn: ::redis::aio::MultiplexedConnection,
+        prefix: String,
+    }
+
+    impl BehindTheStore {
+        async fn connect(prefix: &str) -> BehindTheStore {
+            let client = ::redis::Client::open(redis_url()).unwrap();
+            let conn = client.get_multiplexed_async_connection().await.unwrap();
+            let prefix = prefix.to_owned();
+            BehindTheStore { conn, prefix }
+        }
+
+        async fn write(&mut self, record: &JobRecord) {
+            let _: () = ::redis::cmd("SET")
+                .arg(format!("{}:job:{}", self.prefix, record.id()))
+                .arg(serde_json::to_string(record).unwrap())
+                .query_async(&mut self.conn)
+                .await
+                .unwrap();
+        }
+
+        /// Publishes `notice` (`{id}` or `{id} {record}`) on the changes channel.
+        async fn announce(&mut self, notice: String) {
+            let _: () = ::redis::cmd("PUBLISH")
+                .arg(format!("{}:changes", self.prefix))
+                .arg(notice)
+                .query_async(&mut self.conn)
+                .await
+                .unwrap();
+        }
+    }
+
     /// A notice of the job id alone (what an older release announces, and
     /// what expiry announces) still wakes a waiter, which reads the record.
     #[tokio::test]
@@ -557,21 +592,10 @@ mod redis_across_instances {
         // The change is written behind the store's back, announced by id only.
         let mut changed = job.clone();
         changed.apply(&JobUpdate::CancelRequested);
-        let client = ::redis::Client::open(redis_url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut behind = BehindTheStore::connect(&prefix).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let _: () = ::redis::cmd("SET")
-            .arg(format!("{prefix}:job:{}", job.id()))
-            .arg(serde_json::to_string(&changed).unwrap())
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let _: () = ::redis::cmd("PUBLISH")
-            .arg(format!("{prefix}:changes"))
-            .arg(job.id().to_string())
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        behind.write(&changed).await;
+        behind.announce(job.id().to_string()).await;
         let seen = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
             .expect("woken by the bare notice, well before its 20 s wait")
@@ -580,6 +604,61 @@ mod redis_across_instances {
             .unwrap();
         assert!(seen.cancel_requested);
         assert_eq!(seen.version, changed.version);
+    }
+
+    /// A long-poll on a job whose last change this process heard starts
+    /// from that notice's record, without reading the job: a change
+    /// written behind the store's back, unannounced, is not seen, and the
+    /// next notice is what ends the wait.
+    #[tokio::test]
+    #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
+    async fn a_long_poll_starts_from_the_last_notice_heard() {
+        let prefix = redis_prefix();
+        let c = redis_backends(&prefix, 3)
+            .await
+            .into_coordination(Default::default());
+        let job = admit(&c, 14, "ann").await;
+        let mut behind = BehindTheStore::connect(&prefix).await;
+        // The insert's own notice is heard once a change it was published
+        // before reaches a waiter.
+        let waiter = wait_for_change_of(&c, &job);
+        let started = c
+            .job_store
+            .update_job(
+                job.id(),
+                JobUpdate::Started {
+                    at: chrono::Utc::now(),
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let woken = waiter.await.unwrap().unwrap().unwrap();
+        assert_eq!(woken.version, started.version);
+        let mut unannounced = started.clone();
+        unannounced.apply(&JobUpdate::CancelRequested);
+        let mut announced = unannounced.clone();
+        announced.apply(&JobUpdate::Progress {
+            rows: 10,
+            chunks: 1,
+            at: chrono::Utc::now(),
+            attempt: started.attempt,
+        });
+        behind.write(&unannounced).await;
+        let waiter = wait_for_change_of(&c, &started);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let json = serde_json::to_string(&announced).unwrap();
+        behind.announce(format!("{} {json}", job.id())).await;
+        let seen = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the notice, well before its 20 s wait")
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            seen, announced,
+            "a read would have answered with the unannounced change"
+        );
     }
 
     #[tokio::test]

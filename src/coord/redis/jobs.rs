@@ -25,9 +25,15 @@ use crate::model::{JobId, JobRecord, JobStatus, JobUpdate};
 /// Compare-and-set attempts before an update gives up under contention.
 const MAX_CAS_ATTEMPTS: usize = 64;
 /// The most job records one instance remembers having written (see
-/// `WrittenRecords`): a few MiB. Live jobs hold an offset each, so a small
-/// pool bounds them sooner.
+/// `WrittenRecords`), and the most jobs whose last change notice it keeps
+/// (`Waiters::last_heard`): a few MiB each. Live jobs hold an offset
+/// each, so a small pool bounds them sooner.
 const REMEMBERED_RECORDS: usize = 4096;
+
+/// How many jobs' records an instance remembers, for a pool of `pool_size`.
+pub(super) fn remembered_records(pool_size: u32) -> usize {
+    REMEMBERED_RECORDS.min(2 * pool_size as usize)
+}
 
 struct Scripts {
     insert: Script,
@@ -67,7 +73,7 @@ impl RedisJobStore {
                 record_joiner: Script::new(include_str!("scripts/record_joiner.lua")),
             },
             waiters,
-            written: WrittenRecords::new(REMEMBERED_RECORDS.min(2 * pool_size as usize)),
+            written: WrittenRecords::new(remembered_records(pool_size)),
             _stop_listening: stop_listening,
         }
     }
@@ -246,11 +252,17 @@ impl JobStore for RedisJobStore {
         timeout: Duration,
     ) -> Result<Option<JobRecord>, CoordError> {
         let deadline = Instant::now() + timeout;
-        // Registered before reading, so a change between the read and the
-        // wait still wakes us.
+        // Registered before looking, so a change between the look and the
+        // wait still wakes us. The last notice heard for the job stands in
+        // for a read (`listener`); a wait that ends without a notice reads
+        // the job below, so it never answers with less than a read would.
         let mut registration = self.waiters.watch(id);
-        let Some(mut latest) = self.job(id).await? else {
-            return Ok(None);
+        let mut latest = match self.waiters.last_heard(id) {
+            Some(record) => record,
+            None => match self.job(id).await? {
+                Some(record) => record,
+                None => return Ok(None),
+            },
         };
         loop {
             let now = Instant::now();

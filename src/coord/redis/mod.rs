@@ -52,7 +52,9 @@ impl RedisCoordination {
         let (client, conn) = conn::open(url).await?;
         let keys = keys::Keys::new(prefix);
         RedisOffsetPool::mark_epoch(&conn, &keys).await?;
-        let (waiters, stop_listening) = listener::start(client, keys.changes.clone()).await?;
+        let remembered = jobs::remembered_records(pool_size);
+        let (waiters, stop_listening) =
+            listener::start(client, keys.changes.clone(), remembered).await?;
         Ok(RedisCoordination {
             dedup: RedisDedup::new(conn.clone(), keys.clone()),
             offsets: RedisOffsetPool::new(conn.clone(), keys.clone(), pool_size),
