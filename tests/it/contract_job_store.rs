@@ -609,7 +609,8 @@ mod redis_across_instances {
     /// A long-poll on a job whose last change this process heard starts
     /// from that notice's record, without reading the job: a change
     /// written behind the store's back, unannounced, is not seen, and the
-    /// next notice is what ends the wait.
+    /// next notice is what ends the wait. One whose caller has seen more
+    /// than was heard reads the job.
     #[tokio::test]
     #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
     async fn a_long_poll_starts_from_the_last_notice_heard() {
@@ -645,6 +646,14 @@ mod redis_across_instances {
             attempt: started.attempt,
         });
         behind.write(&unannounced).await;
+        // A caller that has seen more than was heard is not answered with
+        // less, even by a wait whose time is up before it starts.
+        let at_once = c
+            .job_store
+            .wait_for_change(job.id(), unannounced.version, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(at_once, Some(unannounced.clone()));
         let waiter = wait_for_change_of(&c, &started);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let json = serde_json::to_string(&announced).unwrap();

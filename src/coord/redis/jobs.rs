@@ -254,10 +254,13 @@ impl JobStore for RedisJobStore {
         let deadline = Instant::now() + timeout;
         // Registered before looking, so a change between the look and the
         // wait still wakes us. The last notice heard for the job stands in
-        // for a read (`listener`); a wait that ends without a notice reads
-        // the job below, so it never answers with less than a read would.
+        // for a read (`listener`), unless it is older than what the caller
+        // has seen (that change's notice is on its way): a wait whose time
+        // is already up answers at once, and never with less than the
+        // caller knew. A wait that ends without a notice reads the job.
         let mut registration = self.waiters.watch(id);
-        let mut latest = match self.waiters.last_heard(id) {
+        let heard = self.waiters.last_heard(id);
+        let mut latest = match heard.filter(|record| record.version >= seen_version) {
             Some(record) => record,
             None => match self.job(id).await? {
                 Some(record) => record,
