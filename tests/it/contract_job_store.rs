@@ -543,6 +543,27 @@ mod redis_across_instances {
         assert!(seen.cancel_requested);
     }
 
+    /// The Redis backends under `prefix`, as the domain code holds them.
+    async fn redis_coordination(prefix: &str) -> Coordination {
+        redis_backends(prefix, 3)
+            .await
+            .into_coordination(Default::default())
+    }
+
+    /// What a waiter of `wait_for_change_of` answers, once woken within 5 s
+    /// (its wait is 20 s, so an answer this soon came from a notice).
+    async fn answer_when_woken(
+        waiter: tokio::task::JoinHandle<Result<Option<JobRecord>, CoordError>>,
+        why: &str,
+    ) -> JobRecord {
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect(why)
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    }
+
     /// Writes a job's record and announces changes as the store's scripts
     /// do, but behind its back.
     struct BehindTheStore {
@@ -584,9 +605,7 @@ mod redis_across_instances {
     #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
     async fn a_notice_without_the_record_wakes_a_waiter_that_reads_it() {
         let prefix = redis_prefix();
-        let c = redis_backends(&prefix, 3)
-            .await
-            .into_coordination(Default::default());
+        let c = redis_coordination(&prefix).await;
         let job = admit(&c, 13, "ann").await;
         let waiter = wait_for_change_of(&c, &job);
         // The change is written behind the store's back, announced by id only.
@@ -596,12 +615,11 @@ mod redis_across_instances {
         tokio::time::sleep(Duration::from_millis(50)).await;
         behind.write(&changed).await;
         behind.announce(job.id().to_string()).await;
-        let seen = tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("woken by the bare notice, well before its 20 s wait")
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let seen = answer_when_woken(
+            waiter,
+            "woken by the bare notice, well before its 20 s wait",
+        )
+        .await;
         assert!(seen.cancel_requested);
         assert_eq!(seen.version, changed.version);
     }
@@ -615,9 +633,7 @@ mod redis_across_instances {
     #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
     async fn a_long_poll_starts_from_the_last_notice_heard() {
         let prefix = redis_prefix();
-        let c = redis_backends(&prefix, 3)
-            .await
-            .into_coordination(Default::default());
+        let c = redis_coordination(&prefix).await;
         let job = admit(&c, 14, "ann").await;
         let mut behind = BehindTheStore::connect(&prefix).await;
         // The insert's own notice is heard once a change it was published
@@ -658,12 +674,8 @@ mod redis_across_instances {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let json = serde_json::to_string(&announced).unwrap();
         behind.announce(format!("{} {json}", job.id())).await;
-        let seen = tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("woken by the notice, well before its 20 s wait")
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let seen =
+            answer_when_woken(waiter, "woken by the notice, well before its 20 s wait").await;
         assert_eq!(
             seen, announced,
             "a read would have answered with the unannounced change"
@@ -711,9 +723,7 @@ mod redis_across_instances {
     #[ignore = "needs Redis (PSEUDOSTREAM_TEST_REDIS_URL, default redis://127.0.0.1:6379)"]
     async fn expiry_removes_a_joined_job_from_the_joiners_index() {
         let prefix = redis_prefix();
-        let c = redis_backends(&prefix, 3)
-            .await
-            .into_coordination(Default::default());
+        let c = redis_coordination(&prefix).await;
         let job = admit(&c, 13, "bob").await;
         c.job_store
             .record_joiner(job.id(), "acme", "ann")
