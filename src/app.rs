@@ -30,6 +30,7 @@ use crate::audit::postgres::PostgresAuditLog;
 use crate::audit::rejections::RejectionTally;
 use crate::audit::sqlite::SqliteAuditLog;
 use crate::config::Config;
+use crate::coord::StoreThenQueue;
 use crate::coord::limiter::LocalRateLimiter;
 use crate::coord::policy::{Policy, TimeoutAndRetry};
 use crate::coord::queue::LocalJobQueue;
@@ -363,12 +364,19 @@ async fn build_backends(
             ))
         }
     };
+    let intake = coordination.intake.unwrap_or_else(|| {
+        Arc::new(StoreThenQueue {
+            store: coordination.job_store.clone(),
+            queue: queue.clone(),
+        })
+    });
     Ok(Backends {
         dedup: coordination.dedup,
         offsets: coordination.offsets,
         job_store: coordination.job_store,
         idempotency: coordination.idempotency,
         queue,
+        intake,
         limiter,
         results,
         audit,

@@ -316,6 +316,10 @@ pub struct Coordination {
     pub offsets: Arc<dyn OffsetPool>,
     pub job_store: Arc<dyn JobStore>,
     pub idempotency: Arc<dyn IdempotencyKeys>,
+    /// The backend's own one-step [`JobIntake`], where it has one; without,
+    /// the job store and the queue take a job in one after the other
+    /// ([`StoreThenQueue`]).
+    pub intake: Option<Arc<dyn JobIntake>>,
 }
 
 /// Where a published chunk landed in the result topic's log: a partition
@@ -409,6 +413,38 @@ pub trait JobQueue: Send + Sync + 'static {
     /// How often a running job must heartbeat; `None` when nobody takes over.
     fn heartbeat_interval(&self) -> Option<std::time::Duration> {
         None
+    }
+}
+
+/// Taking in a new job: its record stored (as [`JobStore::insert_job`])
+/// and the job queued for a worker, in one step where the two share a
+/// server. Stored and queued separately, a process that died between the
+/// two would leave a job holding its fingerprint and its offset that no
+/// worker ever runs, and every identical query would join it. A call
+/// repeated after one that landed (a retry after a lost answer) changes
+/// nothing: the job is queued once.
+#[async_trait]
+pub trait JobIntake: Send + Sync + 'static {
+    async fn store_and_queue(&self, record: JobRecord) -> Result<(), CoordError>;
+}
+
+/// The intake of a job store and a queue that cannot act together (the
+/// embedded ones): the record is stored, then the job queued. In one
+/// process nothing outlives a crash between the two.
+pub struct StoreThenQueue {
+    pub store: Arc<dyn JobStore>,
+    pub queue: Arc<dyn JobQueue>,
+}
+
+#[async_trait]
+impl JobIntake for StoreThenQueue {
+    async fn store_and_queue(&self, record: JobRecord) -> Result<(), CoordError> {
+        if self.store.job(record.id()).await?.is_some() {
+            return Ok(()); // taken in already
+        }
+        let spec = record.spec.clone();
+        self.store.insert_job(record).await?;
+        self.queue.enqueue(spec).await
     }
 }
 

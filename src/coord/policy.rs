@@ -13,7 +13,8 @@
 //! deadline): repeating one after a lost reply leaves the same state. Not retried: `lease_offset` (a second lease would hold a
 //! second offset), `update_job` (an update applies again), `begin_expiry`,
 //! `claim_idempotency_key` (a repeated claim finds its own reservation and
-//! waits) and `enqueue` (a job would run twice).
+//! waits) and `enqueue` (a job would run twice; `store_and_queue`, which
+//! queues a new job, is retried: a job it finds stored is not queued again).
 //!
 //! Two operations get no overall deadline: `wait_for_change` waits as long as
 //! asked (plus one read), and `begin_expiry` must not be cut off midway (a job
@@ -33,8 +34,8 @@ use tracing::{debug, warn};
 
 use super::{
     ChunkIndex, ChunkPlace, Claim, CoordError, Dedup, IdempotencyKey, IdempotencyKeys,
-    IndexedChunks, JobQueue, JobStore, JobsPage, KeyClaim, OffsetPool, PoolUsage, QueuedJob,
-    RateLimiter, Recorded, RequestHash,
+    IndexedChunks, JobIntake, JobQueue, JobStore, JobsPage, KeyClaim, OffsetPool, PoolUsage,
+    QueuedJob, RateLimiter, Recorded, RequestHash,
 };
 use crate::filter::Fingerprint;
 use crate::model::{JobId, JobRecord, JobSpec, JobStatus, JobUpdate, Offset};
@@ -290,6 +291,18 @@ impl<T: JobStore> JobStore for TimeoutAndRetry<T> {
         let limit = self.policy.call_timeout;
         self.retried("finish_expiry", limit, || self.inner.finish_expiry(record))
             .await
+    }
+}
+
+#[async_trait]
+impl<T: JobIntake> JobIntake for TimeoutAndRetry<T> {
+    /// Retried: a call repeated after one that landed changes nothing.
+    async fn store_and_queue(&self, record: JobRecord) -> Result<(), CoordError> {
+        let limit = self.policy.call_timeout;
+        self.retried("store_and_queue", limit, || {
+            self.inner.store_and_queue(record.clone())
+        })
+        .await
     }
 }
 

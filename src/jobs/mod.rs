@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditLog;
 use crate::audit::rejections::RejectionTally;
-use crate::coord::{Dedup, IdempotencyKeys, JobQueue, JobStore, OffsetPool, RateLimiter};
+use crate::coord::{
+    Dedup, IdempotencyKeys, JobIntake, JobQueue, JobStore, OffsetPool, RateLimiter,
+};
 use crate::filter::{Limits, RegexCache};
 use crate::model::JobId;
 use crate::results::ResultTopic;
@@ -69,6 +71,9 @@ pub struct Backends {
     pub job_store: Arc<dyn JobStore>,
     pub idempotency: Arc<dyn IdempotencyKeys>,
     pub queue: Arc<dyn JobQueue>,
+    /// Stores a new job's record and queues it, in one step where the
+    /// backend can.
+    pub intake: Arc<dyn JobIntake>,
     pub limiter: Arc<dyn RateLimiter>,
     pub results: Arc<dyn ResultTopic>,
     pub audit: Arc<dyn AuditLog>,

@@ -290,8 +290,7 @@ impl Jobs {
             .record_submission(&audit_entry(&record, filter_text, None))
             .await?;
         *reached = Reached::Storing;
-        b.job_store.insert_job(record.clone()).await?;
-        b.queue.enqueue(spec.clone()).await?;
+        b.intake.store_and_queue(record.clone()).await?;
         info!(job_id = %spec.job_id, offset = %spec.offset, fingerprint = %spec.fingerprint,
             user = %who.user, tenant = %who.tenant, "job accepted");
         Ok(Submitted {

@@ -14,6 +14,7 @@ mod contract_chunk_index;
 mod contract_coord;
 mod contract_dedup;
 mod contract_idempotency;
+mod contract_intake;
 mod contract_job_store;
 mod contract_limiter;
 mod contract_offsets;

@@ -36,6 +36,7 @@ pub fn coordination(pool_size: u32) -> Coordination {
         offsets: Arc::new(MemoryOffsetPool(shared.clone())),
         job_store: Arc::new(MemoryJobStore(shared.clone())),
         idempotency: Arc::new(MemoryIdempotencyKeys(shared)),
+        intake: None,
     }
 }
 

@@ -18,8 +18,9 @@ use tracing::warn;
 use super::conn::{call, decode_record, encode_record, read_record, record_json};
 use super::keys::Keys;
 use super::listener::{POLL_WITHOUT_SUBSCRIBER, Waiters};
+use super::queue::queue_entry;
 use super::written::WrittenRecords;
-use crate::coord::{CoordError, JobStore, JobsPage, ListedJob};
+use crate::coord::{CoordError, JobIntake, JobStore, JobsPage, ListedJob};
 use crate::model::{JobId, JobRecord, JobStatus, JobUpdate};
 
 /// Compare-and-set attempts before an update gives up under contention.
@@ -83,9 +84,14 @@ fn micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
 }
 
-#[async_trait]
-impl JobStore for RedisJobStore {
-    async fn insert_job(&self, record: JobRecord) -> Result<(), CoordError> {
+impl RedisJobStore {
+    /// Stores a new job, and with `queue_entry` (its spec as the queue
+    /// holds it) queues it in the same script (see `insert_job.lua`).
+    async fn insert(
+        &self,
+        record: JobRecord,
+        queue_entry: Option<String>,
+    ) -> Result<(), CoordError> {
         let id = record.id();
         let expiry = match record.expires_at {
             Some(at) if record.status.is_finished() && record.status != JobStatus::Expired => {
@@ -107,9 +113,29 @@ impl JobStore for RedisJobStore {
             .arg(expiry)
             .arg(&self.keys.changes)
             .arg(record.status.as_str());
-        call(invocation.invoke_async::<()>(&mut conn)).await?;
-        self.written.remember(id, json);
+        if let Some(entry) = queue_entry {
+            invocation.key(&self.keys.queue).arg(entry);
+        }
+        let stored: i64 = call(invocation.invoke_async(&mut conn)).await?;
+        if stored == 1 {
+            self.written.remember(id, json);
+        }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl JobIntake for RedisJobStore {
+    async fn store_and_queue(&self, record: JobRecord) -> Result<(), CoordError> {
+        let entry = queue_entry(&record.spec)?;
+        self.insert(record, Some(entry)).await
+    }
+}
+
+#[async_trait]
+impl JobStore for RedisJobStore {
+    async fn insert_job(&self, record: JobRecord) -> Result<(), CoordError> {
+        self.insert(record, None).await
     }
 
     async fn job(&self, id: JobId) -> Result<Option<JobRecord>, CoordError> {

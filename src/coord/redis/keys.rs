@@ -15,7 +15,7 @@
 //! | `{prefix}:expiry`                | zset   | `JobStore`       | finished job ids scored by `expires_at` (µs)    |
 //! | `{prefix}:changes`               | pubsub | `JobStore`       | `{jobId}` on every change to the job, followed by ` {record JSON}` when the change wrote its record (insert, update), so long-polls woken by it need no read |
 //! | `{prefix}:idem:{key hash hex}`   | string | `IdempotencyKeys`| `reserved:{request hash}` (with a TTL) or `done:{request hash}:{0\|1 deduplicated}:{jobId}` (with the key TTL) |
-//! | `{prefix}:queue`                 | stream | `JobQueue`       | queued `JobSpec`s, consumer group `workers`    |
+//! | `{prefix}:queue`                 | stream | `JobQueue`       | queued `JobSpec`s, consumer group `workers`; a new job's entry is written with its record (`JobIntake`) |
 //! | `{prefix}:rate:{user}`           | string | `RateLimiter`    | the user's GCRA theoretical arrival time (µs)  |
 //! | `{prefix}:chunks:{jobId}`        | hash   | `ChunkIndex`     | chunk seq -> `{partition}:{position}:{attempt}`: where the chunk landed in the Kafka result topic, and the job attempt that wrote it (7-day TTL) |
 //!
@@ -34,7 +34,8 @@
 //! Some scripts touch keys of more than one owner, and say so in their
 //! trait's doc: the fingerprint claim reads a job record (it builds the job
 //! key from its arguments, so this needs a single Redis server or one hash
-//! slot, not a cluster), inserting a job makes its fingerprint live, and
+//! slot, not a cluster), inserting a job makes its fingerprint live (and,
+//! taking a new job in, also queues it), and
 //! finishing an expiry drops the fingerprint and the offset lease, and the
 //! job from the user indexes its joiners set names (key names read from
 //! data, another reason for one server).

@@ -72,11 +72,15 @@ impl RedisCoordination {
     /// The backends as the domain code holds them: each under the
     /// timeout-and-retry `policy`.
     pub fn into_coordination(self, policy: Policy) -> Coordination {
+        // The job store also takes new jobs in: its record and its queue
+        // entry are written by one script.
+        let job_store = Arc::new(TimeoutAndRetry::with_policy(self.job_store, policy));
         Coordination {
             dedup: Arc::new(TimeoutAndRetry::with_policy(self.dedup, policy)),
             offsets: Arc::new(TimeoutAndRetry::with_policy(self.offsets, policy)),
-            job_store: Arc::new(TimeoutAndRetry::with_policy(self.job_store, policy)),
+            job_store: job_store.clone(),
             idempotency: Arc::new(TimeoutAndRetry::with_policy(self.idempotency, policy)),
+            intake: Some(job_store),
         }
     }
 }

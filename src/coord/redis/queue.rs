@@ -197,16 +197,14 @@ impl RedisJobQueue {
 #[async_trait]
 impl JobQueue for RedisJobQueue {
     async fn enqueue(&self, spec: JobSpec) -> Result<(), CoordError> {
-        let json = serde_json::to_string(&spec).map_err(|e| {
-            CoordError::Unavailable(format!("job {} could not be encoded: {e}", spec.job_id))
-        })?;
+        let entry = queue_entry(&spec)?;
         let mut conn = self.conn.clone();
         call(
             ::redis::cmd("XADD")
                 .arg(&self.stream)
                 .arg("*")
                 .arg("spec")
-                .arg(json)
+                .arg(entry)
                 .query_async::<String>(&mut conn),
         )
         .await
@@ -277,6 +275,14 @@ impl JobQueue for RedisJobQueue {
     fn heartbeat_interval(&self) -> Option<Duration> {
         Some(self.lease / 3)
     }
+}
+
+/// A job's spec as its queue entry holds it (the entry's `spec` field).
+/// The job store writes new jobs' entries too (`JobIntake`).
+pub(super) fn queue_entry(spec: &JobSpec) -> Result<String, CoordError> {
+    serde_json::to_string(spec).map_err(|e| {
+        CoordError::Unavailable(format!("job {} could not be encoded: {e}", spec.job_id))
+    })
 }
 
 /// Whether Redis answered that the stream or its group does not exist.
