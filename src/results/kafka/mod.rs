@@ -79,15 +79,16 @@ const REQUEST_TIMEOUT_MS: &str = "5000";
 const MESSAGE_TIMEOUT_MS: &str = "25000";
 
 /// The result topic's producer settings: idempotent, acknowledged by every
-/// replica, sent at once. The bench's raw-producer baseline uses them too,
-/// so the two send alike.
+/// replica, sent at once. Its bulk producer lingers instead
+/// ([`bulk_producer_config`]), as does the bench's raw-producer baseline,
+/// so the two send a batch alike.
 pub fn producer_config(brokers: &str, compression: Compression) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        // Publishes wait for their acknowledgement; batching only adds latency.
+        // A lone chunk (a job's first) is waited for: no lingering.
         .set("linger.ms", "0")
         // A broker that holds a request this long is taken for gone: the
         // request is sent again (idempotence keeps it from being written
@@ -101,6 +102,16 @@ pub fn producer_config(brokers: &str, compression: Compression) -> ClientConfig 
         // after librdkafka's backoff of up to 10 s.
         .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
         .set("compression.type", compression.as_str());
+    config
+}
+
+/// The settings of the producer that sends a job's later batches: as
+/// `producer_config`'s, but lingering for a batch to fill (`producer.rs`).
+pub fn bulk_producer_config(brokers: &str, compression: Compression) -> ClientConfig {
+    let mut config = producer_config(brokers, compression);
+    config
+        .set("linger.ms", producer::BULK_LINGER_MS)
+        .set("batch.num.messages", producer::BULK_BATCH_MESSAGES);
     config
 }
 
@@ -151,6 +162,9 @@ impl KafkaResultTopic {
             producer_config(brokers, compression)
                 .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
                 .clone(),
+            bulk_producer_config(brokers, compression)
+                .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
+                .clone(),
         )
         .map_err(unavailable)?;
 
@@ -171,14 +185,18 @@ impl KafkaResultTopic {
         // An idempotent producer holds its first messages until it has a
         // producer id and the topic's partition leaders: up to half a second
         // against tansu, which the first chunks after a start would wait
-        // for. One tombstone (null value, no headers) takes that wait here;
-        // compaction removes it like any other.
-        let warm_up = Outgoing {
+        // for. Tombstones (null value, no headers) take that wait here, one
+        // sent alone and two together (each producer's first send);
+        // compaction removes them like any other.
+        let warm_up = || Outgoing {
             key: WARM_UP_KEY.to_owned(),
             payload: None,
             headers: OwnedHeaders::new(),
         };
-        topic.produce(0, warm_up).await?;
+        topic.produce(0, warm_up()).await?;
+        for landed in topic.produce_all(0, vec![warm_up(), warm_up()]).await {
+            landed?;
+        }
         Ok(topic)
     }
 
@@ -197,8 +215,8 @@ impl KafkaResultTopic {
     /// on graceful shutdown; publishes and deletes already wait for their
     /// own messages, so this only matters for ones cancelled mid-flight.
     pub async fn flush(&self, timeout: Duration) -> Result<(), ResultError> {
-        let (producer, _) = self.producer.current();
-        tokio::task::spawn_blocking(move || producer.flush(timeout))
+        let (producers, _) = self.producer.current();
+        tokio::task::spawn_blocking(move || producers.flush(timeout))
             .await
             .map_err(unavailable)?
             .map_err(kafka_error)
@@ -214,7 +232,7 @@ impl KafkaResultTopic {
 impl ResultTopic for KafkaResultTopic {
     /// The broker answers a metadata request for the topic in time.
     async fn ready(&self) -> Result<(), ResultError> {
-        let (producer, _) = self.producer.current();
+        let producer = self.producer.current().0.prompt().clone();
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || {
             producer

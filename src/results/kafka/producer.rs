@@ -1,13 +1,23 @@
-//! The result topic's producer, replaced when it can no longer produce.
+//! The result topic's producers, replaced when they can no longer produce.
+//!
+//! Two producers share the work: `prompt` sends each message at once (a
+//! job's first chunk, which a dashboard waits for, and its last); `bulk`
+//! lingers up to `BULK_LINGER_MS` and sends a job's later batches in
+//! requests of `BULK_BATCH_MESSAGES`, which a full batch reaches at once.
+//! Sent at once, a long job's messages woke librdkafka's broker thread
+//! for every few of them; in bulk a long job takes about an eighth less CPU
+//! (`docs/PERFORMANCE.md`). A job's batches go one after another (each
+//! acknowledged before the next is sent), so its chunks stay in order
+//! across the two.
 //!
 //! An idempotent producer can end up fenced for good: after a request
 //! timed out and its reply was lost, librdkafka bumps the producer's epoch
 //! and the broker may answer every later message with `ProducerFenced`
 //! (seen against tansu with the broker's replies dropped for 10 s, in the
-//! fault suite). Every job would then fail until a restart. So a producer
-//! that reports such an error is replaced by a new one (a new producer id,
-//! its own sequence numbers); the failed publish is retried by the worker
-//! and goes out on the new producer.
+//! fault suite). Every job would then fail until a restart. So producers
+//! that report such an error are replaced by new ones (new producer ids,
+//! their own sequence numbers); the failed publish is retried by the
+//! worker and goes out on the new ones.
 
 use std::sync::{PoisonError, RwLock};
 
@@ -16,70 +26,123 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, Producer, PurgeConfig};
 use tracing::warn;
 
-/// The producer in use, with a generation that counts replacements.
-pub struct ReplaceableProducer {
-    config: ClientConfig,
-    current: RwLock<(FutureProducer, u64)>,
+/// How long the bulk producer waits for a batch to fill, and the batch
+/// that sends at once: the worker's later publishes come in multiples of
+/// it (`worker/run.rs`), so only a short last batch waits.
+pub const BULK_LINGER_MS: &str = "5";
+pub const BULK_BATCH_MESSAGES: &str = "64";
+
+/// The two producers in use.
+#[derive(Clone)]
+pub struct Producers {
+    prompt: FutureProducer,
+    bulk: FutureProducer,
 }
 
-impl ReplaceableProducer {
-    pub fn new(config: ClientConfig) -> Result<ReplaceableProducer, KafkaError> {
-        let producer = config.create()?;
-        Ok(ReplaceableProducer {
-            config,
-            current: RwLock::new((producer, 0)),
+impl Producers {
+    fn create(configs: &[ClientConfig; 2]) -> Result<Producers, KafkaError> {
+        Ok(Producers {
+            prompt: configs[0].create()?,
+            bulk: configs[1].create()?,
         })
     }
 
-    /// The producer to use now, and its generation (for `replace_after`).
-    pub fn current(&self) -> (FutureProducer, u64) {
+    /// The producer that sends at once.
+    pub fn prompt(&self) -> &FutureProducer {
+        &self.prompt
+    }
+
+    /// The producer for a send of `messages` messages together.
+    pub fn for_send(&self, messages: usize) -> &FutureProducer {
+        if messages > 1 {
+            &self.bulk
+        } else {
+            &self.prompt
+        }
+    }
+
+    fn both(&self) -> [&FutureProducer; 2] {
+        [&self.prompt, &self.bulk]
+    }
+
+    /// Waits until every message handed to either is delivered.
+    pub fn flush(&self, timeout: std::time::Duration) -> Result<(), KafkaError> {
+        self.both().into_iter().try_for_each(|p| p.flush(timeout))
+    }
+}
+
+/// The producers in use, with a generation that counts replacements.
+pub struct ReplaceableProducer {
+    /// The prompt producer's settings, then the bulk one's.
+    configs: [ClientConfig; 2],
+    current: RwLock<(Producers, u64)>,
+}
+
+impl ReplaceableProducer {
+    /// `prompt` and `bulk` are the two producers' settings.
+    pub fn new(
+        prompt: ClientConfig,
+        bulk: ClientConfig,
+    ) -> Result<ReplaceableProducer, KafkaError> {
+        let configs = [prompt, bulk];
+        let producers = Producers::create(&configs)?;
+        Ok(ReplaceableProducer {
+            configs,
+            current: RwLock::new((producers, 0)),
+        })
+    }
+
+    /// The producers to use now, and their generation (for `replace_after`).
+    pub fn current(&self) -> (Producers, u64) {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// Replaces the producer of `generation` when `error` says it can no
-    /// longer produce; a producer already replaced (by another publish that
-    /// saw the same error) is left alone. Says whether it replaced it.
+    /// Replaces the producers of `generation` when `error` says they can
+    /// no longer produce; producers already replaced (by another publish
+    /// that saw the same error) are left alone. Says whether it replaced
+    /// them.
     pub fn replace_after(&self, error: &KafkaError, generation: u64) -> bool {
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
-        if current.1 != generation
-            || !(is_fencing(error) || current.0.client().fatal_error().is_some())
-        {
+        let fatal = (current.0.both().iter()).any(|p| p.client().fatal_error().is_some());
+        if current.1 != generation || !(is_fencing(error) || fatal) {
             return false;
         }
-        warn!(%error, generation = generation + 1, "the Kafka producer can no longer produce; replacing it");
+        warn!(%error, generation = generation + 1, "the Kafka producers can no longer produce; replacing them");
         self.create_in(&mut current)
     }
 
-    /// Replaces the producer whatever its state: its idempotence state and
-    /// metadata belong to a topic the broker lost. What it still holds is
-    /// purged, so the sends waiting on it fail now (and are retried on the
-    /// new one) instead of when their messages time out.
+    /// Replaces the producers whatever their state: their idempotence
+    /// state and metadata belong to a topic the broker lost. What they
+    /// still hold is purged, so the sends waiting on them fail now (and are
+    /// retried on the new ones) instead of when their messages time out.
     pub fn replace(&self, why: &str) -> bool {
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         warn!(
             generation = current.1 + 1,
-            "{why}; replacing the Kafka producer"
+            "{why}; replacing the Kafka producers"
         );
         let old = current.0.clone();
         let replaced = self.create_in(&mut current);
         drop(current);
         if replaced {
-            old.purge(PurgeConfig::default().queue().inflight());
+            for producer in old.both() {
+                producer.purge(PurgeConfig::default().queue().inflight());
+            }
         }
         replaced
     }
 
-    fn create_in(&self, current: &mut (FutureProducer, u64)) -> bool {
-        match self.config.create() {
-            Ok(producer) => {
-                *current = (producer, current.1 + 1);
+    fn create_in(&self, current: &mut (Producers, u64)) -> bool {
+        match Producers::create(&self.configs) {
+            Ok(producers) => {
+                *current = (producers, current.1 + 1);
                 true
             }
             Err(e) => {
-                warn!(error = %e, "could not create a new Kafka producer; keeping the old one");
+                warn!(error = %e, "could not create new Kafka producers; keeping the old ones");
                 false
             }
         }

@@ -53,7 +53,8 @@ impl KafkaResultTopic {
         partition: i32,
         messages: Vec<Outgoing<'_>>,
     ) -> Vec<Landed> {
-        let (producer, generation) = self.producer.current();
+        let (producers, generation) = self.producer.current();
+        let producer = producers.for_send(messages.len());
         let (floor, incarnation) = (self.tails.floor(partition), self.incarnations.current());
         let deadline = Instant::now() + PUBLISH_TIMEOUT;
         let mut queued = Vec::with_capacity(messages.len());
