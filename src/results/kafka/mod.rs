@@ -80,8 +80,9 @@ const MESSAGE_TIMEOUT_MS: &str = "25000";
 
 /// The result topic's producer settings: idempotent, acknowledged by every
 /// replica, sent at once. Its bulk producer lingers instead
-/// ([`bulk_producer_config`]), as does the bench's raw-producer baseline,
-/// so the two send a batch alike.
+/// (`bulk_producer_config`). The bench's raw-producer baseline uses
+/// these: sending all its messages at once, it is fastest without
+/// lingering, so the baseline is not handicapped.
 pub fn producer_config(brokers: &str, compression: Compression) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
@@ -107,7 +108,7 @@ pub fn producer_config(brokers: &str, compression: Compression) -> ClientConfig 
 
 /// The settings of the producer that sends a job's later batches: as
 /// `producer_config`'s, but lingering for a batch to fill (`producer.rs`).
-pub fn bulk_producer_config(brokers: &str, compression: Compression) -> ClientConfig {
+fn bulk_producer_config(brokers: &str, compression: Compression) -> ClientConfig {
     let mut config = producer_config(brokers, compression);
     config
         .set("linger.ms", producer::BULK_LINGER_MS)
