@@ -318,7 +318,7 @@ pub struct Coordination {
     pub idempotency: Arc<dyn IdempotencyKeys>,
     /// The backend's own one-step [`JobIntake`], where it has one; without,
     /// the job store and the queue take a job in one after the other
-    /// ([`StoreThenQueue`]).
+    /// ([`queue::StoreThenQueue`]).
     pub intake: Option<Arc<dyn JobIntake>>,
 }
 
@@ -426,26 +426,6 @@ pub trait JobQueue: Send + Sync + 'static {
 #[async_trait]
 pub trait JobIntake: Send + Sync + 'static {
     async fn store_and_queue(&self, record: JobRecord) -> Result<(), CoordError>;
-}
-
-/// The intake of a job store and a queue that cannot act together (the
-/// embedded ones): the record is stored, then the job queued. In one
-/// process nothing outlives a crash between the two.
-pub struct StoreThenQueue {
-    pub store: Arc<dyn JobStore>,
-    pub queue: Arc<dyn JobQueue>,
-}
-
-#[async_trait]
-impl JobIntake for StoreThenQueue {
-    async fn store_and_queue(&self, record: JobRecord) -> Result<(), CoordError> {
-        if self.store.job(record.id()).await?.is_some() {
-            return Ok(()); // taken in already
-        }
-        let spec = record.spec.clone();
-        self.store.insert_job(record).await?;
-        self.queue.enqueue(spec).await
-    }
 }
 
 /// Admission control for new jobs, per user of a tenant.

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use pseudostream::coord::policy::Policy;
-use pseudostream::coord::queue::LocalJobQueue;
+use pseudostream::coord::queue::{LocalJobQueue, StoreThenQueue};
 use pseudostream::coord::redis::RedisJobQueue;
-use pseudostream::coord::{JobIntake, JobQueue, JobStore, StoreThenQueue, memory};
+use pseudostream::coord::{JobIntake, JobQueue, JobStore, memory};
 use pseudostream::model::{JobId, JobRecord, JobStatus, Offset};
 use tokio_util::sync::CancellationToken;
 
