@@ -172,7 +172,7 @@ impl KafkaResultTopic {
         if let Err(e) = made.await {
             error!(error = %e, "could not make the result topic again; the next stalled publish looks again");
         }
-        self.producer.replace("the broker lost the result topic");
+        self.producers.replace("the broker lost the result topic");
     }
 
     /// Reads chunk `seq` of `job`, which this process did not publish (the

@@ -47,7 +47,7 @@ pub(crate) use self::admin::ensure_topic_with_policy;
 use self::admin::{partition_count, partition_ends};
 use self::doubt::{Doubts, Tails};
 use self::loss::Incarnations;
-use self::producer::ReplaceableProducer;
+use self::producer::ReplaceableProducers;
 use self::reader::{Fetch, Needed, ReaderPool};
 use self::recorded::OwnRecords;
 use self::send::Outgoing;
@@ -120,7 +120,7 @@ fn bulk_producer_config(brokers: &str, compression: Compression) -> ClientConfig
 pub use crate::config::Compression;
 
 pub struct KafkaResultTopic {
-    producer: ReplaceableProducer,
+    producers: ReplaceableProducers,
     brokers: String,
     topic: String,
     partitions: i32,
@@ -159,7 +159,7 @@ impl KafkaResultTopic {
         let partitions = partition_count(brokers, topic).await?;
         let ends = partition_ends(brokers, topic, partitions).await?;
 
-        let producer = ReplaceableProducer::new(
+        let producers = ReplaceableProducers::new(
             producer_config(brokers, compression)
                 .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
                 .clone(),
@@ -171,7 +171,7 @@ impl KafkaResultTopic {
 
         let readers = Arc::new(ReaderPool::new(brokers)?);
         let topic = KafkaResultTopic {
-            producer,
+            producers,
             brokers: brokers.to_owned(),
             topic: topic.to_owned(),
             partitions,
@@ -209,14 +209,14 @@ impl KafkaResultTopic {
     /// How many times the producer was replaced because it could no longer
     /// produce (fenced, or a fatal error).
     pub fn producer_replacements(&self) -> u64 {
-        self.producer.current().1
+        self.producers.current().1
     }
 
     /// Waits until every message handed to the producer is delivered. Call
     /// on graceful shutdown; publishes and deletes already wait for their
     /// own messages, so this only matters for ones cancelled mid-flight.
     pub async fn flush(&self, timeout: Duration) -> Result<(), ResultError> {
-        let (producers, _) = self.producer.current();
+        let (producers, _) = self.producers.current();
         tokio::task::spawn_blocking(move || producers.flush(timeout))
             .await
             .map_err(unavailable)?
@@ -233,7 +233,7 @@ impl KafkaResultTopic {
 impl ResultTopic for KafkaResultTopic {
     /// The broker answers a metadata request for the topic in time.
     async fn ready(&self) -> Result<(), ResultError> {
-        let producer = self.producer.current().0.prompt().clone();
+        let producer = self.producers.current().0.prompt().clone();
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || {
             producer
@@ -248,7 +248,7 @@ impl ResultTopic for KafkaResultTopic {
 
     async fn close(&self) {
         if let Err(e) = self.flush(Duration::from_secs(10)).await {
-            tracing::warn!(error = %e, "could not flush the Kafka producer at shutdown");
+            tracing::warn!(error = %e, "could not flush the Kafka producers at shutdown");
         }
     }
 

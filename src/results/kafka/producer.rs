@@ -72,21 +72,21 @@ impl Producers {
 }
 
 /// The producers in use, with a generation that counts replacements.
-pub struct ReplaceableProducer {
+pub struct ReplaceableProducers {
     /// The prompt producer's settings, then the bulk one's.
     configs: [ClientConfig; 2],
     current: RwLock<(Producers, u64)>,
 }
 
-impl ReplaceableProducer {
+impl ReplaceableProducers {
     /// `prompt` and `bulk` are the two producers' settings.
     pub fn new(
         prompt: ClientConfig,
         bulk: ClientConfig,
-    ) -> Result<ReplaceableProducer, KafkaError> {
+    ) -> Result<ReplaceableProducers, KafkaError> {
         let configs = [prompt, bulk];
         let producers = Producers::create(&configs)?;
-        Ok(ReplaceableProducer {
+        Ok(ReplaceableProducers {
             configs,
             current: RwLock::new((producers, 0)),
         })

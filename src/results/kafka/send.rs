@@ -1,4 +1,5 @@
-//! Handing messages to the producer and waiting for their
+//! Handing messages to a producer (a lone message to the prompt one, a
+//! batch to the bulk one: `producer.rs`) and waiting for their
 //! acknowledgements, watching for a broker that lost the topic while a
 //! wait stalls.
 //!
@@ -53,7 +54,7 @@ impl KafkaResultTopic {
         partition: i32,
         messages: Vec<Outgoing<'_>>,
     ) -> Vec<Landed> {
-        let (producers, generation) = self.producer.current();
+        let (producers, generation) = self.producers.current();
         let producer = producers.for_send(messages.len());
         let (floor, incarnation) = (self.tails.floor(partition), self.incarnations.current());
         let deadline = Instant::now() + PUBLISH_TIMEOUT;
@@ -89,7 +90,7 @@ impl KafkaResultTopic {
                     // done; if not, the topic is looked at, once a batch (a
                     // look can take seconds, and a batch's messages tend to
                     // fail together).
-                    if !self.producer.replace_after(&e, generation) && !looked {
+                    if !self.producers.replace_after(&e, generation) && !looked {
                         looked = true;
                         self.look_and_recover().await;
                     }
