@@ -170,6 +170,42 @@ pub async fn case_the_newest_attempt_wins_a_seq<I: ChunkIndex>(index: I) {
     assert_eq!(index.probe(job, 3).await.unwrap().written_by, Some(2));
 }
 
+/// A batch that starts at the count holds no seq the index has, whoever
+/// sends it: it is written whole, with nothing refused. One that reaches
+/// below the count is looked at seq by seq: a newer attempt's seq is kept
+/// and refuses the sender, the rest of the batch is written.
+pub async fn case_a_batch_at_the_count_is_written_whole<I: ChunkIndex>(index: I) {
+    let job = JobId::new();
+    let stale = |position| by_attempt(1, 0, position);
+    let current = |position| by_attempt(2, 0, position);
+    let batch = |from: u64, to: u64, at: &dyn Fn(i64) -> ChunkPlace| -> Vec<(u64, ChunkPlace)> {
+        (from..to).map(|seq| (seq, at(10 * seq as i64))).collect()
+    };
+    let none = Recorded::default();
+    assert_eq!(
+        index.record(job, &batch(0, 3, &current)).await.unwrap(),
+        none
+    );
+    // At the count: written as it is, even by the older attempt.
+    assert_eq!(
+        index.record(job, &batch(3, 600, &stale)).await.unwrap(),
+        none
+    );
+    assert_eq!(index.count(job).await.unwrap(), 600);
+    // Below it: seq 2 is the newer attempt's and stays; seq 600 is new.
+    let recorded = index.record(job, &batch(2, 601, &stale)).await.unwrap();
+    assert!(recorded.superseded);
+    assert_eq!(index.count(job).await.unwrap(), 601);
+    assert_eq!(
+        index.places(job, 1..4).await.unwrap(),
+        [Some(current(10)), Some(current(20)), Some(stale(30))]
+    );
+    assert_eq!(
+        index.places(job, 600..601).await.unwrap(),
+        [Some(stale(6_000))]
+    );
+}
+
 pub async fn case_forget_drops_only_that_job<I: ChunkIndex>(index: I) {
     let (a, b) = (JobId::new(), JobId::new());
     index.record(a, &[(0, place(0, 1))]).await.unwrap();
@@ -252,6 +288,7 @@ coord_suite!(embedded, MemoryChunkIndex::new();
     case_a_large_batch_is_recorded_whole,
     case_first_place_recorded_wins,
     case_the_newest_attempt_wins_a_seq,
+    case_a_batch_at_the_count_is_written_whole,
     case_forget_drops_only_that_job,
     case_an_unknown_job_has_no_chunks,
     case_policy_retries_within_its_budget);
@@ -263,6 +300,7 @@ coord_suite!(
     case_a_large_batch_is_recorded_whole,
     case_first_place_recorded_wins,
     case_the_newest_attempt_wins_a_seq,
+    case_a_batch_at_the_count_is_written_whole,
     case_forget_drops_only_that_job,
     case_an_unknown_job_has_no_chunks,
     case_policy_retries_within_its_budget

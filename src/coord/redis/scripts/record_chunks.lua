@@ -19,6 +19,19 @@ local function parse(entry)
 end
 -- Lua's `unpack` is bounded by its C stack (about 8,000 values).
 local STEP = 1000
+-- The index takes no gaps, so its length is the next seq: a batch whose
+-- seqs are all at or past it (a running job's next batch, nearly every
+-- call) holds none the index has, and is written as it is, unread.
+local lowest = math.huge
+for i = 2, #ARGV, 2 do lowest = math.min(lowest, tonumber(ARGV[i])) end
+if redis.call('HLEN', KEYS[1]) <= lowest then
+  -- From ARGV[2] in steps of an even length: seq and entry stay together.
+  for from = 2, #ARGV, STEP do
+    redis.call('HSET', KEYS[1], unpack(ARGV, from, math.min(from + STEP - 1, #ARGV)))
+  end
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  return {0}
+end
 local seqs = {}
 for i = 2, #ARGV, 2 do seqs[#seqs + 1] = ARGV[i] end
 local indexed = {}
