@@ -354,7 +354,10 @@ pub struct Recorded {
 }
 
 /// Where each chunk of a job landed in a log that cannot look messages up
-/// by key (the Kafka result topic). Seqs are indexed from 0 without gaps.
+/// by key (the Kafka result topic). Seqs are indexed from 0 without gaps:
+/// a batch is recorded only from a seq at or below the count (the publish
+/// refuses one past it before sending), and an implementation may rely on
+/// it (Redis writes a batch that starts at the count without reading it).
 /// Of two copies of one seq the newest attempt's wins, and of one
 /// attempt's copies the first recorded: a worker frozen past its lease may
 /// land its copy first, and readers must get the copy of the attempt that

@@ -173,7 +173,8 @@ pub async fn case_the_newest_attempt_wins_a_seq<I: ChunkIndex>(index: I) {
 /// A batch that starts at the count holds no seq the index has, whoever
 /// sends it: it is written whole, with nothing refused. One that reaches
 /// below the count is looked at seq by seq: a newer attempt's seq is kept
-/// and refuses the sender, the rest of the batch is written.
+/// and refuses the sender, the sender's own keep their places, and a seq
+/// the index did not hold is written.
 pub async fn case_a_batch_at_the_count_is_written_whole<I: ChunkIndex>(index: I) {
     let job = JobId::new();
     let stale = |position| by_attempt(1, 0, position);

@@ -28,9 +28,10 @@ use rdkafka::producer::{FutureProducer, Producer, PurgeConfig};
 use tracing::warn;
 
 /// How long the bulk producer waits for a batch to fill, and the batch
-/// that sends at once. The worker's later publishes grow 64, 128, 256,
-/// then 512 chunks a time (`worker/run.rs`), so a long job's two smallest
-/// and its short last batch wait; every other goes out at once. A request
+/// that sends at once. The worker's later publishes take up to 64, 128,
+/// 256, then 512 chunks a time, what the query has ready (`worker/run.rs`),
+/// so a long job whose rows keep up fills 256-message requests from its
+/// third batch on, and its smaller batches wait the linger. A request
 /// also ends at librdkafka's `batch.size` (1 MB): with chunks over about
 /// 4 KB a 256-message request is cut by bytes first, and its rest may wait
 /// the linger (with requests cut at 300 KB, 256 was still no slower than

@@ -21,7 +21,10 @@ end
 local STEP = 1000
 -- The index takes no gaps, so its length is the next seq: a batch whose
 -- seqs are all at or past it (a running job's next batch, nearly every
--- call) holds none the index has, and is written as it is, unread.
+-- call) holds none the index has, and is written as it is, unread. Only a
+-- hash that lost writes (Redis back from an older snapshot) can hold a seq
+-- past its length; a newer attempt's copy there could then give way to an
+-- older one's, which has the same rows.
 local lowest = math.huge
 for i = 2, #ARGV, 2 do lowest = math.min(lowest, tonumber(ARGV[i])) end
 if redis.call('HLEN', KEYS[1]) <= lowest then
