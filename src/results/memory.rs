@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tracing::warn;
 
 use super::spill::{self, SpillFiles, Spilled};
-use super::{ChunkJson, HeldBytes, ResultError, ResultTopic};
+use super::{Acknowledged, ChunkJson, HeldBytes, ResultError, ResultTopic};
 use crate::model::{Chunk, JobId, Offset};
 
 pub struct MemoryResultLog {
@@ -193,9 +193,10 @@ impl MemoryResultLog {
 
 #[async_trait]
 impl ResultTopic for MemoryResultLog {
-    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<Vec<ChunkJson>, ResultError> {
+    /// Stored is readable: `make_readable` has nothing left to do.
+    async fn send_batch(&self, chunks: &[Chunk]) -> Result<Acknowledged, ResultError> {
         let Some(first) = chunks.first() else {
-            return Ok(Vec::new());
+            return Ok(Acknowledged::default());
         };
         let published: Vec<ChunkJson> = chunks.iter().map(|c| c.to_json().into()).collect();
         let mut encoded = published.clone();
@@ -233,7 +234,10 @@ impl ResultTopic for MemoryResultLog {
             }
         }
         self.append(first.job_id, first.chunk_seq, first.attempt, stored)?;
-        Ok(published)
+        Ok(Acknowledged {
+            encoded: published,
+            places: Vec::new(),
+        })
     }
 
     async fn read(

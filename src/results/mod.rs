@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::coord::ChunkPlace;
 use crate::model::{Chunk, JobId, Offset};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,18 @@ pub struct HeldBytes {
 /// a 200,000-row job about 5 % of its CPU (docs/PERFORMANCE.md).
 pub type ChunkJson = Arc<String>;
 
+/// A batch the topic acknowledged (`ResultTopic::send_batch`), not yet
+/// made readable.
+#[derive(Debug, Default)]
+pub struct Acknowledged {
+    /// Each chunk's JSON as stored, in the batch's order.
+    pub encoded: Vec<ChunkJson>,
+    /// Where each chunk the index does not have yet landed, by seq, for a
+    /// topic that finds its chunks through an index (Kafka); empty for
+    /// one whose chunks are readable once stored.
+    pub places: Vec<(u64, ChunkPlace)>,
+}
+
 #[async_trait]
 pub trait ResultTopic: Send + Sync + 'static {
     /// Appends a chunk and returns once it is acknowledged (readable by every
@@ -72,11 +85,32 @@ pub trait ResultTopic: Send + Sync + 'static {
         Ok(())
     }
     /// Publishes consecutive chunks of one job, in order, and returns once
-    /// all are acknowledged, with each chunk's JSON as stored (what `read`
-    /// will answer), so a cache in front need not encode it again. An
-    /// implementation may have them in flight together, but a reader never
-    /// sees one before those it follows.
-    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<Vec<ChunkJson>, ResultError>;
+    /// all are acknowledged and readable, with each chunk's JSON as stored
+    /// (what `read` will answer), so a cache in front need not encode it
+    /// again. An implementation may have them in flight together, but a
+    /// reader never sees one before those it follows.
+    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<Vec<ChunkJson>, ResultError> {
+        let sent = self.send_batch(chunks).await?;
+        self.make_readable(chunks, &sent).await?;
+        Ok(sent.encoded)
+    }
+    /// The first half of `publish_batch`: stores consecutive chunks of one
+    /// job and returns once all are acknowledged; `make_readable` then
+    /// lets readers find them. A job's next batch may be sent before this
+    /// one is readable (a worker overlaps the two) as long as the batches
+    /// are made readable in the order they were sent: the topic takes a
+    /// batch that follows an acknowledged one for the next in line.
+    async fn send_batch(&self, chunks: &[Chunk]) -> Result<Acknowledged, ResultError>;
+    /// The second half of `publish_batch`, for a batch `send_batch`
+    /// acknowledged. Repeating it after an error is harmless. The embedded
+    /// log's chunks are readable once stored, so it has nothing to do.
+    async fn make_readable(
+        &self,
+        _chunks: &[Chunk],
+        _sent: &Acknowledged,
+    ) -> Result<(), ResultError> {
+        Ok(())
+    }
     /// Chunks of a job with `chunk_seq` in `from..from + limit`, in order.
     async fn read(
         &self,

@@ -1,6 +1,7 @@
 //! Publishing a job's chunks: skipping those the index already holds,
-//! sending the fresh ones in flight together, and indexing them once
-//! acknowledged.
+//! sending the fresh ones in flight together (`send_encoded`), and
+//! indexing them once acknowledged (`index_sent`, which a worker may run
+//! while it sends the job's next batch).
 
 use std::collections::BTreeMap;
 
@@ -13,15 +14,16 @@ use crate::model::{Chunk, JobId, Offset};
 use crate::results::{ChunkJson, ResultError};
 
 impl KafkaResultTopic {
-    /// Publishes consecutive chunks of one job, encoded as `encoded`,
-    /// skipping those the index already holds.
-    pub(super) async fn publish_encoded(
+    /// Sends consecutive chunks of one job, encoded as `encoded`, skipping
+    /// those the index already holds; returns where each sent one landed,
+    /// for `index_sent`.
+    pub(super) async fn send_encoded(
         &self,
         chunks: &[Chunk],
         encoded: &[ChunkJson],
-    ) -> Result<(), ResultError> {
+    ) -> Result<Vec<(u64, ChunkPlace)>, ResultError> {
         let Some(first) = chunks.first() else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let fresh: Vec<(&Chunk, &ChunkJson)> = if self.own_records.known_before(first) {
             chunks.iter().zip(encoded).collect()
@@ -29,9 +31,26 @@ impl KafkaResultTopic {
             self.unindexed(chunks, encoded).await?
         };
         if fresh.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        self.publish_fresh(first.job_id, first.offset, &fresh).await
+        self.send_fresh(first.job_id, first.offset, &fresh).await
+    }
+
+    /// Indexes the places `send_encoded` returned for `chunks`, which makes
+    /// them readable.
+    pub(super) async fn index_sent(
+        &self,
+        chunks: &[Chunk],
+        places: &[(u64, ChunkPlace)],
+    ) -> Result<(), ResultError> {
+        if !places.is_empty() {
+            let chunks: Vec<&Chunk> = chunks.iter().collect();
+            self.record(&chunks, places).await?;
+        }
+        if let Some(last) = chunks.last().filter(|chunk| chunk.is_last) {
+            self.incarnations.forget(last.job_id);
+        }
+        Ok(())
     }
 
     /// The chunks the index does not hold yet (a resumed job re-publishes
@@ -80,19 +99,18 @@ impl KafkaResultTopic {
         Ok(fresh)
     }
 
-    /// Publishes chunks of one job that the index does not have yet, in
-    /// flight together, and indexes them once they are acknowledged, up to
-    /// the first that failed (the index takes no gaps; the retry sends the
-    /// rest again).
-    pub(super) async fn publish_fresh(
+    /// Sends chunks of one job that the index does not have yet, in
+    /// flight together, and returns where they landed once all are
+    /// acknowledged.
+    async fn send_fresh(
         &self,
         job: JobId,
         offset: Offset,
         fresh: &[(&Chunk, &ChunkJson)],
-    ) -> Result<(), ResultError> {
+    ) -> Result<Vec<(u64, ChunkPlace)>, ResultError> {
         let partition = self.partition_of(offset);
         let Some(first) = fresh.first().map(|(chunk, _)| chunk.chunk_seq) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let incarnation = self.incarnations.current();
         match self.incarnations.continuity(job, first) {
@@ -163,20 +181,17 @@ impl KafkaResultTopic {
             // The topic lost the chunks before these while they were sent.
             return Err(ResultError::Lost { job, chunks: first });
         }
-        if !places.is_empty() {
-            let chunks: Vec<&Chunk> = fresh.iter().map(|(chunk, _)| *chunk).collect();
-            self.record(&chunks, &places).await?;
-        }
         if first == 0 {
             self.incarnations.whole_in(job, incarnation);
         }
-        if let Some(e) = failed {
-            return Err(e);
+        match failed {
+            // What was acknowledged before the failure is not indexed here:
+            // the job's batch before may still be being indexed, and the
+            // index takes batches in order. The retry's look at the tail
+            // (`doubt.rs`) finds it and indexes it where it landed.
+            Some(e) => Err(e),
+            None => Ok(places),
         }
-        if fresh.iter().any(|(chunk, _)| chunk.is_last) {
-            self.incarnations.forget(job);
-        }
-        Ok(())
     }
 
     /// Indexes where `chunks` (of one attempt) landed; refused when a newer
