@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
-use super::{Acknowledged, ChunkJson, HeldBytes, ResultError, ResultTopic};
+use super::{Acknowledged, ChunkJson, HeldBytes, ResultError, ResultTopic, SendFailed};
 use crate::model::{Chunk, JobId, Offset};
 
 /// About a 10-row chunk's JSON. It only sizes how many recently evicted
@@ -96,7 +96,7 @@ impl CachedResultTopic {
 
 #[async_trait]
 impl ResultTopic for CachedResultTopic {
-    async fn send_batch(&self, chunks: &[Chunk]) -> Result<Acknowledged, ResultError> {
+    async fn send_batch(&self, chunks: &[Chunk]) -> Result<Acknowledged, SendFailed> {
         let sent = self.inner.send_batch(chunks).await?;
         // Kept once acknowledged: this process's readers ask only for
         // chunks the job's progress counts, which follows `make_readable`.

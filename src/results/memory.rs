@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tracing::warn;
 
 use super::spill::{self, SpillFiles, Spilled};
-use super::{Acknowledged, ChunkJson, HeldBytes, ResultError, ResultTopic};
+use super::{Acknowledged, ChunkJson, HeldBytes, ResultError, ResultTopic, SendFailed};
 use crate::model::{Chunk, JobId, Offset};
 
 pub struct MemoryResultLog {
@@ -194,7 +194,7 @@ impl MemoryResultLog {
 #[async_trait]
 impl ResultTopic for MemoryResultLog {
     /// Stored is readable: `make_readable` has nothing left to do.
-    async fn send_batch(&self, chunks: &[Chunk]) -> Result<Acknowledged, ResultError> {
+    async fn send_batch(&self, chunks: &[Chunk]) -> Result<Acknowledged, SendFailed> {
         let Some(first) = chunks.first() else {
             return Ok(Acknowledged::default());
         };

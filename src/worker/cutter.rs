@@ -217,49 +217,78 @@ impl<'a> ChunkCutter<'a> {
     }
 
     /// Sends a batch while the one before is counted; `None` when that
-    /// count found the job taken over (the run then stops).
+    /// count found the job taken over (the run then stops). Also returns
+    /// how long the send took until acknowledged.
     async fn send_beside_count(
         &mut self,
         chunks: &[Chunk],
-    ) -> Result<Option<Acknowledged>, JobError> {
+    ) -> Result<Option<(Acknowledged, Duration)>, JobError> {
         let jobs = self.jobs;
         let (metrics, results) = (&jobs.metrics, &jobs.backends.results);
-        // The first try goes beside the previous batch's count; a retry
-        // waits for it, since a send that failed looks at the index.
+        let overlapped = self.counting.is_some();
         let previous = async {
             match self.counting.take() {
                 Some(counting) => readable::counted(counting).await.map(Some),
                 None => Ok(None),
             }
         };
-        let (sent, previous) = tokio::join!(results.send_batch(chunks), previous);
+        let started = std::time::Instant::now();
+        let send = async {
+            let sent = results.send_batch(chunks).await;
+            (sent, started.elapsed())
+        };
+        let ((sent, took), previous) = tokio::join!(send, previous);
         if let Ok(Some(job)) = &previous {
             self.learn(job.as_ref());
         }
+        // From here on the batch before is counted (or failed): what this
+        // send got acknowledged can be made readable in its turn.
+        let acknowledged = match &sent {
+            Ok(sent) => sent,
+            Err(failed) => &failed.acknowledged,
+        };
         let taken_over = matches!(
             previous,
             Err(JobError::Results(ResultError::Superseded { .. }))
         );
-        if (self.superseded || taken_over)
-            && let Ok(sent) = &sent
-        {
+        if self.superseded || taken_over {
             // Another worker took the job over while this batch was sent:
             // its copies may have landed after the newer attempt's. Its
-            // index write, refused, has the newer copies written again
-            // after them (`results/kafka/publish.rs`), so the topic's last
-            // copy of each seq stays the newest.
-            let _ = results.make_readable(chunks, sent).await;
+            // index write keeps the newer attempt's places and has their
+            // copies written again after these (`results/kafka/publish.rs`),
+            // so the topic's last copy of each seq stays the newest.
+            let _ = retried(chunks, || results.make_readable(chunks, acknowledged)).await;
         }
         previous?;
         if self.superseded {
             return Ok(None);
         }
-        let sent = match sent {
-            Err(e) if e.is_retryable() => retried(chunks, || results.send_batch(chunks)).await,
-            sent => sent.map_err(JobError::from),
+        let failed = match sent {
+            Ok(sent) => return Ok(Some((sent, took))),
+            Err(failed) => failed,
         };
-        let sent = sent.inspect_err(|_| metrics.publish_errors_total.inc())?;
-        Ok(Some(sent))
+        let counted_error = |e: JobError| {
+            metrics.publish_errors_total.inc();
+            e
+        };
+        retried(chunks, || {
+            results.make_readable(chunks, &failed.acknowledged)
+        })
+        .await
+        .map_err(counted_error)?;
+        // A first try beside the count may also have looked at the index
+        // before the batch before was in it (after an earlier failure, the
+        // topic looks), and found this batch out of sequence: it is tried
+        // again now that the count is done, as a transient failure is.
+        let again = failed.error.is_retryable()
+            || (overlapped && matches!(failed.error, ResultError::OutOfSequence { .. }));
+        if !again {
+            return Err(counted_error(failed.error.into()));
+        }
+        let sent = retried(chunks, || results.send_batch_in_turn(chunks))
+            .await
+            .map_err(counted_error)?;
+        Ok(Some((sent, started.elapsed())))
     }
 
     /// Learns from the record a progress update left.
@@ -286,25 +315,24 @@ impl<'a> ChunkCutter<'a> {
         {
             permit.forget();
         }
-        let started = std::time::Instant::now();
         let first = self.chunks == 0;
-        let acknowledged = if is_last {
+        let (acknowledged, publishing) = if is_last {
             // Its finish is the job's last update: every batch before it
             // is counted first.
             self.settle().await?;
+            let started = std::time::Instant::now();
             let (metrics, results) = (&self.jobs.metrics, &self.jobs.backends.results);
             retried(&chunks, || results.publish_batch(&chunks))
                 .await
                 .inspect_err(|_| metrics.publish_errors_total.inc())?;
-            None
+            (None, started.elapsed())
         } else {
             match self.send_beside_count(&chunks).await? {
-                Some(sent) => Some(sent),
+                Some((sent, took)) => (Some(sent), took),
                 None => return Ok(()), // taken over: nothing more is counted
             }
         };
         let metrics = &self.jobs.metrics;
-        let publishing = started.elapsed();
         metrics.publish_batch_seconds.observe(publishing);
         metrics.chunks_published_total.add(chunks.len() as u64);
         metrics.rows_published_total.add(count);

@@ -288,7 +288,7 @@ impl ResultTopic for CountingReads {
     async fn send_batch(
         &self,
         chunks: &[Chunk],
-    ) -> Result<pseudostream::results::Acknowledged, pseudostream::results::ResultError> {
+    ) -> Result<pseudostream::results::Acknowledged, pseudostream::results::SendFailed> {
         self.inner.send_batch(chunks).await
     }
     async fn read(

@@ -51,7 +51,7 @@ use self::producer::ReplaceableProducers;
 use self::reader::{Fetch, Needed, ReaderPool};
 use self::recorded::OwnRecords;
 use self::send::Outgoing;
-use super::{Acknowledged, ChunkJson, ResultError, ResultTopic};
+use super::{Acknowledged, ChunkJson, ResultError, ResultTopic, SendFailed};
 use crate::coord::{ChunkIndex, ChunkPlace, CoordError};
 use crate::model::{Chunk, JobId, Offset};
 
@@ -255,11 +255,11 @@ impl ResultTopic for KafkaResultTopic {
     /// The batch's messages are all in flight together (librdkafka batches
     /// them); the index learns of them only once every one is acknowledged
     /// (`make_readable`, one index write), so readers never see a gap.
-    async fn send_batch(&self, chunks: &[Chunk]) -> Result<Acknowledged, ResultError> {
+    async fn send_batch(&self, chunks: &[Chunk]) -> Result<Acknowledged, SendFailed> {
         let encoded: Vec<ChunkJson> = chunks.iter().map(|c| c.to_json().into()).collect();
         let sent = self.send_encoded(chunks, &encoded).await;
-        self.own_records
-            .after_send(chunks, sent.as_ref().map(|_| ()));
+        let outcome = sent.as_ref().map(|_| ()).map_err(|failed| &failed.error);
+        self.own_records.after_send(chunks, outcome);
         Ok(Acknowledged {
             encoded,
             places: sent?,

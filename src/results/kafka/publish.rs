@@ -11,7 +11,7 @@ use super::send::{Landed, Outgoing};
 use super::{KafkaResultTopic, chunk_headers, chunk_key, superseded_if_newer};
 use crate::coord::ChunkPlace;
 use crate::model::{Chunk, JobId, Offset};
-use crate::results::{ChunkJson, ResultError};
+use crate::results::{Acknowledged, ChunkJson, ResultError, SendFailed};
 
 impl KafkaResultTopic {
     /// Sends consecutive chunks of one job, encoded as `encoded`, skipping
@@ -21,7 +21,7 @@ impl KafkaResultTopic {
         &self,
         chunks: &[Chunk],
         encoded: &[ChunkJson],
-    ) -> Result<Vec<(u64, ChunkPlace)>, ResultError> {
+    ) -> Result<Vec<(u64, ChunkPlace)>, SendFailed> {
         let Some(first) = chunks.first() else {
             return Ok(Vec::new());
         };
@@ -101,13 +101,13 @@ impl KafkaResultTopic {
 
     /// Sends chunks of one job that the index does not have yet, in
     /// flight together, and returns where they landed once all are
-    /// acknowledged.
+    /// acknowledged; when one fails, where those before it landed.
     async fn send_fresh(
         &self,
         job: JobId,
         offset: Offset,
         fresh: &[(&Chunk, &ChunkJson)],
-    ) -> Result<Vec<(u64, ChunkPlace)>, ResultError> {
+    ) -> Result<Vec<(u64, ChunkPlace)>, SendFailed> {
         let partition = self.partition_of(offset);
         let Some(first) = fresh.first().map(|(chunk, _)| chunk.chunk_seq) else {
             return Ok(Vec::new());
@@ -115,7 +115,7 @@ impl KafkaResultTopic {
         let incarnation = self.incarnations.current();
         match self.incarnations.continuity(job, first) {
             Continuity::Whole => {}
-            Continuity::Lost => return Err(ResultError::Lost { job, chunks: first }),
+            Continuity::Lost => return Err(ResultError::Lost { job, chunks: first }.into()),
             Continuity::Unknown => {
                 self.confirm_chunk(job, first - 1).await?;
                 self.incarnations.whole_in(job, incarnation);
@@ -179,17 +179,22 @@ impl KafkaResultTopic {
         }
         if first > 0 && self.incarnations.current() != incarnation {
             // The topic lost the chunks before these while they were sent.
-            return Err(ResultError::Lost { job, chunks: first });
+            return Err(ResultError::Lost { job, chunks: first }.into());
         }
         if first == 0 {
             self.incarnations.whole_in(job, incarnation);
         }
         match failed {
-            // What was acknowledged before the failure is not indexed here:
-            // the job's batch before may still be being indexed, and the
-            // index takes batches in order. The retry's look at the tail
-            // (`doubt.rs`) finds it and indexes it where it landed.
-            Some(e) => Err(e),
+            // What was acknowledged before the failure is handed back, to
+            // be indexed in its turn: the job's batch before may still be
+            // being indexed, and the index takes batches in order.
+            Some(error) => Err(SendFailed {
+                error,
+                acknowledged: Acknowledged {
+                    encoded: Vec::new(),
+                    places,
+                },
+            }),
             None => Ok(places),
         }
     }

@@ -18,7 +18,10 @@
 //! A newer attempt that took the job over in between is still caught: the
 //! index write refuses what it superseded (`record_chunks.lua`), and the
 //! job store refuses the older attempt's progress. Any other failure, of a
-//! send or of an index write, makes the job's next publish look again.
+//! send or of an index write, makes the job's next publish look again. A
+//! look that runs while the batch before is still being indexed may find
+//! the batch out of sequence; the worker sends it again once that batch
+//! is indexed (`worker/cutter.rs`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
