@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
-use super::{Acknowledged, ChunkJson, HeldBytes, ResultError, ResultTopic, SendFailed};
+use super::{ChunkJson, HeldBytes, ResultError, ResultTopic};
 use crate::model::{Chunk, JobId, Offset};
 
 /// About a 10-row chunk's JSON. It only sizes how many recently evicted
@@ -96,20 +96,10 @@ impl CachedResultTopic {
 
 #[async_trait]
 impl ResultTopic for CachedResultTopic {
-    async fn send_batch(&self, chunks: &[Chunk]) -> Result<Acknowledged, SendFailed> {
-        let sent = self.inner.send_batch(chunks).await?;
-        // Kept once acknowledged: this process's readers ask only for
-        // chunks the job's progress counts, which follows `make_readable`.
-        self.keep_published(chunks, &sent.encoded);
-        Ok(sent)
-    }
-
-    async fn make_readable(
-        &self,
-        chunks: &[Chunk],
-        sent: &Acknowledged,
-    ) -> Result<(), ResultError> {
-        self.inner.make_readable(chunks, sent).await
+    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<Vec<ChunkJson>, ResultError> {
+        let stored = self.inner.publish_batch(chunks).await?;
+        self.keep_published(chunks, &stored);
+        Ok(stored)
     }
 
     async fn read(

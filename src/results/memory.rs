@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tracing::warn;
 
 use super::spill::{self, SpillFiles, Spilled};
-use super::{Acknowledged, ChunkJson, HeldBytes, ResultError, ResultTopic, SendFailed};
+use super::{ChunkJson, HeldBytes, ResultError, ResultTopic};
 use crate::model::{Chunk, JobId, Offset};
 
 pub struct MemoryResultLog {
@@ -193,10 +193,9 @@ impl MemoryResultLog {
 
 #[async_trait]
 impl ResultTopic for MemoryResultLog {
-    /// Stored is readable: `make_readable` has nothing left to do.
-    async fn send_batch(&self, chunks: &[Chunk]) -> Result<Acknowledged, SendFailed> {
+    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<Vec<ChunkJson>, ResultError> {
         let Some(first) = chunks.first() else {
-            return Ok(Acknowledged::default());
+            return Ok(Vec::new());
         };
         let published: Vec<ChunkJson> = chunks.iter().map(|c| c.to_json().into()).collect();
         let mut encoded = published.clone();
@@ -234,10 +233,7 @@ impl ResultTopic for MemoryResultLog {
             }
         }
         self.append(first.job_id, first.chunk_seq, first.attempt, stored)?;
-        Ok(Acknowledged {
-            encoded: published,
-            places: Vec::new(),
-        })
+        Ok(published)
     }
 
     async fn read(

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::coord::ChunkPlace;
 use crate::model::{Chunk, JobId, Offset};
 
 #[derive(Debug, thiserror::Error)]
@@ -60,36 +59,6 @@ pub struct HeldBytes {
 /// a 200,000-row job about 5 % of its CPU (docs/PERFORMANCE.md).
 pub type ChunkJson = Arc<String>;
 
-/// A batch the topic acknowledged (`ResultTopic::send_batch`), not yet
-/// made readable.
-#[derive(Debug, Default)]
-pub struct Acknowledged {
-    /// Each chunk's JSON as stored, in the batch's order.
-    pub encoded: Vec<ChunkJson>,
-    /// Where each chunk the index does not have yet landed, by seq, for a
-    /// topic that finds its chunks through an index (Kafka); empty for
-    /// one whose chunks are readable once stored.
-    pub places: Vec<(u64, ChunkPlace)>,
-}
-
-/// A send that failed part way: the failure, and what the topic
-/// acknowledged before it (to be made readable like a whole batch, in
-/// turn, so that a retry resumes after it).
-#[derive(Debug)]
-pub struct SendFailed {
-    pub error: ResultError,
-    pub acknowledged: Acknowledged,
-}
-
-impl From<ResultError> for SendFailed {
-    fn from(error: ResultError) -> SendFailed {
-        SendFailed {
-            error,
-            acknowledged: Acknowledged::default(),
-        }
-    }
-}
-
 #[async_trait]
 pub trait ResultTopic: Send + Sync + 'static {
     /// Appends a chunk and returns once it is acknowledged (readable by every
@@ -103,46 +72,11 @@ pub trait ResultTopic: Send + Sync + 'static {
         Ok(())
     }
     /// Publishes consecutive chunks of one job, in order, and returns once
-    /// all are acknowledged and readable, with each chunk's JSON as stored
-    /// (what `read` will answer), so a cache in front need not encode it
-    /// again. An implementation may have them in flight together, but a
-    /// reader never sees one before those it follows.
-    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<Vec<ChunkJson>, ResultError> {
-        let sent = self.send_batch_in_turn(chunks).await?;
-        self.make_readable(chunks, &sent).await?;
-        Ok(sent.encoded)
-    }
-    /// The first half of `publish_batch`: stores consecutive chunks of one
-    /// job and returns once all are acknowledged; `make_readable` then
-    /// lets readers find them. A job's next batch may be sent before this
-    /// one is readable (a worker overlaps the two) as long as the batches
-    /// are made readable in the order they were sent: the topic takes a
-    /// batch that follows an acknowledged one for the next in line. A send
-    /// that fails part way hands back what was acknowledged before the
-    /// failure, which is made readable in its turn.
-    async fn send_batch(&self, chunks: &[Chunk]) -> Result<Acknowledged, SendFailed>;
-    /// `send_batch` when none of the job's batches is still to be made
-    /// readable: what a send that failed got acknowledged is made readable
-    /// at once, and the failure returned.
-    async fn send_batch_in_turn(&self, chunks: &[Chunk]) -> Result<Acknowledged, ResultError> {
-        match self.send_batch(chunks).await {
-            Ok(sent) => Ok(sent),
-            Err(failed) => {
-                self.make_readable(chunks, &failed.acknowledged).await?;
-                Err(failed.error)
-            }
-        }
-    }
-    /// The second half of `publish_batch`, for a batch `send_batch`
-    /// acknowledged. Repeating it after an error is harmless. The embedded
-    /// log's chunks are readable once stored, so it has nothing to do.
-    async fn make_readable(
-        &self,
-        _chunks: &[Chunk],
-        _sent: &Acknowledged,
-    ) -> Result<(), ResultError> {
-        Ok(())
-    }
+    /// all are acknowledged, with each chunk's JSON as stored (what `read`
+    /// will answer), so a cache in front need not encode it again. An
+    /// implementation may have them in flight together, but a reader never
+    /// sees one before those it follows.
+    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<Vec<ChunkJson>, ResultError>;
     /// Chunks of a job with `chunk_seq` in `from..from + limit`, in order.
     async fn read(
         &self,

@@ -1,24 +1,20 @@
 //! The cutter: turns a job's rows into chunks, publishes them in order and
-//! only then advances the job's progress. A batch after the first chunk
-//! is counted (made readable, then its progress updated: `readable.rs`)
-//! while the next one is sent; the last chunk waits until everything
-//! before it is counted.
+//! only then advances the job's progress.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use chrono::Utc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use super::readable::{self, Counting, SentBatch, retried};
 use super::{Outcome, audit_progress};
 use crate::jobs::{JobError, Jobs};
 use crate::model::{Chunk, JobRecord, JobSpec, JobStatus, JobUpdate, Row};
-use crate::results::{Acknowledged, ResultError};
+use crate::results::ResultError;
 
 /// Cuts a job's rows into chunks and publishes them in order.
 pub(super) struct ChunkCutter<'a> {
-    jobs: &'a Arc<Jobs>,
+    jobs: &'a Jobs,
     spec: JobSpec,
     submitted_at: chrono::DateTime<Utc>,
     /// The attempt this worker runs the job as: every chunk carries it, and
@@ -34,11 +30,8 @@ pub(super) struct ChunkCutter<'a> {
     /// proves more follow.
     pending: Vec<Row>,
     pub(super) truncated: bool,
-    /// The last batch sent, being counted; joined when the next one is
-    /// sent, and before the last chunk.
-    counting: Option<Counting>,
     /// Whether the job was cancelled (or forgotten), as the progress update
-    /// of the last batch counted found it: no extra round trip per batch.
+    /// after the last publish found it: no extra round trip per batch.
     pub(super) cancel_seen: bool,
     /// Whether that update found the job's record gone.
     pub(super) record_lost: bool,
@@ -50,7 +43,7 @@ pub(super) struct ChunkCutter<'a> {
 }
 
 impl<'a> ChunkCutter<'a> {
-    pub(super) fn resume(jobs: &'a Arc<Jobs>, job: &JobRecord) -> ChunkCutter<'a> {
+    pub(super) fn resume(jobs: &'a Jobs, job: &JobRecord) -> ChunkCutter<'a> {
         ChunkCutter {
             jobs,
             spec: job.spec.clone(),
@@ -60,7 +53,6 @@ impl<'a> ChunkCutter<'a> {
             chunks: job.chunks,
             cut: Vec::new(),
             pending: Vec::with_capacity(jobs.settings.chunk_rows + 1),
-            counting: None,
             truncated: false,
             cancel_seen: false,
             record_lost: false,
@@ -118,10 +110,6 @@ impl<'a> ChunkCutter<'a> {
         error: Option<String>,
     ) -> Result<Outcome, JobError> {
         self.publish_cut().await?;
-        self.settle().await?;
-        if self.superseded {
-            return Ok(Outcome::Superseded);
-        }
         let rows = std::mem::take(&mut self.pending);
         let truncated = self.truncated;
         let last = self.chunk(0, rows, Some((status, error.clone())));
@@ -168,7 +156,7 @@ impl<'a> ChunkCutter<'a> {
             // saw the last chunk may scrape a moment before this.
             self.jobs.metrics.job_finished(status.as_str());
             if let Some(publishing) = self.first_publish {
-                readable::first_chunk_readable(self.jobs, self.submitted_at, publishing);
+                self.first_chunk_readable(publishing);
             }
             audit_progress(self.jobs, &job).await;
             info!(
@@ -206,104 +194,8 @@ impl<'a> ChunkCutter<'a> {
         }
     }
 
-    /// Waits for the last batch sent to be counted, and learns from its
-    /// progress update whether the job goes on.
-    pub(super) async fn settle(&mut self) -> Result<(), JobError> {
-        if let Some(counting) = self.counting.take() {
-            let job = readable::counted(counting).await?;
-            self.learn(job.as_ref());
-        }
-        Ok(())
-    }
-
-    /// Sends a batch while the one before is counted; `None` when that
-    /// count found the job taken over (the run then stops). Also returns
-    /// how long the send took until acknowledged.
-    async fn send_beside_count(
-        &mut self,
-        chunks: &[Chunk],
-    ) -> Result<Option<(Acknowledged, Duration)>, JobError> {
-        let jobs = self.jobs;
-        let (metrics, results) = (&jobs.metrics, &jobs.backends.results);
-        let overlapped = self.counting.is_some();
-        let previous = async {
-            match self.counting.take() {
-                Some(counting) => readable::counted(counting).await.map(Some),
-                None => Ok(None),
-            }
-        };
-        let started = std::time::Instant::now();
-        let send = async {
-            let sent = results.send_batch(chunks).await;
-            (sent, started.elapsed())
-        };
-        let ((sent, took), previous) = tokio::join!(send, previous);
-        if let Ok(Some(job)) = &previous {
-            self.learn(job.as_ref());
-        }
-        // From here on the batch before is counted (or failed): what this
-        // send got acknowledged can be made readable in its turn.
-        let acknowledged = match &sent {
-            Ok(sent) => sent,
-            Err(failed) => &failed.acknowledged,
-        };
-        let taken_over = matches!(
-            previous,
-            Err(JobError::Results(ResultError::Superseded { .. }))
-        );
-        if self.superseded || taken_over {
-            // Another worker took the job over while this batch was sent:
-            // its copies may have landed after the newer attempt's. Its
-            // index write keeps the newer attempt's places and has their
-            // copies written again after these (`results/kafka/publish.rs`),
-            // so the topic's last copy of each seq stays the newest.
-            let _ = retried(chunks, || results.make_readable(chunks, acknowledged)).await;
-        }
-        previous?;
-        if self.superseded {
-            return Ok(None);
-        }
-        let failed = match sent {
-            Ok(sent) => return Ok(Some((sent, took))),
-            Err(failed) => failed,
-        };
-        let counted_error = |e: JobError| {
-            metrics.publish_errors_total.inc();
-            e
-        };
-        retried(chunks, || {
-            results.make_readable(chunks, &failed.acknowledged)
-        })
-        .await
-        .map_err(counted_error)?;
-        // A first try beside the count may also have looked at the index
-        // before the batch before was in it (after an earlier failure, the
-        // topic looks), and found this batch out of sequence: it is tried
-        // again now that the count is done, as a transient failure is.
-        let again = failed.error.is_retryable()
-            || (overlapped && matches!(failed.error, ResultError::OutOfSequence { .. }));
-        if !again {
-            return Err(counted_error(failed.error.into()));
-        }
-        let sent = retried(chunks, || results.send_batch_in_turn(chunks))
-            .await
-            .map_err(counted_error)?;
-        Ok(Some((sent, started.elapsed())))
-    }
-
-    /// Learns from the record a progress update left.
-    fn learn(&mut self, job: Option<&JobRecord>) {
-        self.superseded = job.is_some_and(|j| j.attempt > self.attempt);
-        self.cancel_seen = self.superseded || job.is_none_or(|j| j.cancel_requested);
-        self.record_lost = job.is_none();
-    }
-
     /// Publishes consecutive chunks and, once they are all acknowledged,
-    /// counts them in the job's progress (unless the last one ends the job,
-    /// which `finish` records). A later batch is counted in a task of its
-    /// own while the next one is sent, so a cancel (or a takeover) is seen
-    /// by the batch after the one whose update found it; the first chunk
-    /// is counted at once.
+    /// advances the job's progress over them (unless the last one ends it).
     async fn publish(&mut self, chunks: Vec<Chunk>) -> Result<(), JobError> {
         let Some(tail) = chunks.last() else {
             return Ok(());
@@ -315,58 +207,92 @@ impl<'a> ChunkCutter<'a> {
         {
             permit.forget();
         }
-        let first = self.chunks == 0;
-        let (acknowledged, publishing) = if is_last {
-            // Its finish is the job's last update: every batch before it
-            // is counted first.
-            self.settle().await?;
-            let started = std::time::Instant::now();
-            let (metrics, results) = (&self.jobs.metrics, &self.jobs.backends.results);
-            retried(&chunks, || results.publish_batch(&chunks))
-                .await
-                .inspect_err(|_| metrics.publish_errors_total.inc())?;
-            (None, started.elapsed())
-        } else {
-            match self.send_beside_count(&chunks).await? {
-                Some((sent, took)) => (Some(sent), took),
-                None => return Ok(()), // taken over: nothing more is counted
-            }
-        };
+        let started = std::time::Instant::now();
         let metrics = &self.jobs.metrics;
+        if let Err(e) = publish_with_retry(self.jobs, &chunks).await {
+            metrics.publish_errors_total.inc();
+            return Err(e);
+        }
+        let publishing = started.elapsed();
         metrics.publish_batch_seconds.observe(publishing);
         metrics.chunks_published_total.add(chunks.len() as u64);
         metrics.rows_published_total.add(count);
+        let first = self.chunks == 0;
         self.rows += count;
         self.chunks += chunks.len() as u64;
-        let Some(acknowledged) = acknowledged else {
-            if first {
-                self.first_publish = Some(publishing);
+        if !is_last {
+            let progress = JobUpdate::Progress {
+                rows: self.rows,
+                chunks: self.chunks,
+                at: self.jobs.now(),
+                attempt: self.attempt,
+            };
+            let job = self
+                .jobs
+                .backends
+                .job_store
+                .update_job(self.spec.job_id, progress)
+                .await?;
+            self.superseded = job.as_ref().is_some_and(|j| j.attempt > self.attempt);
+            self.cancel_seen = self.superseded || job.as_ref().is_none_or(|j| j.cancel_requested);
+            self.record_lost = job.is_none();
+            if let Some(readable) = &self.jobs.hooks.chunk_readable
+                && !self.superseded
+            {
+                let now = std::time::Instant::now();
+                for seq in self.chunks - chunks.len() as u64..self.chunks {
+                    let _ = readable.send((self.spec.job_id, seq, now));
+                }
             }
-            return Ok(());
-        };
-        let progress = JobUpdate::Progress {
-            rows: self.rows,
-            chunks: self.chunks,
-            at: self.jobs.now(),
-            attempt: self.attempt,
-        };
-        let batch = SentBatch {
-            chunks,
-            acknowledged,
-            progress,
-            attempt: self.attempt,
-            first,
-            submitted_at: self.submitted_at,
-            publishing,
-        };
-        if first {
-            // The dashboard is waiting for this one: counted at once, in
-            // the job's own task, as the next rows are read meanwhile.
-            let job = readable::count_now(self.jobs.clone(), batch).await?;
-            self.learn(job.as_ref());
-        } else {
-            self.counting = Some(readable::count(self.jobs, batch));
+            if first && !self.superseded {
+                self.first_chunk_readable(publishing);
+                if let Some(job) = job {
+                    audit_progress(self.jobs, &job).await;
+                }
+            }
+        } else if first {
+            self.first_publish = Some(publishing);
         }
         Ok(())
     }
+
+    /// Observes the time from submission to the first chunk being readable:
+    /// once the progress update that counts it has landed (or, for a job of
+    /// one chunk, the update that finishes it).
+    fn first_chunk_readable(&self, publishing: Duration) {
+        let waited = (self.jobs.now() - self.submitted_at)
+            .to_std()
+            .unwrap_or_default();
+        self.jobs.metrics.first_chunk_readable(waited);
+        // How long the publish itself took tells a slow broker from a
+        // slow query when a first chunk is late.
+        debug!(
+            waited_ms = waited.as_millis() as u64,
+            publish_ms = publishing.as_millis() as u64,
+            "first chunk readable"
+        );
+    }
+}
+
+/// Publishing the same chunk again is harmless (the topic ignores a seq it
+/// already has), so transient failures are retried with backoff.
+async fn publish_with_retry(jobs: &Jobs, chunks: &[Chunk]) -> Result<(), JobError> {
+    // Eleven attempts, 50 ms after the first failure, doubling up to 2 s:
+    // about 11 s of waiting, in which clients that lost a broker reach it
+    // again (they try at least once a second, see `results/kafka`).
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(10);
+    let chunk_seq = chunks.first().map_or(0, |c| c.chunk_seq);
+    let mut attempt = 0;
+    (|| jobs.backends.results.publish_batch(chunks))
+        .retry(backoff)
+        .when(ResultError::is_retryable)
+        .notify(|e, _| {
+            attempt += 1;
+            warn!(error = %e, attempt, chunk_seq, chunks = chunks.len(), "publish failed; retrying");
+        })
+        .await?;
+    Ok(())
 }

@@ -18,7 +18,6 @@ use crate::results::ResultError;
 use crate::source::{AwaitingFirstRows, Lane, SourceError};
 
 mod cutter;
-mod readable;
 mod run;
 
 use run::run_job;

@@ -1,7 +1,6 @@
 //! Running one job: start it, stream its rows from the source, hand them
 //! to the cutter in batches, and stop on cancel, shutdown or the row cap.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::Fuse;
@@ -35,7 +34,7 @@ const RECORD_LOST: &str = "the job's record was lost by the coordination store (
 /// Runs the job; `started` learns the attempt this worker runs as, once
 /// the job store gave it one.
 pub(super) async fn run_job(
-    jobs: &Arc<Jobs>,
+    jobs: &Jobs,
     spec: JobSpec,
     waiting: AwaitingFirstRows,
     shutdown: &CancellationToken,
@@ -155,26 +154,17 @@ pub(super) async fn run_job(
         }
         let (published, rows) = publish_reading_ahead(&mut run, &mut stream, batch_rows).await;
         read_ahead = rows;
-        if published? && let Some(stop) = stop_seen(&run) {
-            break Some(stop);
+        if published? && run.cancel_seen {
+            break Some(if run.record_lost {
+                Stop::RecordLost
+            } else if run.superseded {
+                Stop::Superseded
+            } else {
+                Stop::Cancelled
+            });
         }
     };
     drop(stream);
-    // The last batch's count, which may say the job was cancelled or
-    // taken over. At shutdown a count that fails leaves the job as it is,
-    // for another worker to resume.
-    let settled = run.settle().await;
-    let stop = match stop {
-        Some(Stop::Shutdown) => stop,
-        None => {
-            settled?;
-            stop_seen(&run)
-        }
-        stop => {
-            settled?;
-            stop
-        }
-    };
     // A cancel that came while the last rows were read still counts; a job
     // shorter than one look-out interval is spared the extra round trip.
     let stop = match stop {
@@ -203,20 +193,6 @@ pub(super) async fn run_job(
                 "the service shut down before the job finished; submit it again".to_owned();
             run.finish(JobStatus::Failed, Some(reason)).await
         }
-    }
-}
-
-/// Why the job stops, as the progress update of its last batch counted
-/// found it, if it does.
-fn stop_seen(run: &ChunkCutter<'_>) -> Option<Stop> {
-    if !run.cancel_seen {
-        None
-    } else if run.record_lost {
-        Some(Stop::RecordLost)
-    } else if run.superseded {
-        Some(Stop::Superseded)
-    } else {
-        Some(Stop::Cancelled)
     }
 }
 

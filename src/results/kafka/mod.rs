@@ -51,7 +51,7 @@ use self::producer::ReplaceableProducers;
 use self::reader::{Fetch, Needed, ReaderPool};
 use self::recorded::OwnRecords;
 use self::send::Outgoing;
-use super::{Acknowledged, ChunkJson, ResultError, ResultTopic, SendFailed};
+use super::{ChunkJson, ResultError, ResultTopic};
 use crate::coord::{ChunkIndex, ChunkPlace, CoordError};
 use crate::model::{Chunk, JobId, Offset};
 
@@ -253,28 +253,13 @@ impl ResultTopic for KafkaResultTopic {
     }
 
     /// The batch's messages are all in flight together (librdkafka batches
-    /// them); the index learns of them only once every one is acknowledged
-    /// (`make_readable`, one index write), so readers never see a gap.
-    async fn send_batch(&self, chunks: &[Chunk]) -> Result<Acknowledged, SendFailed> {
+    /// them); the index learns of them only once every one is acknowledged,
+    /// in one index write, so readers never see a gap.
+    async fn publish_batch(&self, chunks: &[Chunk]) -> Result<Vec<ChunkJson>, ResultError> {
         let encoded: Vec<ChunkJson> = chunks.iter().map(|c| c.to_json().into()).collect();
-        let sent = self.send_encoded(chunks, &encoded).await;
-        let outcome = sent.as_ref().map(|_| ()).map_err(|failed| &failed.error);
-        self.own_records.after_send(chunks, outcome);
-        Ok(Acknowledged {
-            encoded,
-            places: sent?,
-        })
-    }
-
-    async fn make_readable(
-        &self,
-        chunks: &[Chunk],
-        sent: &Acknowledged,
-    ) -> Result<(), ResultError> {
-        let indexed = self.index_sent(chunks, &sent.places).await;
-        self.own_records
-            .after_index(chunks, indexed.as_ref().map(|_| ()));
-        indexed
+        let outcome = self.publish_encoded(chunks, &encoded).await;
+        self.own_records.after(chunks, &outcome);
+        outcome.map(|()| encoded)
     }
 
     async fn read(

@@ -1,7 +1,6 @@
 //! Publishing a job's chunks: skipping those the index already holds,
-//! sending the fresh ones in flight together (`send_encoded`), and
-//! indexing them once acknowledged (`index_sent`, which a worker may run
-//! while it sends the job's next batch).
+//! sending the fresh ones in flight together, and indexing them once
+//! acknowledged.
 
 use std::collections::BTreeMap;
 
@@ -11,19 +10,18 @@ use super::send::{Landed, Outgoing};
 use super::{KafkaResultTopic, chunk_headers, chunk_key, superseded_if_newer};
 use crate::coord::ChunkPlace;
 use crate::model::{Chunk, JobId, Offset};
-use crate::results::{Acknowledged, ChunkJson, ResultError, SendFailed};
+use crate::results::{ChunkJson, ResultError};
 
 impl KafkaResultTopic {
-    /// Sends consecutive chunks of one job, encoded as `encoded`, skipping
-    /// those the index already holds; returns where each sent one landed,
-    /// for `index_sent`.
-    pub(super) async fn send_encoded(
+    /// Publishes consecutive chunks of one job, encoded as `encoded`,
+    /// skipping those the index already holds.
+    pub(super) async fn publish_encoded(
         &self,
         chunks: &[Chunk],
         encoded: &[ChunkJson],
-    ) -> Result<Vec<(u64, ChunkPlace)>, SendFailed> {
+    ) -> Result<(), ResultError> {
         let Some(first) = chunks.first() else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let fresh: Vec<(&Chunk, &ChunkJson)> = if self.own_records.known_before(first) {
             chunks.iter().zip(encoded).collect()
@@ -31,26 +29,9 @@ impl KafkaResultTopic {
             self.unindexed(chunks, encoded).await?
         };
         if fresh.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        self.send_fresh(first.job_id, first.offset, &fresh).await
-    }
-
-    /// Indexes the places `send_encoded` returned for `chunks`, which makes
-    /// them readable.
-    pub(super) async fn index_sent(
-        &self,
-        chunks: &[Chunk],
-        places: &[(u64, ChunkPlace)],
-    ) -> Result<(), ResultError> {
-        if !places.is_empty() {
-            let chunks: Vec<&Chunk> = chunks.iter().collect();
-            self.record(&chunks, places).await?;
-        }
-        if let Some(last) = chunks.last().filter(|chunk| chunk.is_last) {
-            self.incarnations.forget(last.job_id);
-        }
-        Ok(())
+        self.publish_fresh(first.job_id, first.offset, &fresh).await
     }
 
     /// The chunks the index does not hold yet (a resumed job re-publishes
@@ -99,23 +80,24 @@ impl KafkaResultTopic {
         Ok(fresh)
     }
 
-    /// Sends chunks of one job that the index does not have yet, in
-    /// flight together, and returns where they landed once all are
-    /// acknowledged; when one fails, where those before it landed.
-    async fn send_fresh(
+    /// Publishes chunks of one job that the index does not have yet, in
+    /// flight together, and indexes them once they are acknowledged, up to
+    /// the first that failed (the index takes no gaps; the retry sends the
+    /// rest again).
+    pub(super) async fn publish_fresh(
         &self,
         job: JobId,
         offset: Offset,
         fresh: &[(&Chunk, &ChunkJson)],
-    ) -> Result<Vec<(u64, ChunkPlace)>, SendFailed> {
+    ) -> Result<(), ResultError> {
         let partition = self.partition_of(offset);
         let Some(first) = fresh.first().map(|(chunk, _)| chunk.chunk_seq) else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let incarnation = self.incarnations.current();
         match self.incarnations.continuity(job, first) {
             Continuity::Whole => {}
-            Continuity::Lost => return Err(ResultError::Lost { job, chunks: first }.into()),
+            Continuity::Lost => return Err(ResultError::Lost { job, chunks: first }),
             Continuity::Unknown => {
                 self.confirm_chunk(job, first - 1).await?;
                 self.incarnations.whole_in(job, incarnation);
@@ -179,24 +161,22 @@ impl KafkaResultTopic {
         }
         if first > 0 && self.incarnations.current() != incarnation {
             // The topic lost the chunks before these while they were sent.
-            return Err(ResultError::Lost { job, chunks: first }.into());
+            return Err(ResultError::Lost { job, chunks: first });
+        }
+        if !places.is_empty() {
+            let chunks: Vec<&Chunk> = fresh.iter().map(|(chunk, _)| *chunk).collect();
+            self.record(&chunks, &places).await?;
         }
         if first == 0 {
             self.incarnations.whole_in(job, incarnation);
         }
-        match failed {
-            // What was acknowledged before the failure is handed back, to
-            // be indexed in its turn: the job's batch before may still be
-            // being indexed, and the index takes batches in order.
-            Some(error) => Err(SendFailed {
-                error,
-                acknowledged: Acknowledged {
-                    encoded: Vec::new(),
-                    places,
-                },
-            }),
-            None => Ok(places),
+        if let Some(e) = failed {
+            return Err(e);
         }
+        if fresh.iter().any(|(chunk, _)| chunk.is_last) {
+            self.incarnations.forget(job);
+        }
+        Ok(())
     }
 
     /// Indexes where `chunks` (of one attempt) landed; refused when a newer

@@ -10,18 +10,12 @@
 //!   published the job before: no other attempt exists to have stored
 //!   anything (a job taken over runs as attempt 2 or later);
 //! - the batch starts right after one of the same attempt that this
-//!   process sent and had acknowledged in full. That one may still be
-//!   being indexed (a worker indexes a batch while it sends the next),
-//!   but batches are indexed in the order they were sent, so by this
-//!   batch's index write the index holds everything before it.
+//!   process published and recorded in full.
 //!
 //! A newer attempt that took the job over in between is still caught: the
 //! index write refuses what it superseded (`record_chunks.lua`), and the
-//! job store refuses the older attempt's progress. Any other failure, of a
-//! send or of an index write, makes the job's next publish look again. A
-//! look that runs while the batch before is still being indexed may find
-//! the batch out of sequence; the worker sends it again once that batch
-//! is indexed (`worker/cutter.rs`).
+//! job store refuses the older attempt's progress. Any other failure makes
+//! the job's next publish look again.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -44,11 +38,9 @@ pub(super) struct OwnRecords {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Known {
-    /// `attempt`'s chunks are acknowledged up to, not including, `next`,
-    /// and indexed or being indexed in order.
+    /// `attempt`'s chunks are indexed up to, not including, `next`.
     Through { attempt: u32, next: u64 },
-    /// A send or an index write failed: what it sent may or may not be
-    /// indexed.
+    /// A publish failed: what it sent may or may not be indexed.
     Unsure,
 }
 
@@ -64,43 +56,20 @@ impl OwnRecords {
         }
     }
 
-    /// Learns from a send of `chunks` (consecutive, of one job and attempt).
-    pub(super) fn after_send(&self, chunks: &[Chunk], outcome: Result<(), &ResultError>) {
+    /// Learns from a publish of `chunks` (consecutive, of one job and attempt).
+    pub(super) fn after(&self, chunks: &[Chunk], outcome: &Result<(), ResultError>) {
+        let (Some(first), Some(last)) = (chunks.first(), chunks.last()) else {
+            return;
+        };
         let known = match outcome {
-            // Learnt from its index write.
-            Ok(()) if chunks.last().is_some_and(|last| last.is_last) => return,
-            Ok(()) => chunks.last().map(|last| Known::Through {
+            // A job's last chunk, or an attempt that can publish nothing more.
+            Ok(_) if last.is_last => None,
+            Err(ResultError::Superseded { .. } | ResultError::Lost { .. }) => None,
+            Ok(_) => Some(Known::Through {
                 attempt: last.attempt,
                 next: last.chunk_seq + 1,
             }),
-            Err(e) => Self::after_failure(e),
-        };
-        self.learn(chunks, known);
-    }
-
-    /// Learns from the index write of `chunks` that `after_send` saw sent.
-    pub(super) fn after_index(&self, chunks: &[Chunk], outcome: Result<(), &ResultError>) {
-        let known = match outcome {
-            // A job's last chunk: it publishes nothing more.
-            Ok(()) if chunks.last().is_some_and(|last| last.is_last) => None,
-            // `after_send` already counted it.
-            Ok(()) => return,
-            Err(e) => Self::after_failure(e),
-        };
-        self.learn(chunks, known);
-    }
-
-    fn after_failure(e: &ResultError) -> Option<Known> {
-        match e {
-            // An attempt that can publish nothing more.
-            ResultError::Superseded { .. } | ResultError::Lost { .. } => None,
-            _ => Some(Known::Unsure),
-        }
-    }
-
-    fn learn(&self, chunks: &[Chunk], known: Option<Known>) {
-        let Some(first) = chunks.first() else {
-            return;
+            Err(_) => Some(Known::Unsure),
         };
         let mut jobs = crate::lock(&self.jobs);
         match known {
@@ -153,14 +122,11 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_right_after_its_own_acknowledged_one_is_known() {
+    fn a_batch_right_after_its_own_recorded_one_is_known() {
         let own = OwnRecords::default();
         let job = JobId::new();
         let batch = [chunk(job, 0, 1, false), chunk(job, 1, 1, false)];
-        own.after_send(&batch, Ok(()));
-        // Known before the batch is indexed: indexes are written in order.
-        assert!(own.known_before(&chunk(job, 2, 1, false)));
-        own.after_index(&batch, Ok(()));
+        own.after(&batch, &Ok(()));
         assert!(own.known_before(&chunk(job, 2, 1, false)));
         // The same seqs again (a retry), a gap, or another attempt: look.
         assert!(!own.known_before(&chunk(job, 0, 1, false)));
@@ -173,45 +139,21 @@ mod tests {
         let own = OwnRecords::default();
         let job = JobId::new();
         let first = [chunk(job, 0, 1, false)];
-        own.after_send(&first, Err(&ResultError::Timeout));
+        own.after(&first, &Err(ResultError::Timeout));
         assert!(!own.known_before(&first[0]));
-        own.after_send(&first, Ok(()));
+        own.after(&first, &Ok(()));
         assert!(own.known_before(&chunk(job, 1, 1, false)));
-    }
-
-    #[test]
-    fn a_failed_index_write_makes_the_next_publish_look() {
-        let own = OwnRecords::default();
-        let job = JobId::new();
-        let batch = [chunk(job, 0, 1, false)];
-        own.after_send(&batch, Ok(()));
-        own.after_index(&batch, Err(&ResultError::Timeout));
-        assert!(!own.known_before(&chunk(job, 1, 1, false)));
-        // Indexed on a second try: still looked at, which costs one look.
-        own.after_index(&batch, Ok(()));
-        assert!(!own.known_before(&chunk(job, 1, 1, false)));
     }
 
     #[test]
     fn an_ended_job_is_forgotten() {
         let own = OwnRecords::default();
         let job = JobId::new();
-        let (first, last) = ([chunk(job, 0, 1, false)], [chunk(job, 1, 1, true)]);
-        own.after_send(&first, Ok(()));
-        own.after_send(&last, Ok(()));
-        own.after_index(&last, Ok(()));
+        own.after(&[chunk(job, 0, 1, false)], &Ok(()));
+        own.after(&[chunk(job, 1, 1, true)], &Ok(()));
         assert!(crate::lock(&own.jobs).is_empty());
-        own.after_send(&[chunk(job, 2, 1, false)], Ok(()));
+        own.after(&[chunk(job, 2, 1, false)], &Ok(()));
         own.forget(job);
-        assert!(crate::lock(&own.jobs).is_empty());
-        let superseded = ResultError::Superseded {
-            job,
-            seq: 0,
-            attempt: 1,
-            newer: 2,
-        };
-        own.after_send(&first, Ok(()));
-        own.after_index(&first, Err(&superseded));
         assert!(crate::lock(&own.jobs).is_empty());
     }
 }
