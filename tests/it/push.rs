@@ -411,8 +411,11 @@ async fn a_websocket_that_stops_reading_is_dropped_before_the_end() {
     gate.add_permits(100_000);
     wait_for_slow_drop(&server).await;
 
-    // What was sent before the drop still arrives; the socket then ends
-    // without the job's end.
+    // What was sent whole before the drop still arrives; the socket then
+    // ends without the job's end. A chunk of 100 rows may be larger than
+    // what the two sockets' buffers take, so the drop can cut the first
+    // chunk's frame short: then nothing whole arrives (this test failed
+    // so once in CI), which is still a drop before the end.
     let mut kinds = Vec::new();
     let mut code = None;
     while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(30), ws.next()).await
@@ -426,7 +429,10 @@ async fn a_websocket_that_stops_reading_is_dropped_before_the_end() {
             _ => {}
         }
     }
-    assert!(kinds.iter().any(|k| k == "chunk"), "some chunks arrived");
+    assert!(
+        kinds.iter().all(|k| k == "chunk" || k == "error"),
+        "{kinds:?}"
+    );
     assert!(
         !kinds.iter().any(|k| k == "end"),
         "it did not get to the end"
