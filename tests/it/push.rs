@@ -398,6 +398,18 @@ async fn a_client_that_stops_reading_is_dropped_with_an_error_event() {
     server.stop().await;
 }
 
+/// Notes a websocket message: a text message's `type`, a close frame's code.
+fn note(message: Message, kinds: &mut Vec<String>, code: &mut Option<u16>) {
+    match message {
+        Message::Text(text) => {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            kinds.push(value["type"].as_str().unwrap_or_default().to_owned());
+        }
+        Message::Close(frame) => *code = frame.map(|f| u16::from(f.code)),
+        _ => {}
+    }
+}
+
 #[tokio::test]
 async fn a_websocket_that_stops_reading_is_dropped_before_the_end() {
     let (server, gate, id) = a_job_too_big_for_a_slow_reader().await;
@@ -408,31 +420,30 @@ async fn a_websocket_that_stops_reading_is_dropped_before_the_end() {
             .await
             .unwrap();
     wait_for_open_stream(&server, "websocket").await;
+    // The client reads the job's first chunk, then stops reading. Were it
+    // to read nothing at all, the drop could cut the first 100-row
+    // chunk's frame short (larger than the two sockets' buffers), and no
+    // whole chunk would arrive.
+    let mut kinds = Vec::new();
+    let mut code = None;
+    gate.add_permits(1);
+    while !kinds.iter().any(|k| k == "chunk") {
+        let message = tokio::time::timeout(Duration::from_secs(30), ws.next()).await;
+        let Ok(Some(Ok(message))) = message else {
+            panic!("the first chunk did not arrive: {message:?}");
+        };
+        note(message, &mut kinds, &mut code);
+    }
     gate.add_permits(100_000);
     wait_for_slow_drop(&server).await;
 
-    // What was sent whole before the drop still arrives; the socket then
-    // ends without the job's end. A chunk of 100 rows may be larger than
-    // what the two sockets' buffers take, so the drop can cut the first
-    // chunk's frame short: then nothing whole arrives (this test failed
-    // so once in CI), which is still a drop before the end.
-    let mut kinds = Vec::new();
-    let mut code = None;
+    // What was sent before the drop still arrives; the socket then ends
+    // without the job's end.
     while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(30), ws.next()).await
     {
-        match message {
-            Message::Text(text) => {
-                let value: Value = serde_json::from_str(&text).unwrap();
-                kinds.push(value["type"].as_str().unwrap_or_default().to_owned());
-            }
-            Message::Close(frame) => code = frame.map(|f| u16::from(f.code)),
-            _ => {}
-        }
+        note(message, &mut kinds, &mut code);
     }
-    assert!(
-        kinds.iter().all(|k| k == "chunk" || k == "error"),
-        "{kinds:?}"
-    );
+    assert!(kinds.iter().any(|k| k == "chunk"), "some chunks arrived");
     assert!(
         !kinds.iter().any(|k| k == "end"),
         "it did not get to the end"
