@@ -105,8 +105,8 @@ pub struct BenchArgs {
     pub concurrency: usize,
     /// Processes on this host, by name (`redis-server,tansu`; the kernel
     /// keeps 15 characters of a name), whose CPU time over the first-chunk
-    /// measurement is printed beside this process's (Linux: read from
-    /// `/proc`, in clock ticks of usually 10 ms).
+    /// and delivery measurements is printed beside this process's (Linux:
+    /// their live threads' run time, from `/proc/PID/task/*/schedstat`).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub cpu_of: Vec<String>,
     /// How long each side of the admission comparison is driven.

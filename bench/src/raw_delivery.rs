@@ -13,6 +13,7 @@ use pseudostream::source::Row;
 use serde_json::Value;
 
 use crate::client::Client;
+use crate::cpu::{CpuSpent, StepCpu};
 
 pub(crate) async fn sample_chunk(client: &Client, job: &str) -> anyhow::Result<Chunk> {
     let page: Value = client
@@ -42,15 +43,20 @@ pub(crate) async fn sample_chunk(client: &Client, job: &str) -> anyhow::Result<C
 }
 
 /// Chunks per second appended to a fresh embedded log, encoding included.
-pub(crate) async fn raw_memory(sample: &Chunk, count: u64) -> anyhow::Result<f64> {
+pub(crate) async fn raw_memory(
+    sample: &Chunk,
+    count: u64,
+    cpu_of: &[String],
+) -> anyhow::Result<(f64, CpuSpent)> {
     let log = MemoryResultLog::new(u64::MAX);
     let mut chunk = sample.clone();
     let started = Instant::now();
+    let cpu = StepCpu::start(cpu_of)?;
     for seq in 0..count {
         chunk.chunk_seq = seq;
         log.publish(&chunk).await?;
     }
-    Ok(count as f64 / started.elapsed().as_secs_f64())
+    Ok((count as f64 / started.elapsed().as_secs_f64(), cpu.read()))
 }
 
 /// Messages per second of a plain rdkafka producer (same acks, idempotence
@@ -61,7 +67,8 @@ pub(crate) async fn raw_kafka(
     brokers: &str,
     compression: Compression,
     payloads: &[String],
-) -> anyhow::Result<f64> {
+    cpu_of: &[String],
+) -> anyhow::Result<(f64, CpuSpent)> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     anyhow::ensure!(!payloads.is_empty(), "no chunks to re-send");
     let topic = format!("pseudostream.bench-raw-{}", std::process::id());
@@ -84,6 +91,7 @@ pub(crate) async fn raw_kafka(
     let count = payloads.len().max(10_000);
     let keys: Vec<String> = (0..count).map(|n| format!("0/{n}")).collect();
     let started = Instant::now();
+    let cpu = StepCpu::start(cpu_of)?;
     let mut inflight = futures::stream::FuturesUnordered::new();
     for (key, payload) in keys.iter().zip(payloads.iter().cycle()) {
         inflight.push(
@@ -98,7 +106,9 @@ pub(crate) async fn raw_kafka(
     while let Some(sent) = inflight.next().await {
         sent.map_err(|(e, _)| e)?;
     }
-    Ok(count as f64 / started.elapsed().as_secs_f64())
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    // Read while the producer's threads still live.
+    Ok((rate, cpu.read()))
 }
 
 /// Rows per second of the query alone: the same query through the service's

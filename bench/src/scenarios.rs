@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::BenchArgs;
 use crate::client::{Client, KEY, last_90_days, rfc3339};
-use crate::cpu::{HostProcesses, ProcessCpu};
+use crate::cpu::{ProcessCpu, StepCpu};
 use crate::report::{Figure, Table, ms, percentile};
 use crate::{duckdb, raw_delivery};
 
@@ -26,8 +26,7 @@ pub(crate) async fn first_chunk(
     eprintln!("first chunk: {concurrency} concurrent 90-day regex queries");
     // CPU is read when the last first chunk is in (by the task the
     // barrier below names its leader): what producing them all cost.
-    let others = HostProcesses::named(cpu_of)?;
-    let cpu_before = Arc::new((ProcessCpu::start(), others));
+    let cpu_before = Arc::new(StepCpu::start(cpu_of)?);
     let cpu_spent = Arc::new(std::sync::OnceLock::new());
     let client = Arc::new(Client::new(client.base.clone()));
     let (from, to) = last_90_days();
@@ -58,8 +57,7 @@ pub(crate) async fn first_chunk(
             }
             .await;
             if all_measured.wait().await.is_leader() {
-                let (own, others) = &*cpu_before;
-                let _ = cpu_spent.set((own.seconds(), others.seconds()));
+                let _ = cpu_spent.set(cpu_before.read());
             }
             let (latency, job) = measured?;
             client.cancel(&job).await?;
@@ -70,7 +68,7 @@ pub(crate) async fn first_chunk(
     while let Some(done) = tasks.join_next().await {
         latencies.push(done??);
     }
-    let (own_cpu, others_cpu) = cpu_spent.get().cloned().unwrap_or_default();
+    let cpu_spent = cpu_spent.get().cloned().unwrap_or_default();
     latencies.sort();
     for p in [50.0, 95.0, 99.0] {
         table.push(Figure {
@@ -87,26 +85,9 @@ pub(crate) async fn first_chunk(
     }
     // On one machine the first chunks share its cores with Redis and the
     // broker: their CPU, beside this process's, says what a run cost.
-    // Another process's time comes from /proc in clock ticks (10 ms here).
-    let cpu_figure = |what: String, ours: String| Figure {
-        what: format!("first chunk, CPU until the last of the {concurrency}: {what}"),
-        ours,
-        baseline: "-".into(),
-        ratio: "-".into(),
-        target: "-".into(),
-    };
-    let seconds = |s: f64| format!("{s:.3} s");
-    let this_process = "this process, server and client".to_owned();
-    table.push(cpu_figure(this_process, seconds(own_cpu)));
-    let mut all = Some(own_cpu);
-    for (name, spent) in others_cpu {
-        let ours = spent.map_or("gone: it exited during the run".to_owned(), seconds);
-        table.push(cpu_figure(name, ours));
-        all = all.zip(spent).map(|(a, s)| a + s);
-    }
-    if !cpu_of.is_empty() {
-        let ours = all.map_or("- (a process exited)".to_owned(), seconds);
-        table.push(cpu_figure("all of them".into(), ours));
+    let step = format!("first chunk, CPU until the last of the {concurrency}");
+    for figure in cpu_spent.figures(&step) {
+        table.push(figure);
     }
     Ok(())
 }
@@ -248,7 +229,7 @@ pub(crate) async fn admission(
     let base_cpu = cpu.seconds();
     stop.cancel();
     let accepted_before = running.jobs.metrics.jobs_accepted_total.get();
-    let cpu = ProcessCpu::start();
+    let cpu = StepCpu::start(&args.cpu_of)?;
     let (rate, failed) = drive(
         client.http.clone(),
         format!("{}/v1/jobs", client.base),
@@ -258,7 +239,8 @@ pub(crate) async fn admission(
     )
     .await;
     let admitted = running.jobs.metrics.jobs_accepted_total.get() - accepted_before;
-    let ours_cpu = cpu.seconds();
+    let spent = cpu.read();
+    let ours_cpu = spent.own;
     table.push(Figure {
         what: format!(
             "admission, POST /v1/jobs (1-7 day ranges within the last day) vs a trivial route behind the same middleware ({} clients; failures {failed} / {base_failed}); process CPU per request, clients included",
@@ -275,6 +257,12 @@ pub(crate) async fn admission(
         ratio: format!("{:.0} %", 100.0 * rate / base_rate.max(1e-9)),
         target: "≥ 50 %".into(),
     });
+    // Where an admitted job's CPU goes, by kind of thread (and, with
+    // `--cpu-of`, Redis's and the broker's share).
+    let per_job = 1e6 / (admitted.max(1) as f64);
+    for figure in spent.figures_in("admission, CPU a job", per_job, "µs") {
+        table.push(figure);
+    }
     Ok(())
 }
 
@@ -299,11 +287,14 @@ pub(crate) async fn delivery(
         "maxRows": args.delivery_rows,
     });
     let started = Instant::now();
-    let cpu = ProcessCpu::start();
+    let cpu = StepCpu::start(&args.cpu_of)?;
     let job = client.submit(&body, None).await?;
     let (rows, chunks, bytes, status) = client.read_all(&job.job_id).await?;
     let elapsed = started.elapsed();
-    let cpu = cpu.seconds();
+    let cpu = cpu.read();
+    // Each step's CPU, of this process and of `--cpu-of`'s: on one machine
+    // they share its cores, so together they bound the rows/s.
+    let mut steps_cpu = vec![("end to end", cpu.clone())];
     let rate = rows as f64 / elapsed.as_secs_f64();
     // When the worker finished, by the job's own record: a reader far
     // behind it is the read path's time, not the query's or the publish's.
@@ -315,21 +306,24 @@ pub(crate) async fn delivery(
     let (raw_rate, raw_what) = if kafka {
         let brokers = config.kafka_brokers.clone().unwrap_or_default();
         let payloads = client.chunk_texts(&job.job_id).await?;
+        let (raw, cpu) =
+            raw_delivery::raw_kafka(&brokers, config.kafka_compression, &payloads, &args.cpu_of)
+                .await?;
+        steps_cpu.push(("the raw producer", cpu));
         (
-            raw_delivery::raw_kafka(&brokers, config.kafka_compression, &payloads).await?
-                * sample.rows.len() as f64,
+            raw * sample.rows.len() as f64,
             "a raw rdkafka producer (the result topic's settings) re-sending the job's chunks",
         )
     } else {
-        (
-            raw_delivery::raw_memory(&sample, chunks.max(10_000)).await? * sample.rows.len() as f64,
-            "raw embedded-log appends",
-        )
+        let (raw, cpu) =
+            raw_delivery::raw_memory(&sample, chunks.max(10_000), &args.cpu_of).await?;
+        steps_cpu.push(("the raw producer", cpu));
+        (raw * sample.rows.len() as f64, "raw embedded-log appends")
     };
     // The same job with nobody reading it: how long the service takes to
     // run and publish it, from its own record, so the reader's share of the
     // two cores shows. A row cap one higher makes it a job of its own.
-    let unread_cpu = ProcessCpu::start();
+    let unread_cpu = StepCpu::start(&args.cpu_of)?;
     let unread = client
         .submit(
             &json!({
@@ -341,21 +335,24 @@ pub(crate) async fn delivery(
         )
         .await?;
     let (unread_rows, unread_secs) = client.wait_until_finished(&unread.job_id).await?;
-    let unread_cpu = unread_cpu.seconds();
+    let unread_cpu = unread_cpu.read();
+    steps_cpu.push(("nobody reading", unread_cpu.clone()));
     let unread_rate = unread_rows as f64 / unread_secs.max(1e-9);
     // The reader alone: that job read back once it has finished, so no
     // query runs beside it.
     let reading = Instant::now();
-    let read_cpu = ProcessCpu::start();
+    let read_cpu = StepCpu::start(&args.cpu_of)?;
     let (read_rows, ..) = client.read_all(&unread.job_id).await?;
-    let (read_secs, read_cpu) = (reading.elapsed().as_secs_f64(), read_cpu.seconds());
+    let (read_secs, read_cpu) = (reading.elapsed().as_secs_f64(), read_cpu.read());
+    steps_cpu.push(("the reader alone", read_cpu.clone()));
     let read_rate = read_rows as f64 / read_secs.max(1e-9);
     // The same query with nothing published, and DuckDB writing its rows as
     // JSON: what the query part alone costs.
-    let query_cpu = ProcessCpu::start();
+    let query_cpu = StepCpu::start(&args.cpu_of)?;
     let (query_rows, query_secs) =
         raw_delivery::query_only(&running.jobs, filter, (from, to), args.delivery_rows).await?;
-    let query_cpu = query_cpu.seconds();
+    let query_cpu = query_cpu.read();
+    steps_cpu.push(("the query alone", query_cpu.clone()));
     let query_rate = query_rows as f64 / query_secs.max(1e-9);
     let (duck_rows, duck_secs) = duckdb::whole_result(
         &args.python,
@@ -373,8 +370,9 @@ pub(crate) async fn delivery(
             bytes as f64 / chunks.max(1) as f64
         ),
         ours: format!(
-            "{rate:.0} rows/s ({:.2} s; the job finished at {finished:.2} s; {cpu:.2} s of CPU, client included)",
-            elapsed.as_secs_f64()
+            "{rate:.0} rows/s ({:.2} s; the job finished at {finished:.2} s; {:.2} s of CPU, client included)",
+            elapsed.as_secs_f64(),
+            cpu.own
         ),
         baseline: format!("{lower:.0} rows/s (raw {raw_rate:.0}, query alone {query_rate:.0})"),
         ratio: format!("{:.1} %", 100.0 * rate / lower.max(1e-9)),
@@ -384,25 +382,36 @@ pub(crate) async fn delivery(
         format!(
             "delivery, nobody reading: the same job's {unread_rows} rows, submission to its last chunk published (its record)"
         ),
-        (unread_rate, unread_secs, unread_cpu),
+        (unread_rate, unread_secs, unread_cpu.own),
         query_rate,
     ));
     table.push(beside_query_alone(
         format!(
             "delivery, the reader alone: that job's {read_rows} rows read back over HTTP after it finished (pages of up to 1,000 chunks, parsed by the bench's client)"
         ),
-        (read_rate, read_secs, read_cpu),
+        (read_rate, read_secs, read_cpu.own),
         query_rate,
     ));
     table.push(Figure {
         what: format!(
             "query alone: the same query through the source, {query_rows} rows cut into chunks and encoded, nothing published, vs DuckDB writing {duck_rows} rows as JSON (two threads)"
         ),
-        ours: format!("{query_rate:.0} rows/s ({query_secs:.2} s; {query_cpu:.2} s of CPU)"),
+        ours: format!(
+            "{query_rate:.0} rows/s ({query_secs:.2} s; {:.2} s of CPU)",
+            query_cpu.own
+        ),
         baseline: format!("{duck_rate:.0} rows/s ({duck_secs:.2} s)"),
         ratio: format!("{:.1} %", 100.0 * query_rate / duck_rate.max(1e-9)),
         target: "≥ 50 %".into(),
     });
+    if !args.cpu_of.is_empty() {
+        for (step, spent) in steps_cpu {
+            let step = format!("delivery CPU, {step}");
+            for figure in spent.figures(&step) {
+                table.push(figure);
+            }
+        }
+    }
     Ok(())
 }
 
