@@ -8,7 +8,8 @@
 //! opens; a window then takes just the pages whose time range overlaps it
 //! (those a first chunk waits for decoded once for all jobs, through the
 //! [`PageCache`]), evaluates the filter (the same DataFusion expression,
-//! made physical without a plan), and sorts in memory with Arrow's kernels.
+//! made physical without a plan), and sorts in memory with Arrow's kernels
+//! (or keeps the order the rows already have, when it is the one asked).
 //!
 //! The result is the one DataFusion gives for the same part: same filter,
 //! same sort keys and options (see `Job::segment_frame`); the source's tests
@@ -16,12 +17,15 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::{AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{
     SortColumn, SortOptions, concat_batches, filter_record_batch, lexsort_to_indices,
     take_record_batch,
 };
-use datafusion::arrow::datatypes::{Schema as ArrowSchema, SchemaRef};
+use datafusion::arrow::datatypes::{
+    DataType, Int64Type, Schema as ArrowSchema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+};
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::PhysicalExpr;
@@ -216,6 +220,18 @@ pub(super) fn sort_window(
             .map(|b| b.slice(0, 0))
             .map_err(arrow_err);
     }
+    let projected = batch.project(output).map_err(arrow_err)?;
+    // Files sorted by time give a window's matches in time order already:
+    // then the order asked for is the batch's, or the batch's reversed.
+    match keys.first().and_then(|first| in_time_order(batch, first)) {
+        Some(Order::AsStored) => return Ok(projected.slice(skip, end - skip)),
+        Some(Order::Reversed) => {
+            let last = batch.num_rows() - 1;
+            let indices: UInt32Array = (skip..end).map(|n| (last - n) as u32).collect();
+            return take_record_batch(&projected, &indices).map_err(arrow_err);
+        }
+        None => {}
+    }
     let columns: Vec<SortColumn> = keys
         .iter()
         .map(|k| SortColumn {
@@ -227,14 +243,54 @@ pub(super) fn sort_window(
     // on the planned sort.
     let indices = lexsort_to_indices(&columns, Some(end)).map_err(arrow_err)?;
     let indices = indices.slice(skip, end - skip);
-    let projected = batch.project(output).map_err(arrow_err)?;
     take_record_batch(&projected, &indices).map_err(arrow_err)
+}
+
+/// How a batch's rows already stand against the sort.
+#[derive(Debug, PartialEq, Eq)]
+enum Order {
+    AsStored,
+    Reversed,
+}
+
+/// The order `batch` already has against `first`, the sort's first key
+/// (the time), when that key is a 64-bit integer or timestamp column with
+/// no nulls and strictly monotone: no two rows tie on it, so the later
+/// keys never decide, and the sort would keep the rows as they are or
+/// reverse them. `None` otherwise (the sort runs).
+fn in_time_order(batch: &RecordBatch, first: &SortKey) -> Option<Order> {
+    let column = batch.column(first.column);
+    if column.null_count() > 0 {
+        return None;
+    }
+    let values: &[i64] = match column.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            column.as_primitive::<TimestampSecondType>().values()
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            column.as_primitive::<TimestampMillisecondType>().values()
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            column.as_primitive::<TimestampMicrosecondType>().values()
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            column.as_primitive::<TimestampNanosecondType>().values()
+        }
+        DataType::Int64 => column.as_primitive::<Int64Type>().values(),
+        _ => return None,
+    };
+    let rising = values.windows(2).all(|w| w[0] < w[1]);
+    let falling = !rising && values.windows(2).all(|w| w[0] > w[1]);
+    match (rising, falling, first.options.descending) {
+        (true, _, false) | (_, true, true) => Some(Order::AsStored),
+        (true, _, true) | (_, true, false) => Some(Order::Reversed),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
 
     #[test]
     fn sorting_keeps_nulls_last_both_ways_and_pages_by_skip() {
@@ -269,5 +325,71 @@ mod tests {
         let all = sort_window(&batch, &asc, 0, usize::MAX, &[1]).unwrap();
         assert_eq!(ns(all), [Some(9), Some(5), None, Some(0)]);
         assert_eq!(sort_window(&batch, &asc, 9, 1, &[1]).unwrap().num_rows(), 0);
+    }
+
+    /// A batch of `(ts, n)` rows, microsecond times.
+    fn batch_of(rows: &[(Option<i64>, i64)]) -> RecordBatch {
+        use datafusion::arrow::array::{Int64Array, TimestampMicrosecondArray};
+        use datafusion::arrow::datatypes::Field;
+        let schema = Arc::new(ArrowSchema::new(vec![
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let ts: TimestampMicrosecondArray = rows.iter().map(|r| r.0).collect();
+        let n: Int64Array = rows.iter().map(|r| Some(r.1)).collect();
+        RecordBatch::try_new(schema, vec![Arc::new(ts), Arc::new(n)]).unwrap()
+    }
+
+    #[test]
+    fn rows_already_in_time_order_come_out_as_the_sort_would_put_them() {
+        let ns = |b: RecordBatch| -> Vec<i64> {
+            b.column(0).as_primitive::<Int64Type>().values().to_vec()
+        };
+        let desc = [SortKey::new(0, false), SortKey::new(1, true)];
+        let asc = [SortKey::new(0, true), SortKey::new(1, true)];
+        // Rising times, as a time-sorted file stores them.
+        let rising = batch_of(&[(Some(1), 10), (Some(2), 20), (Some(5), 30), (Some(9), 40)]);
+        assert_eq!(in_time_order(&rising, &desc[0]), Some(Order::Reversed));
+        assert_eq!(in_time_order(&rising, &asc[0]), Some(Order::AsStored));
+        assert_eq!(
+            ns(sort_window(&rising, &desc, 0, 10, &[1]).unwrap()),
+            [40, 30, 20, 10]
+        );
+        assert_eq!(
+            ns(sort_window(&rising, &desc, 1, 2, &[1]).unwrap()),
+            [30, 20]
+        );
+        assert_eq!(
+            ns(sort_window(&rising, &asc, 1, 2, &[1]).unwrap()),
+            [20, 30]
+        );
+        // Falling times.
+        let falling = batch_of(&[(Some(9), 40), (Some(5), 30), (Some(2), 20)]);
+        assert_eq!(in_time_order(&falling, &desc[0]), Some(Order::AsStored));
+        assert_eq!(
+            ns(sort_window(&falling, &asc, 0, 2, &[1]).unwrap()),
+            [20, 30]
+        );
+        assert_eq!(ns(sort_window(&falling, &desc, 2, 5, &[1]).unwrap()), [20]);
+        // A tie on the time: the next key decides, so the sort runs.
+        let tied = batch_of(&[(Some(1), 10), (Some(2), 30), (Some(2), 20), (Some(3), 40)]);
+        assert_eq!(in_time_order(&tied, &desc[0]), None);
+        assert_eq!(
+            ns(sort_window(&tied, &desc, 0, 10, &[1]).unwrap()),
+            [40, 20, 30, 10]
+        );
+        // A null time sorts last: the sort runs.
+        let null = batch_of(&[(Some(1), 10), (None, 0), (Some(3), 30)]);
+        assert_eq!(in_time_order(&null, &asc[0]), None);
+        assert_eq!(
+            ns(sort_window(&null, &asc, 0, 10, &[1]).unwrap()),
+            [10, 30, 0]
+        );
+        // One row is in any order.
+        let one = batch_of(&[(Some(7), 70)]);
+        assert_eq!(ns(sort_window(&one, &desc, 0, 1, &[1]).unwrap()), [70]);
+        // Any strictly monotone 64-bit integer first key will do.
+        let by_n = [SortKey::new(1, false)];
+        assert_eq!(in_time_order(&rising, &by_n[0]), Some(Order::Reversed));
     }
 }
