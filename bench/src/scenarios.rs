@@ -292,9 +292,10 @@ pub(crate) async fn delivery(
     let (rows, chunks, bytes, status) = client.read_all(&job.job_id).await?;
     let elapsed = started.elapsed();
     let cpu = cpu.read();
+    let cpu_own = cpu.own;
     // Each step's CPU, of this process and of `--cpu-of`'s: on one machine
     // they share its cores, so together they bound the rows/s.
-    let mut steps_cpu = vec![("end to end", cpu.clone())];
+    let mut steps_cpu = vec![("end to end", cpu)];
     let rate = rows as f64 / elapsed.as_secs_f64();
     // When the worker finished, by the job's own record: a reader far
     // behind it is the read path's time, not the query's or the publish's.
@@ -336,7 +337,8 @@ pub(crate) async fn delivery(
         .await?;
     let (unread_rows, unread_secs) = client.wait_until_finished(&unread.job_id).await?;
     let unread_cpu = unread_cpu.read();
-    steps_cpu.push(("nobody reading", unread_cpu.clone()));
+    let unread_own = unread_cpu.own;
+    steps_cpu.push(("nobody reading", unread_cpu));
     let unread_rate = unread_rows as f64 / unread_secs.max(1e-9);
     // The reader alone: that job read back once it has finished, so no
     // query runs beside it.
@@ -344,7 +346,8 @@ pub(crate) async fn delivery(
     let read_cpu = StepCpu::start(&args.cpu_of)?;
     let (read_rows, ..) = client.read_all(&unread.job_id).await?;
     let (read_secs, read_cpu) = (reading.elapsed().as_secs_f64(), read_cpu.read());
-    steps_cpu.push(("the reader alone", read_cpu.clone()));
+    let read_own = read_cpu.own;
+    steps_cpu.push(("the reader alone", read_cpu));
     let read_rate = read_rows as f64 / read_secs.max(1e-9);
     // The same query with nothing published, and DuckDB writing its rows as
     // JSON: what the query part alone costs.
@@ -352,7 +355,8 @@ pub(crate) async fn delivery(
     let (query_rows, query_secs) =
         raw_delivery::query_only(&running.jobs, filter, (from, to), args.delivery_rows).await?;
     let query_cpu = query_cpu.read();
-    steps_cpu.push(("the query alone", query_cpu.clone()));
+    let query_own = query_cpu.own;
+    steps_cpu.push(("the query alone", query_cpu));
     let query_rate = query_rows as f64 / query_secs.max(1e-9);
     let (duck_rows, duck_secs) = duckdb::whole_result(
         &args.python,
@@ -372,7 +376,7 @@ pub(crate) async fn delivery(
         ours: format!(
             "{rate:.0} rows/s ({:.2} s; the job finished at {finished:.2} s; {:.2} s of CPU, client included)",
             elapsed.as_secs_f64(),
-            cpu.own
+            cpu_own
         ),
         baseline: format!("{lower:.0} rows/s (raw {raw_rate:.0}, query alone {query_rate:.0})"),
         ratio: format!("{:.1} %", 100.0 * rate / lower.max(1e-9)),
@@ -382,14 +386,14 @@ pub(crate) async fn delivery(
         format!(
             "delivery, nobody reading: the same job's {unread_rows} rows, submission to its last chunk published (its record)"
         ),
-        (unread_rate, unread_secs, unread_cpu.own),
+        (unread_rate, unread_secs, unread_own),
         query_rate,
     ));
     table.push(beside_query_alone(
         format!(
             "delivery, the reader alone: that job's {read_rows} rows read back over HTTP after it finished (pages of up to 1,000 chunks, parsed by the bench's client)"
         ),
-        (read_rate, read_secs, read_cpu.own),
+        (read_rate, read_secs, read_own),
         query_rate,
     ));
     table.push(Figure {
@@ -398,7 +402,7 @@ pub(crate) async fn delivery(
         ),
         ours: format!(
             "{query_rate:.0} rows/s ({query_secs:.2} s; {:.2} s of CPU)",
-            query_cpu.own
+            query_own
         ),
         baseline: format!("{duck_rate:.0} rows/s ({duck_secs:.2} s)"),
         ratio: format!("{:.1} %", 100.0 * query_rate / duck_rate.max(1e-9)),
